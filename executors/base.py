@@ -1,0 +1,110 @@
+"""The executor contract: the ABC and the plain task types executors exchange.
+
+Executors never import `scheduler`: they get a TaskSpec, run it somewhere, send
+Events while it runs and resolve a Future with its TaskResult.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from flowlib.resources import Distributed, Resources
+
+
+@dataclass(frozen=True)
+class OperatorRef:
+    """How a worker finds the operator: import `module` from `file`, then `qualname`;
+    or unpickle `pickled` (cloudpickle) when the function cannot be imported."""
+
+    file: str
+    module: str
+    qualname: str
+    pickled: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One attempt of one node, everything a worker needs to run it."""
+
+    task_id: str
+    run_id: str
+    node: str
+    attempt: int
+    operator: OperatorRef
+    # param -> {"digest": d} | {"literal": value} | {"fields": {name: d}, "cls": [module, qualname]}
+    inputs: Mapping[str, Mapping[str, Any]]
+    resources: Resources = field(default_factory=Resources)
+    timeout: float | None = None
+    distributed: Distributed | None = None
+    store_url: str = ""
+    fsync: bool = True
+    checkpoint_ref: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    project_root: str = ""
+
+
+@dataclass
+class TaskResult:
+    """How an attempt ended. `outputs`: name -> {digest, serializer, serializer_version, size, elements?}."""
+
+    task_id: str
+    ok: bool
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    exit_code: int | None = None
+    signal: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    log: str = ""
+
+    @classmethod
+    def failure(cls, task_id: str, kind: str, message: str, **how: Any) -> TaskResult:
+        now = time.time()
+        how.setdefault("started_at", now)
+        return cls(task_id, False, error={"type": kind, "message": message, "traceback": None}, ended_at=now, **how)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a running task reports: kind "metric", "checkpoint" or "log"."""
+
+    task_id: str
+    kind: str
+    data: Mapping[str, Any]
+    time: float = field(default_factory=time.time)
+
+
+EventSink = Callable[[Event], None]
+
+
+class Executor(ABC):
+    """Runs TaskSpecs. `capacity` gives totals; the scheduler does the accounting."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def start(self, settings: Mapping[str, Any]) -> None:
+        """Get ready (start workers, connect); `settings` is the [executors.NAME] table."""
+
+    @abstractmethod
+    def capacity(self) -> Resources:
+        """Total resources this executor can run at once."""
+
+    @abstractmethod
+    def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
+        """Start `task` without blocking; the future resolves with its TaskResult (never raises)."""
+
+    @abstractmethod
+    def cancel(self, task_id: str) -> None:
+        """Stop a submitted task; its future resolves with a failed TaskResult."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop everything this executor started; no process outlives it."""

@@ -1,0 +1,39 @@
+"""`inline`: run each task in the scheduler's own process, one at a time (for debugging)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.worker import execute
+from flowlib.resources import Resources
+
+
+class InlineExecutor(Executor):
+    """Runs tasks synchronously in-process; timeouts and cancellation cannot interrupt them."""
+
+    name = "inline"
+
+    def start(self, settings: Mapping[str, Any]) -> None:
+        self._cpus = os.cpu_count() or 1
+
+    def capacity(self) -> Resources:
+        return Resources(cpus=1, gpus=0)
+
+    def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
+        future: Future[TaskResult] = Future()
+
+        def emit(kind: str, data: dict[str, Any]) -> None:
+            on_event(Event(task.task_id, kind, data))
+
+        future.set_result(execute(task, emit, capture="sys"))
+        return future
+
+    def cancel(self, task_id: str) -> None:
+        """Nothing runs in the background, so there is nothing to stop."""
+
+    def shutdown(self) -> None:
+        """Nothing was started."""

@@ -1,0 +1,224 @@
+"""`local`: a pool of warm worker processes on this machine.
+
+One thread multiplexes every worker's pipe and exit sentinel, so results, events,
+deaths and timeouts are handled as they happen, without polling.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import cloudpickle
+
+from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.worker import HOST, serve
+from flowlib.resources import Resources
+
+
+@dataclass
+class _Task:
+    spec: TaskSpec
+    on_event: EventSink
+    future: Future
+    deadline: float | None = None
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    task: _Task | None = None
+    kill_reason: tuple[str, str] | None = None
+
+
+def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:
+    """Return (how the process ended, exit code, signal number)."""
+    if exitcode is None:
+        return "the worker process vanished", None, None
+    if exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"the worker process was killed by {name} (signal {number})", None, number
+    return f"the worker process exited with code {exitcode} before finishing the task", exitcode, None
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._workers: list[_Worker] = []
+        self._queue: deque[_Task] = deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._size = 1
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self, settings: Mapping[str, Any]) -> None:
+        self._size = int(settings.get("workers") or os.cpu_count() or 1)
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = [self._spawn() for _ in range(self._size)]
+        self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
+        self._thread.start()
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(target=serve, args=(child, list(sys.path)), daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def capacity(self) -> Resources:
+        return Resources(cpus=self._size, gpus=0)
+
+    def shutdown(self) -> None:
+        self._closing = True
+        self._wake()
+        for worker in self._workers:
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
+            if worker.process.is_alive():
+                worker.process.kill()
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            pending = [w.task for w in self._workers if w.task] + list(self._queue)
+            self._queue.clear()
+        for task in pending:
+            if task and not task.future.done():
+                task.future.set_result(TaskResult.failure(task.spec.task_id, "Cancelled", "the executor shut down"))
+
+    # -- tasks --------------------------------------------------------------------------
+    def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
+        future: Future[TaskResult] = Future()
+        deadline = time.monotonic() + task.timeout if task.timeout else None
+        with self._lock:
+            self._queue.append(_Task(task, on_event, future, deadline))
+            self._dispatch_locked()
+        self._wake()
+        return future
+
+    def cancel(self, task_id: str) -> None:
+        with self._lock:
+            for task in list(self._queue):
+                if task.spec.task_id == task_id:
+                    self._queue.remove(task)
+                    task.future.set_result(TaskResult.failure(task_id, "Cancelled", "cancelled before it started"))
+                    return
+            for worker in self._workers:
+                if worker.task and worker.task.spec.task_id == task_id:
+                    worker.kill_reason = ("Cancelled", "cancelled while running")
+                    worker.process.kill()
+
+    def _dispatch_locked(self) -> None:
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.task is None and worker.process.is_alive():
+                task = self._queue.popleft()
+                task.started = time.time()
+                if task.deadline is not None:
+                    task.deadline = time.monotonic() + task.spec.timeout
+                worker.task = task
+                try:
+                    worker.conn.send_bytes(cloudpickle.dumps(task.spec))
+                except (OSError, ValueError):
+                    worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
+                    worker.process.kill()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass
+
+    # -- the multiplexing loop ----------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closing:
+            with self._lock:
+                workers = list(self._workers)
+                deadlines = [w.task.deadline for w in workers if w.task and w.task.deadline is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            handles: list[Any] = [self._wake_r]
+            for worker in workers:
+                handles += [worker.conn, worker.process.sentinel]
+            ready = wait(handles, timeout)
+            if self._closing:
+                return
+            if self._wake_r in ready:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            for worker in workers:
+                if worker.conn in ready:
+                    self._read(worker)
+                if worker.process.sentinel in ready and not worker.process.is_alive():
+                    self._replace(worker)
+            self._enforce_timeouts()
+
+    def _read(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll():
+                message = cloudpickle.loads(worker.conn.recv_bytes())
+                if message[0] == "event":
+                    _, task_id, kind, data = message
+                    if worker.task is not None:
+                        worker.task.on_event(Event(task_id, kind, data))
+                    continue
+                result: TaskResult = message[1]
+                with self._lock:
+                    task, worker.task = worker.task, None
+                    self._dispatch_locked()
+                if task is not None:
+                    task.future.set_result(result)
+        except (EOFError, OSError):
+            return  # the sentinel reports the death
+
+    def _replace(self, worker: _Worker) -> None:
+        """A worker process died: fail its attempt with how it died, start a fresh one."""
+        self._read(worker)  # a result sent just before exiting still counts
+        worker.process.join(timeout=1)
+        how, code, number = describe_exit(worker.process.exitcode)
+        with self._lock:
+            task, worker.task = worker.task, None
+            reason, worker.kill_reason = worker.kill_reason, None
+            index = self._workers.index(worker)
+            if not self._closing:
+                self._workers[index] = self._spawn()
+                self._dispatch_locked()
+        worker.conn.close()
+        if task is None or task.future.done():
+            return
+        kind, message = reason or ("WorkerDied", how)
+        task.future.set_result(TaskResult.failure(
+            task.spec.task_id, kind, message, exit_code=code, signal=number, host=HOST,
+            pid=worker.process.pid, started_at=task.started,
+        ))
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for worker in self._workers:
+                task = worker.task
+                if task and task.deadline is not None and now >= task.deadline and worker.kill_reason is None:
+                    worker.kill_reason = ("Timeout", f"timed out after {task.spec.timeout:g} s and was killed")
+                    worker.process.kill()

@@ -1,0 +1,259 @@
+"""The worker side: run one TaskSpec — load the operator and inputs, call it, store outputs.
+
+`execute` is shared by every executor; `serve` is the loop of a warm worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections import namedtuple
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from executors.base import TaskResult, TaskSpec
+
+LOG_LIMIT = 1 << 20  # keep the last MiB of a node's output
+HOST = socket.gethostname()
+
+_stores: dict[tuple[str, bool], Any] = {}
+
+
+def store_for(spec: TaskSpec) -> Any:
+    from flowlib.store import ArtifactStore
+
+    key = (spec.store_url, spec.fsync)
+    if key not in _stores:
+        _stores[key] = ArtifactStore(spec.store_url, fsync=spec.fsync)
+    return _stores[key]
+
+
+def resolve_operator(spec: TaskSpec) -> Any:
+    """Return the Operator a spec names: imported by file path, or unpickled."""
+    ref = spec.operator
+    if ref.pickled is not None:
+        import cloudpickle
+
+        return cloudpickle.loads(ref.pickled)
+    from flowlib.loading import load_module
+
+    obj: Any = load_module(ref.file, ref.module)
+    for part in ref.qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _namedtuple_class(cls_ref: list[str], names: list[str]) -> Any:
+    module, qualname = cls_ref
+    try:
+        obj: Any = sys.modules.get(module) or import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+    except Exception:
+        return namedtuple(qualname.rsplit(".", 1)[-1], names)  # noqa: PYI024
+
+
+def load_input(store: Any, value: dict[str, Any]) -> Any:
+    """Turn one TaskSpec input into its value."""
+    if "literal" in value:
+        return value["literal"]
+    if "digest" in value:
+        return store.get(value["digest"])
+    fields = value["fields"]
+    cls = _namedtuple_class(value["cls"], list(fields))
+    return cls(*(store.get(digest) for digest in fields.values()))
+
+
+def store_output(store: Any, value: Any) -> dict[str, Any]:
+    """Write one output value; a list is stored per element plus a manifest."""
+    if isinstance(value, list):
+        manifest, elements = store.put_list(value)
+        return {**manifest.to_json(), "elements": [element.digest for element in elements]}
+    return store.put(value).to_json()
+
+
+def checkpoint_name(root_run_id: str, node: str) -> str:
+    """The store ref under which a node's checkpoints are kept for a whole resume chain."""
+    return f"checkpoints/{root_run_id}/{hashlib.sha256(node.encode()).hexdigest()[:32]}"
+
+
+@contextlib.contextmanager
+def _captured(mode: str):
+    """Capture what the attempt prints: at the fd level in a worker process, sys-level inline."""
+    if mode == "fd":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with tempfile.TemporaryFile() as sink:
+            saved = os.dup(1), os.dup(2)
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            box = {"text": ""}
+            try:
+                yield box
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+                size = sink.seek(0, os.SEEK_END)
+                sink.seek(max(0, size - LOG_LIMIT))
+                box["text"] = sink.read().decode("utf-8", "replace")
+    else:
+        buffer = io.StringIO()
+        box = {"text": ""}
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            try:
+                yield box
+            finally:
+                box["text"] = buffer.getvalue()[-LOG_LIMIT:]
+
+
+def _node_logger(node: str) -> logging.Logger:
+    logger = logging.getLogger(f"flowlib.node.{node}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code down, without our frames above it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    flowlib_dir = os.path.dirname(os.path.abspath(import_module("flowlib").__file__ or ""))
+    user = [f for f in frames if not f.filename.startswith((here, flowlib_dir))]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(user or frames)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture: str = "fd",
+            rank: int = 0, world_size: int = 1) -> TaskResult:
+    """Run one attempt and return its TaskResult; user errors are results, not exceptions."""
+    from flowlib import context, typecheck
+    from flowlib.errors import OperatorReturnTypeError
+
+    started = time.time()
+    result = TaskResult(spec.task_id, False, host=HOST, pid=os.getpid(), started_at=started)
+    store = store_for(spec)
+    saved_env = {key: os.environ.get(key) for key in spec.env}
+    os.environ.update(spec.env)
+
+    def save_checkpoint(obj: Any, step: int | None) -> None:
+        ref = store.put(obj)
+        if spec.checkpoint_ref:
+            store.set_ref(spec.checkpoint_ref, ref.digest)
+        emit("checkpoint", {"digest": ref.digest, "step": step, "size": ref.size})
+
+    def load_checkpoint() -> Any:
+        digest = store.get_ref(spec.checkpoint_ref) if spec.checkpoint_ref else None
+        return store.get(digest) if digest else None
+
+    gpus = [int(x) for x in spec.env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip().isdigit()]
+    with _captured(capture) as log:
+        task_context = context.TaskContext(
+            run_id=spec.run_id, node=spec.node, attempt=spec.attempt, gpus=gpus, rank=rank,
+            world_size=world_size, emit=emit,
+            checkpoint=context.Checkpoints(save_checkpoint, load_checkpoint),
+            logger=_node_logger(spec.node),
+        )
+        token = context.bind(task_context)
+        try:
+            op = resolve_operator(spec)
+            kwargs = {param: load_input(store, value) for param, value in spec.inputs.items()}
+            value = op.fn(**kwargs)
+            if not typecheck.is_instance(value, op.return_type):
+                raise OperatorReturnTypeError(
+                    f"operator '{op.qualname}' returned {typecheck.describe_value(value)}, "
+                    f"expected {typecheck.describe(op.return_type)}"
+                )
+            if rank == 0:
+                fields = op.output_fields
+                if fields:
+                    result.outputs = {name: store_output(store, getattr(value, name)) for name in fields}
+                else:
+                    result.outputs = {"return": store_output(store, value)}
+            result.ok = True
+        except BaseException as exc:  # the user's code may raise anything, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            result.error = {"type": type(exc).__name__, "message": str(exc), "traceback": _user_traceback(exc)}
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        finally:
+            context.unbind(token)
+            for key, old in saved_env.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
+    result.log = log["text"]
+    result.ended_at = time.time()
+    return result
+
+
+def _die_with_parent() -> None:
+    """Make this process stop when the process that started it dies (no orphans)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
+
+
+def serve(conn: Any, sys_path: list[str]) -> None:
+    """Loop of a warm worker process: receive pickled specs, send events and results back."""
+    import signal
+
+    import cloudpickle
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
+    _die_with_parent()
+    for entry in reversed(sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        spec: TaskSpec = cloudpickle.loads(message)
+
+        def emit(kind: str, data: dict[str, Any], _spec: TaskSpec = spec) -> None:
+            conn.send_bytes(cloudpickle.dumps(("event", _spec.task_id, kind, data)))
+
+        result = execute(spec, emit)
+        try:
+            payload = cloudpickle.dumps(("result", result))
+        except Exception as exc:
+            result = TaskResult.failure(spec.task_id, "ResultNotPicklable", str(exc))
+            payload = cloudpickle.dumps(("result", result))
+        conn.send_bytes(payload)

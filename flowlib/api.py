@@ -1,0 +1,65 @@
+"""The Python entry points: run, resume and read runs (they reach the scheduler lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flowlib.config import Config, load
+from flowlib.errors import FlowError
+from flowlib.results import RunResult
+from flowlib.workflows import Workflow
+
+
+def _config(db: str | None, executor: str | None = None) -> Config:
+    return load(db=db, executor=executor)
+
+
+def run(
+    wf: Workflow,
+    params: dict[str, Any] | None = None,
+    executor: str | None = None,
+    db: str | None = None,
+    cache: bool = True,
+    *,
+    fail_fast: bool = False,
+    max_parallel: int | None = None,
+    progress: Any = None,
+    on_recorded: Any = None,
+    dag: Any = None,
+) -> RunResult:
+    """Build `wf` with `params`, run it to the end and return its RunResult (never raises RunFailed)."""
+    from scheduler.service import RunOptions, execute_dag, open_store
+
+    if not isinstance(wf, Workflow):
+        raise FlowError(f"flowlib.run takes a @workflow, got {wf!r}")
+    config = _config(db, executor)
+    dag = dag or wf.build(**(params or {}))
+    options = RunOptions(executor=executor, use_cache=cache, fail_fast=fail_fast, max_parallel=max_parallel, progress=progress)
+    run_id = execute_dag(dag, config, options, on_recorded=on_recorded)
+    return get_run(run_id, db=db, _config=config, _store=open_store(config))
+
+
+def resume(run_id: str, executor: str | None = None, db: str | None = None, *, progress: Any = None,
+           on_recorded: Any = None) -> RunResult:
+    """Re-run a failed or interrupted run, reusing what succeeded; returns the new run's result."""
+    from scheduler.resume import resume_run
+
+    config = _config(db, executor)
+    new_id = resume_run(run_id, config, executor=executor, progress=progress, on_recorded=on_recorded)
+    return get_run(new_id, db=db, _config=config)
+
+
+def get_run(run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None) -> RunResult:
+    """Return a recorded run; its outputs load from the artifact store on first use."""
+    from scheduler import db as database
+    from scheduler.readback import load_run
+    from scheduler.service import open_store
+
+    config = _config or load(db=db)
+    engine = database.connect(config.db)
+    return load_run(engine, _store or open_store(config), str(run_id))
+
+
+def pipeline_path(wf: Workflow) -> Path:
+    return Path(wf.file).resolve()

@@ -1,0 +1,201 @@
+"""Commands that read recorded runs: runs, status, logs, outputs, metrics, why, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from typing import Any
+
+import click
+
+from flowlib.cli.options import config, db_option, json_option
+
+
+def _engine_and_store(db: str | None) -> tuple[Any, Any]:
+    from scheduler import db as database
+    from scheduler.service import open_store
+
+    settings = config(db)
+    return database.connect(settings.db), open_store(settings)
+
+
+@click.command("runs")
+@click.option("--workflow", default=None, help="Only runs of this workflow.")
+@click.option("--status", default=None, type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs, newest first.")
+@db_option
+@json_option
+def runs(workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool) -> None:
+    """List recorded runs, newest first."""
+    from sqlalchemy.orm import Session
+
+    from scheduler import repository as repo
+    from scheduler.readback import result_of
+
+    engine, store = _engine_and_store(db)
+    with Session(engine) as session:
+        found = repo.list_runs(session, workflow=workflow, status=status, limit=limit)
+    results = [(run, result_of(run, [], store, with_nodes=False)) for run in found]
+    if as_json:
+        objects = []
+        for run, result in results:
+            shown = result.to_json(with_nodes=False)
+            shown["outputs"] = None  # listing never loads artifacts
+            shown.update(created_at=run.created_at, ended_at=run.ended_at, file=run.file, params=run.params)
+            objects.append(shown)
+        click.echo(json.dumps(objects, default=repr))
+        return
+    for run, _ in results:
+        click.echo(f"{run.id}  {run.status:<10} {run.workflow:<20} {run.file}")
+
+
+@click.command("status")
+@click.argument("run_id")
+@db_option
+@json_option
+def status(run_id: str, db: str | None, as_json: bool) -> None:
+    """Show a run's nodes: status, attempts, cache hits, durations, errors."""
+    from scheduler.readback import load_run
+
+    engine, store = _engine_and_store(db)
+    result = load_run(engine, store, run_id)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=repr))
+        return
+    click.echo(f"run {result.run_id}  workflow {result.workflow}  {result.status}")
+    if result.resumed_from:
+        click.echo(f"resumed from {result.resumed_from}")
+    for node in result.nodes:
+        duration = f"{node.duration_s:.2f}s" if node.duration_s is not None else "-"
+        error = f"  {node.error.get('type')}: {node.error.get('message')}" if isinstance(node.error, dict) else ""
+        click.echo(f"  {node.name:<30} {node.status!s:<16} attempts={node.attempts} {duration}{error}")
+
+
+@click.command("logs")
+@click.argument("run_id")
+@click.argument("node", required=False)
+@db_option
+def logs(run_id: str, node: str | None, db: str | None) -> None:
+    """Print what nodes printed (stdout, stderr, current.logger), by attempt."""
+    from sqlalchemy.orm import Session
+
+    from scheduler import repository as repo
+    from scheduler.readback import RunNotFound
+
+    engine, _ = _engine_and_store(db)
+    with Session(engine) as session:
+        run = repo.find_run(session, run_id)
+        if run is None:
+            raise RunNotFound(f"no run '{run_id}' in this database")
+        attempts = repo.attempts_of(session, run.id, node)
+    for attempt in attempts:
+        click.echo(f"=== {attempt.node} (attempt {attempt.number}, {attempt.status}) ===")
+        if attempt.log:
+            click.echo(attempt.log.rstrip("\n"))
+
+
+@click.command("outputs")
+@click.argument("run_id")
+@click.argument("node", required=False)
+@db_option
+@json_option
+def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> None:
+    """Print a run's outputs, or one node's outputs by name."""
+    from flowlib.results import jsonable
+    from scheduler.readback import RunNotFound, load_run
+
+    engine, store = _engine_and_store(db)
+    result = load_run(engine, store, run_id)
+    if node is None:
+        value = result.outputs_json()
+    else:
+        from sqlalchemy.orm import Session
+
+        from scheduler import repository as repo
+
+        with Session(engine) as session:
+            rows = {row.name: row for row in repo.nodes_of(session, result.run_id)}
+        if node not in rows:
+            raise RunNotFound(f"run {result.run_id} has no node '{node}'")
+        value = {name: jsonable(store.get(ref["digest"])) for name, ref in (rows[node].outputs or {}).items()}
+    click.echo(json.dumps(value, default=repr, indent=None if as_json else 2))
+
+
+@click.command("metrics")
+@click.argument("run_id")
+@db_option
+@json_option
+def metrics(run_id: str, db: str | None, as_json: bool) -> None:
+    """Print the metrics nodes logged with current.log_metric."""
+    from sqlalchemy.orm import Session
+
+    from scheduler import repository as repo
+    from scheduler.readback import RunNotFound
+
+    engine, _ = _engine_and_store(db)
+    with Session(engine) as session:
+        run = repo.find_run(session, run_id)
+        if run is None:
+            raise RunNotFound(f"no run '{run_id}' in this database")
+        rows = [
+            {"node": m.node, "attempt": m.attempt, "name": m.name, "value": m.value, "step": m.step, "time": m.time}
+            for m in repo.metrics_of(session, run.id)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        step = "" if row["step"] is None else f" step={row['step']}"
+        click.echo(f"{row['node']:<30} {row['name']}={row['value']:g}{step}")
+
+
+@click.command("why")
+@click.argument("run_id")
+@click.argument("node")
+@db_option
+@json_option
+def why(run_id: str, node: str, db: str | None, as_json: bool) -> None:
+    """Explain why NODE of RUN_ID hit or missed the cache: which part of its key differs."""
+    from scheduler.why import explain
+
+    engine, _ = _engine_and_store(db)
+    answer = explain(engine, run_id, node)
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        click.echo(answer["summary"])
+        for reason in answer["differences"]:
+            click.echo(f"  - {reason}")
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@db_option
+def cancel(run_id: str, db: str | None) -> None:
+    """Cancel a running run: its running nodes are stopped and it ends `cancelled`."""
+    from sqlalchemy.orm import Session
+
+    from scheduler import repository as repo
+    from scheduler.readback import RunNotFound
+
+    engine, _ = _engine_and_store(db)
+    with Session(engine) as session, session.begin():
+        run = repo.find_run(session, run_id)
+        if run is None:
+            raise RunNotFound(f"no run '{run_id}' in this database")
+        if run.status not in ("running", "pending"):
+            click.echo(f"run {run.id} is already {run.status}", err=True)
+            return
+        repo.update_run(session, run.id, cancel_requested=True)
+        pid, host = run.pid, run.host
+    if pid and host == socket.gethostname():
+        try:
+            os.kill(pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):
+            pass
+    click.echo(f"cancel requested for run {run.id}", err=True)
+
+
+COMMANDS = [runs, status, logs, outputs, metrics, why, cancel]

@@ -1,0 +1,76 @@
+"""Progress of a run on stderr: a live rich line on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+PLAIN_LINE_LIMIT = 200  # above this many nodes, plain mode prints failures and a summary only
+
+
+class Progress:
+    """Counts node states; callable as the scheduler's progress hook (from any thread)."""
+
+    def __init__(self, total_hint: int = 0, *, live: bool | None = None) -> None:
+        self.live = sys.stderr.isatty() if live is None else live
+        self.states: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.total_hint = total_hint
+        self.run_id: str | None = None
+        self._display: Any = None
+        self._started = time.monotonic()
+
+    def recorded(self, run_id: str) -> None:
+        self.run_id = run_id
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._display = Live(self._render(), console=Console(stderr=True), refresh_per_second=8, transient=True)
+            self._display.start()
+        else:
+            print(f"run {run_id} started", file=sys.stderr, flush=True)
+
+    def __call__(self, name: str, status: str, _info: dict[str, Any]) -> None:
+        with self.lock:
+            self.states[name] = status
+        if self._display is not None:
+            self._display.update(self._render())
+        elif status in ("succeeded", "cached", "failed", "upstream_failed") and (
+            status == "failed" or max(self.total_hint, len(self.states)) <= PLAIN_LINE_LIMIT
+        ):
+            print(f"  {status:<15} {name}", file=sys.stderr, flush=True)
+
+    def _counts(self) -> Counter:
+        with self.lock:
+            return Counter(self.states.values())
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        counts = self._counts()
+        done = counts["succeeded"] + counts["cached"]
+        elapsed = time.monotonic() - self._started
+        text = Text()
+        text.append(f"run {self.run_id}  ", style="bold")
+        text.append(f"{done} done", style="green")
+        text.append(f" ({counts['cached']} cached)  ")
+        text.append(f"{counts['running']} running  ", style="cyan")
+        text.append(f"{counts['failed']} failed", style="red" if counts["failed"] else "")
+        text.append(f"  {elapsed:.1f}s")
+        return text
+
+    def close(self, status: str) -> None:
+        if self._display is not None:
+            self._display.stop()
+        counts = self._counts()
+        done = counts["succeeded"] + counts["cached"]
+        print(
+            f"run {self.run_id} {status}: {done} done ({counts['cached']} cached), {counts['failed']} failed, "
+            f"{counts['upstream_failed']} not run, in {time.monotonic() - self._started:.2f}s",
+            file=sys.stderr,
+            flush=True,
+        )

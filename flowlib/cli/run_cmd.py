@@ -1,0 +1,97 @@
+"""`flow run` and `flow resume`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from flowlib.cli.options import config, db_option, json_option, params_options
+from flowlib.cli.progress import Progress
+from flowlib.results import RunResult
+
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 130}
+
+
+def report(result: RunResult, as_json: bool) -> None:
+    """Print the run's outcome and exit with its code."""
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=repr))
+    else:
+        if result.status == "succeeded":
+            click.echo(json.dumps(result.outputs_json(), default=repr))
+        elif result.error:
+            click.echo(f"error: {result.error}", err=True)
+            for node in result.nodes:
+                if node.status == "failed" and node.error and node.error.get("traceback"):
+                    click.echo(f"--- {node.name} ---\n{node.error['traceback'].rstrip()}", err=True)
+    sys.exit(EXIT_CODES.get(str(result.status), 1))
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("workflow", required=False)
+@params_options
+@click.option("--executor", default=None, help="Default executor for nodes that name none (local, inline, gpu, ssh, ray).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Run at most N nodes at once.")
+@click.option("--no-cache", is_flag=True, help="Do not reuse cached results (new results are still stored).")
+@click.option("--fail-fast", is_flag=True, help="Stop the run at the first failed node.")
+@db_option
+@json_option
+def run(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None, executor: str | None,
+        max_parallel: int | None, no_cache: bool, fail_fast: bool, db: str | None, as_json: bool) -> None:
+    """Build, validate, record and run WORKFLOW from FILE.
+
+    Exit code 0 when the run succeeded, 1 when it failed, 2 for a usage,
+    definition, type or configuration error, 130 when interrupted.
+    """
+    from flowlib import api
+    from flowlib.cli.show_cmd import build_from_cli
+
+    settings = config(db, executor)  # a bad flow.toml fails before the pipeline is imported
+    wf, dag = build_from_cli(file, workflow, params, params_file)
+    progress = Progress(len(dag.nodes))
+    result = api.run(
+        wf, params=dag.params, executor=executor, db=settings.db, cache=not no_cache, fail_fast=fail_fast,
+        max_parallel=max_parallel, progress=progress, on_recorded=progress.recorded, dag=dag,
+    )
+    progress.close(str(result.status))
+    report(result, as_json)
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.option("--executor", default=None, help="Default executor for the rerun nodes.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (reuse or rerun, and why) without running anything.")
+@db_option
+@json_option
+def resume(run_id: str, executor: str | None, dry_run: bool, db: str | None, as_json: bool) -> None:
+    """Re-run a failed or interrupted run, reusing every node that succeeded.
+
+    The DAG is rebuilt from the same file and parameters with the code as it is
+    now: failed, never-run and interrupted nodes run again, and so does every
+    node whose code or inputs changed, with everything downstream of it.
+    """
+    settings = config(db, executor)
+    if dry_run:
+        from scheduler.resume import plan_for
+
+        _, _, plan = plan_for(run_id, settings)
+        if as_json:
+            click.echo(json.dumps([step.to_json() for step in plan]))
+        else:
+            for step in plan:
+                click.echo(f"{step.action:<6} {step.name:<30} {'; '.join(step.reasons)}")
+        return
+    from flowlib import api
+
+    progress = Progress()
+    result = api.resume(run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded)
+    progress.close(str(result.status))
+    if result.status == "succeeded" and all(node.cached for node in result.nodes):
+        click.echo("nothing needed to run: every node was reused", err=True)
+    report(result, as_json)
+
+
+COMMANDS = [run, resume]

@@ -1,0 +1,88 @@
+"""`flow show`: print a workflow's DAG without running it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from flowlib.cli.options import params_options
+from flowlib.dag import DAG, Literal, Ref
+from flowlib.loading import select_workflow
+from flowlib.params import parse_params, read_params_file, split_assignments
+from flowlib.workflows import Workflow
+
+
+def build_from_cli(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None) -> tuple[Workflow, DAG]:
+    """Load FILE, pick the workflow, parse its parameters and build the DAG."""
+    wf = select_workflow(file, workflow)
+    from_file = read_params_file(params_file) if params_file else None
+    values = parse_params(wf, split_assignments(params), from_file)
+    return wf, wf.build(**values)
+
+
+def render_text(dag: DAG) -> str:
+    lines = [f"workflow {dag.workflow} ({len(dag.nodes)} nodes)"]
+    for node in dag.nodes.values():
+        parts = []
+        for param, value in node.inputs.items():
+            if isinstance(value, Ref):
+                output = "" if value.output == "return" else f".{value.output}"
+                parts.append(f"{param}={value.node}{output}")
+            elif isinstance(value, Literal):
+                shown = repr(value.value)
+                parts.append(f"{param}={shown if len(shown) < 30 else shown[:27] + '...'}")
+        if node.items is not None:
+            parts.append(f"items={len(node.items)}")
+        kind = " [map]" if node.kind == "map" else ""
+        lines.append(f"  {node.name}{kind} <- {node.operator.qualname}({', '.join(parts)})")
+    return "\n".join(lines)
+
+
+def _quoted(name: str) -> str:
+    return json.dumps(name)
+
+
+def render_dot(dag: DAG) -> str:
+    lines = [f"digraph {_quoted(dag.workflow)} {{", "  rankdir=LR;", "  node [shape=box];"]
+    lines += [f"  {_quoted(name)};" for name in dag.nodes]
+    lines += [f"  {_quoted(src)} -> {_quoted(dst)};" for src, dst in dag.edges()]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def render_mermaid(dag: DAG) -> str:
+    ids = {name: f"n{index}" for index, name in enumerate(dag.nodes)}
+    lines = ["flowchart LR"]
+    for name, node in dag.nodes.items():
+        label = re.sub(r'["<>]', "", name)
+        shape = f'[["{label}"]]' if node.kind == "map" else f'["{label}"]'
+        lines.append(f"  {ids[name]}{shape}")
+    lines += [f"  {ids[src]} --> {ids[dst]}" for src, dst in dag.edges()]
+    return "\n".join(lines)
+
+
+RENDERERS = {
+    "text": render_text,
+    "dot": render_dot,
+    "mermaid": render_mermaid,
+    "json": lambda dag: json.dumps(dag.to_json(), indent=2, default=repr),
+}
+
+
+@click.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("workflow", required=False)
+@params_options
+@click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="text", show_default=True, help="Output format.")
+def show(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None, fmt: str) -> None:
+    """Print the DAG of WORKFLOW in FILE without running it.
+
+    FILE is a pipeline file; WORKFLOW may be left out when FILE defines one workflow.
+    """
+    _, dag = build_from_cli(file, workflow, params, params_file)
+    click.echo(RENDERERS[fmt](dag))
+
+
+COMMANDS = [show]

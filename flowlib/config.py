@@ -1,0 +1,146 @@
+"""Configuration: flow.toml (or [tool.flow] in pyproject.toml) < environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowlib.errors import ConfigError
+
+# section -> key -> accepted types; an executor section not listed accepts any keys (plugins).
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "flow": {"home": (str,), "db": (str,), "artifacts": (str,), "executor": (str,), "fsync": (bool,)},
+    "executors.local": {"workers": (int,)},
+    "executors.inline": {},
+    "executors.gpu": {"workers": (int,), "devices": (list,)},
+    "executors.ssh": {
+        "hosts": (list,),
+        "identity_file": (str,),
+        "known_hosts": (str,),
+        "python": (str,),
+        "workdir": (str,),
+        "slots": (int,),
+    },
+    "executors.ray": {"address": (str,), "num_cpus": (int,), "num_gpus": (int,)},
+}
+
+
+@dataclass
+class Config:
+    """Resolved settings; `source` names the file they came from (for error messages)."""
+
+    home: Path
+    db: str
+    artifacts: str
+    executor: str = "local"
+    fsync: bool = True
+    executors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str | None = None
+
+    def executor_settings(self, name: str) -> dict[str, Any]:
+        return dict(self.executors.get(name, {}))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+
+
+def find_file(folder: Path) -> tuple[Path | None, dict[str, Any]]:
+    """Return the configuration file in `folder` and its flowlib table (empty when none)."""
+    flow_toml = folder / "flow.toml"
+    if flow_toml.is_file():
+        return flow_toml, _read_toml(flow_toml)
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        table = _read_toml(pyproject).get("tool", {}).get("flow")
+        if table is not None:
+            return pyproject, table
+    return None, {}
+
+
+def _validate(path: Path, table: dict[str, Any]) -> None:
+    prefix = "tool.flow." if path.name == "pyproject.toml" else ""
+    for section, values in table.items():
+        if section == "executors" and isinstance(values, dict):
+            for name, settings in values.items():
+                _check_section(path, f"{prefix}executors.{name}", f"executors.{name}", settings)
+            continue
+        if section not in ("flow",):
+            raise ConfigError(f"{path}: unknown section [{prefix}{section}]; known: [flow], [executors.NAME]")
+        _check_section(path, f"{prefix}{section}", section, values)
+
+
+def _check_section(path: Path, shown: str, section: str, values: Any) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{shown}] must be a table")
+    schema = _SCHEMA.get(section)
+    if schema is None:
+        return
+    for key, value in values.items():
+        if key not in schema:
+            known = ", ".join(schema) or "none"
+            raise ConfigError(f"{path}: unknown key '{key}' in [{shown}]; known keys: {known}")
+        types = schema[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise ConfigError(f"{path}: key '{key}' in [{shown}] must be {types[0].__name__}, got {value!r}")
+
+
+def _relative_to(base: Path, value: str) -> str:
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path))
+
+
+def _sqlite_relative(base: Path, url: str) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return prefix + _relative_to(base, url[len(prefix):])
+    return url
+
+
+def load(
+    folder: Path | None = None,
+    *,
+    db: str | None = None,
+    executor: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration for `folder` (default: the working folder)."""
+    folder = (folder or Path.cwd()).resolve()
+    env = os.environ if environ is None else environ
+    path, table = find_file(folder)
+    if path is not None:
+        _validate(path, table)
+    base = path.parent if path is not None else folder
+    flow = dict(table.get("flow", {}))
+    if env.get("FLOW_HOME"):
+        home = Path(env["FLOW_HOME"]).expanduser().resolve()
+    else:
+        home = Path(_relative_to(base, flow.get("home", ".flow")))
+    db_url = db or env.get("FLOW_DB_URL") or (_sqlite_relative(base, flow["db"]) if "db" in flow else None)
+    artifacts = env.get("FLOW_ARTIFACTS") or (_relative_to(base, flow["artifacts"]) if "artifacts" in flow else None)
+    executors = {name: dict(settings) for name, settings in table.get("executors", {}).items()}
+    for name in ("ssh",):
+        settings = executors.get(name, {})
+        for key in ("identity_file", "known_hosts"):
+            if key in settings:
+                settings[key] = _relative_to(base, settings[key])
+    return Config(
+        home=home,
+        db=db_url or f"sqlite:///{home / 'flow.db'}",
+        artifacts=artifacts or str(home / "artifacts"),
+        executor=executor or env.get("FLOW_EXECUTOR") or flow.get("executor", "local"),
+        fsync=flow.get("fsync", True),
+        executors=executors,
+        source=str(path) if path else None,
+    )

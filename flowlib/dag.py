@@ -1,0 +1,175 @@
+"""The DAG a workflow build produces, and the builder that names its nodes."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from flowlib.futures import RETURN, Future, Ref
+
+if TYPE_CHECKING:
+    import networkx
+
+    from flowlib.operators import Operator
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A plain value given to an operator, with the digest of its canonical encoding."""
+
+    value: Any
+    digest: str
+
+
+Input = Ref | Literal
+
+
+@dataclass(slots=True)
+class Node:
+    """One operator call in the DAG.
+
+    kind "task" runs the operator once. kind "map" gathers the items of `operator.map`:
+    `items` names item nodes known at build time; when it is None, the items are
+    added at run time, one per element of the list in `inputs[map_param]`.
+    """
+
+    name: str
+    operator: Operator
+    inputs: dict[str, Input]
+    call_site: str
+    kind: str = "task"
+    map_param: str | None = None
+    items: list[str] | None = None
+
+    def upstream(self) -> list[str]:
+        names = [value.node for value in self.inputs.values() if isinstance(value, Ref)]
+        if self.items:
+            names.extend(self.items)
+        return list(dict.fromkeys(names))
+
+
+@dataclass
+class DAG:
+    """A built workflow: nodes by name in build order, the output spec, and the graph."""
+
+    workflow: str
+    file: str
+    params: dict[str, Any]
+    nodes: dict[str, Node] = field(default_factory=dict)
+    outputs: Any = None
+
+    @cached_property
+    def graph(self) -> networkx.DiGraph:
+        import networkx
+
+        graph = networkx.DiGraph()
+        graph.add_nodes_from(self.nodes)
+        graph.add_edges_from((src, node.name) for node in self.nodes.values() for src in node.upstream())
+        return graph
+
+    def edges(self) -> list[tuple[str, str]]:
+        return [(src, node.name) for node in self.nodes.values() for src in node.upstream()]
+
+    def downstream(self) -> dict[str, list[str]]:
+        """Map each node to the nodes that consume it."""
+        users: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for src in node.upstream():
+                users[src].append(node.name)
+        return users
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workflow": self.workflow,
+            "nodes": [
+                {
+                    "name": node.name,
+                    "operator": node.operator.qualname,
+                    "inputs": {param: input_json(value) for param, value in node.inputs.items()},
+                    "resources": node.operator.resources.to_json(),
+                    **({"kind": node.kind} if node.kind != "task" else {}),
+                }
+                for node in self.nodes.values()
+            ],
+            "edges": [list(edge) for edge in self.edges()],
+        }
+
+
+def input_json(value: Input) -> dict[str, Any]:
+    if isinstance(value, Ref):
+        return value.to_json()
+    return {"literal": value.value}
+
+
+def output_spec(value: Any) -> Any:
+    """Describe a workflow's return value (futures inside containers) as plain JSON."""
+    if isinstance(value, Future):
+        return {"ref": [value.ref.node, value.ref.output]}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {"fields": {name: output_spec(getattr(value, name)) for name in value._fields}}
+    if isinstance(value, (list, tuple)):
+        return {"list" if isinstance(value, list) else "tuple": [output_spec(item) for item in value]}
+    if isinstance(value, dict):
+        return {"dict": {str(key): output_spec(item) for key, item in value.items()}}
+    return {"literal": value}
+
+
+class Builder:
+    """Collects nodes while a workflow function runs; gives them deterministic names."""
+
+    def __init__(self, dag: DAG, workflow: str) -> None:
+        self.dag = dag
+        self.workflows = [workflow]
+        self.prefix = ""
+        self._counts: dict[str, int] = {}
+
+    def unique(self, base: str, *, prefix: bool = False) -> str:
+        """Return prefix+base, numbered `-2`, `-3` when that full name was used before.
+
+        Sub-workflow prefixes are counted apart from node names.
+        """
+        full = self.prefix + base
+        key = full + "/" if prefix else full
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        return full if count == 1 else f"{full}-{count}"
+
+    def add(self, node: Node) -> Node:
+        self.dag.nodes[node.name] = node
+        return node
+
+    @property
+    def workflow(self) -> str:
+        return self.workflows[-1]
+
+
+_BUILDER: contextvars.ContextVar[Builder | None] = contextvars.ContextVar("flowlib_builder", default=None)
+
+
+def active_builder() -> Builder | None:
+    return _BUILDER.get()
+
+
+def set_builder(builder: Builder | None) -> contextvars.Token:
+    return _BUILDER.set(builder)
+
+
+def reset_builder(token: contextvars.Token) -> None:
+    _BUILDER.reset(token)
+
+
+def call_site(filename: str, line: int) -> str:
+    """Return `file:line`, the file relative to the working folder when it is inside it."""
+    try:
+        relative = os.path.relpath(filename)
+        if not relative.startswith(".."):
+            filename = relative
+    except ValueError:
+        pass
+    return f"{filename}:{line}"
+
+
+__all__ = ["DAG", "RETURN", "Builder", "Input", "Literal", "Node", "Ref"]

@@ -1,0 +1,73 @@
+"""Futures: what an operator call returns while a workflow is being built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flowlib.errors import WorkflowDefinitionError
+
+RETURN = "return"  # the name of an operator's single (or whole) output
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """Points at one output of a node; `index` picks one element of a list output."""
+
+    node: str
+    output: str = RETURN
+    index: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"node": self.node, "output": self.output}
+        if self.index is not None:
+            shown["index"] = self.index
+        return shown
+
+
+class Future:
+    """The promise of a node's output; typed by the operator's return annotation.
+
+    A NamedTuple output gives one attribute future per field (`split(xs).train`).
+    """
+
+    __slots__ = ("_fields", "_ref", "_type")
+
+    def __init__(self, ref: Ref, type_: Any, fields: dict[str, Any] | None = None) -> None:
+        self._ref = ref
+        self._type = type_
+        self._fields = fields
+
+    @property
+    def ref(self) -> Ref:
+        return self._ref
+
+    @property
+    def type(self) -> Any:
+        return self._type
+
+    def __getattr__(self, name: str) -> Future:
+        fields = object.__getattribute__(self, "_fields")
+        if fields and name in fields:
+            return Future(Ref(self._ref.node, name), fields[name])
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = f"; its outputs are {', '.join(fields)}" if fields else ""
+        raise WorkflowDefinitionError(f"the output of node '{self._ref.node}' has no field '{name}'{known}")
+
+    def __iter__(self):  # lets `train, test = split(xs)` unpack a NamedTuple output
+        if not self._fields:
+            raise WorkflowDefinitionError(
+                f"the output of node '{self._ref.node}' is one value; only a NamedTuple output unpacks"
+            )
+        return iter([getattr(self, name) for name in self._fields])
+
+    def __bool__(self) -> bool:
+        raise WorkflowDefinitionError(
+            f"the output of node '{self._ref.node}' has no value while the workflow is built; "
+            "branch inside an operator instead"
+        )
+
+    def __repr__(self) -> str:
+        output = "" if self._ref.output == RETURN else f".{self._ref.output}"
+        return f"Future({self._ref.node}{output})"

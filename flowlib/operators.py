@@ -1,0 +1,274 @@
+"""`@operator`: typed units of work that become DAG nodes when called in a workflow build."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from flowlib import typecheck
+from flowlib.dag import Builder, Literal, Node, active_builder, call_site
+from flowlib.errors import FlowTypeError, WorkflowDefinitionError
+from flowlib.futures import RETURN, Future, Ref
+from flowlib.resources import Distributed, Resources
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_OPTIONS = ("name", "cache", "version", "retries", "retry_delay", "timeout", "resources", "executor", "distributed")
+
+
+def _definition_site(fn: Callable[..., Any]) -> str:
+    code = fn.__code__
+    return call_site(code.co_filename, code.co_firstlineno)
+
+
+def namedtuple_fields(hint: Any) -> dict[str, Any] | None:
+    """Return field name -> annotation when `hint` is a NamedTuple class, else None."""
+    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
+        annotations = typing.get_type_hints(hint) if hasattr(hint, "__annotations__") else {}
+        return {name: annotations.get(name, Any) for name in hint._fields}
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """An operator's execution options; `with_options` copies them with overrides."""
+
+    name: str
+    cache: bool = True
+    version: str | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    executor: str | None = None
+    distributed: Distributed | None = None
+
+
+class Operator(Generic[P, R]):
+    """A decorated function: a plain call outside a build, a DAG node inside one."""
+
+    __flow_operator__ = True
+
+    def __init__(self, fn: Callable[P, R], options: Options) -> None:
+        self.fn = fn
+        self.options = options
+        self.qualname: str = fn.__qualname__
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        self._hints: dict[str, Any] | None = None
+        self._check_definition()
+
+    # -- definition -----------------------------------------------------------------
+    def _check_definition(self) -> None:
+        where = _definition_site(self.fn)
+        for param in self.signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise WorkflowDefinitionError(
+                    f"{where}: operator '{self.qualname}', parameter '{param.name}': *args and **kwargs "
+                    "cannot be DAG inputs; name each parameter"
+                )
+            if param.annotation is inspect.Parameter.empty:
+                raise WorkflowDefinitionError(
+                    f"{where}: operator '{self.qualname}', parameter '{param.name}' has no type annotation; "
+                    "annotate every parameter (use typing.Any to accept anything)"
+                )
+        if self.signature.return_annotation is inspect.Signature.empty:
+            raise WorkflowDefinitionError(
+                f"{where}: operator '{self.qualname}' has no return annotation; annotate it (-> None if nothing)"
+            )
+        options = self.options
+        if options.retries < 0 or options.retry_delay < 0 or (options.timeout is not None and options.timeout <= 0):
+            raise WorkflowDefinitionError(
+                f"{where}: operator '{self.qualname}': retries and retry_delay must be >= 0 and timeout > 0"
+            )
+        if not isinstance(options.resources, Resources):
+            raise WorkflowDefinitionError(f"{where}: operator '{self.qualname}': resources= takes a Resources(...)")
+
+    @property
+    def hints(self) -> dict[str, Any]:
+        """Resolved annotations, evaluated on first use so forward references work."""
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except Exception as exc:
+                raise WorkflowDefinitionError(
+                    f"{_definition_site(self.fn)}: operator '{self.qualname}': cannot resolve its annotations: {exc}"
+                ) from None
+        return self._hints
+
+    @property
+    def return_type(self) -> Any:
+        return self.hints.get("return", Any)
+
+    @functools.cached_property
+    def output_fields(self) -> dict[str, Any] | None:
+        return namedtuple_fields(self.return_type)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.output_fields or [RETURN])
+
+    # option shortcuts -------------------------------------------------------------------
+    name = property(lambda self: self.options.name)
+    cache = property(lambda self: self.options.cache)
+    version = property(lambda self: self.options.version)
+    retries = property(lambda self: self.options.retries)
+    retry_delay = property(lambda self: self.options.retry_delay)
+    timeout = property(lambda self: self.options.timeout)
+    resources = property(lambda self: self.options.resources)
+    executor = property(lambda self: self.options.executor)
+    distributed = property(lambda self: self.options.distributed)
+
+    def with_options(self, **overrides: Any) -> Operator[P, R]:
+        """Return a copy with some options replaced (name, cache, retries, resources, ...)."""
+        unknown = sorted(set(overrides) - set(_OPTIONS))
+        if unknown:
+            raise WorkflowDefinitionError(
+                f"operator '{self.qualname}': unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}"
+            )
+        return Operator(self.fn, dataclasses.replace(self.options, **overrides))
+
+    # -- calls ----------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        builder = active_builder()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        frame = sys._getframe(1)
+        site = call_site(frame.f_code.co_filename, frame.f_lineno)
+        return self._add_node(builder, self._bind(args, kwargs, site, builder), site)  # type: ignore[return-value]
+
+    def _bind(self, args: tuple, kwargs: dict, site: str, builder: Builder) -> dict[str, Any]:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}': {exc}"
+            ) from None
+        bound.apply_defaults()
+        return bound.arguments
+
+    def _input(self, param: str, value: Any, site: str, builder: Builder, hint: Any) -> Ref | Literal:
+        if isinstance(value, Future):
+            if not typecheck.fits(value.type, hint):
+                raise self._type_error(param, hint, f"{typecheck.describe(value.type)} (output of '{value.ref.node}')", site, builder)
+            return value.ref
+        if _holds_future(value):
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': "
+                "futures inside a list or dict are not inputs; pass each future as its own parameter"
+            )
+        if not typecheck.is_instance(value, hint):
+            raise self._type_error(param, hint, typecheck.describe_value(value), site, builder)
+        from flowlib.hashing import UnhashableLiteral, literal_digest
+
+        try:
+            return Literal(value, literal_digest(value))
+        except UnhashableLiteral as exc:
+            raise UnhashableLiteral(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': {exc}"
+            ) from None
+
+    def _type_error(self, param: str, hint: Any, got: str, site: str, builder: Builder) -> FlowTypeError:
+        return FlowTypeError(
+            f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': "
+            f"expected {typecheck.describe(hint)}, got {got}"
+        )
+
+    def _add_node(self, builder: Builder, arguments: dict[str, Any], site: str) -> Future:
+        hints = self.hints
+        inputs = {param: self._input(param, value, site, builder, hints.get(param, Any)) for param, value in arguments.items()}
+        name = builder.unique(self.options.name)
+        builder.add(Node(name, self, inputs, site))
+        return Future(Ref(name), self.return_type, self.output_fields)
+
+    def map(self, items: Any, **fixed: Any) -> Any:
+        """Fan out over `items` (a list or a Future of a list): one node per element.
+
+        Returns a Future of the list of results, gathered by a node named after the operator.
+        """
+        builder = active_builder()
+        if builder is None:
+            return [self.fn(item, **fixed) for item in items]
+        frame = sys._getframe(1)
+        site = call_site(frame.f_code.co_filename, frame.f_lineno)
+        param = self._map_param(fixed, site, builder)
+        hint = self.hints.get(param, Any)
+        base = builder.unique(self.options.name)
+        result = Future(Ref(base), list[self.return_type])  # type: ignore[name-defined]
+        fixed_inputs = {key: self._input(key, value, site, builder, self.hints.get(key, Any)) for key, value in fixed.items()}
+        if isinstance(items, Future):
+            item_type = typing.get_args(items.type)[0] if typing.get_args(items.type) else Any
+            if typing.get_origin(items.type) not in (list, None) and items.type is not Any:
+                raise self._type_error(param, list[hint], typecheck.describe(items.type), site, builder)  # type: ignore[valid-type]
+            if not typecheck.fits(item_type, hint):
+                raise self._type_error(param, hint, f"{typecheck.describe(item_type)} (items of '{items.ref.node}')", site, builder)
+            builder.add(Node(base, self, {param: items.ref, **fixed_inputs}, site, kind="map", map_param=param))
+            return result
+        if not isinstance(items, (list, tuple)):
+            raise self._type_error(param, list[hint], typecheck.describe_value(items), site, builder)  # type: ignore[valid-type]
+        names = []
+        for index, item in enumerate(items):
+            inputs = {param: self._input(param, item, site, builder, hint), **fixed_inputs}
+            name = f"{base}[{index}]"
+            builder.add(Node(name, self, inputs, site))
+            names.append(name)
+        builder.add(Node(base, self, {}, site, kind="map", map_param=param, items=names))
+        return result
+
+    def _map_param(self, fixed: dict[str, Any], site: str, builder: Builder) -> str:
+        free = [name for name in self.signature.parameters if name not in fixed]
+        if not free:
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}': map needs one parameter "
+                "left free for the items, but all are fixed"
+            )
+        return free[0]
+
+    def __repr__(self) -> str:
+        return f"<operator {self.qualname}>"
+
+
+def _holds_future(value: Any) -> bool:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(isinstance(item, Future) or _holds_future(item) for item in value)
+    if isinstance(value, dict):
+        return any(isinstance(item, Future) or _holds_future(item) for item in value.values())
+    return False
+
+
+@overload
+def operator(fn: Callable[P, R], /) -> Operator[P, R]: ...
+@overload
+def operator(
+    *,
+    name: str | None = None,
+    cache: bool = True,
+    version: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+    resources: Resources | None = None,
+    executor: str | None = None,
+    distributed: Distributed | None = None,
+) -> Callable[[Callable[P, R]], Operator[P, R]]: ...
+def operator(fn: Any = None, /, **options: Any) -> Any:
+    """Make a typed operator of `fn`; usable as `@operator` or `@operator(retries=2, ...)`."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise WorkflowDefinitionError(f"@operator: unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
+    if options.get("resources") is None:
+        options.pop("resources", None)
+
+    def decorate(function: Callable[P, R]) -> Operator[P, R]:
+        if not inspect.isfunction(function):
+            raise WorkflowDefinitionError(f"@operator decorates functions, got {function!r}")
+        name = options.get("name") or function.__name__
+        return Operator(function, Options(**{**options, "name": name}))
+
+    return decorate(fn) if fn is not None else decorate

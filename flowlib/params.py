@@ -1,0 +1,150 @@
+"""Parse workflow parameters from the command line (`-p k=v`, `--params-file`) by annotation."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from flowlib import typecheck
+from flowlib.errors import ParameterError
+from flowlib.workflows import Workflow
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Read parameters from a JSON or TOML file, chosen by its extension."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read the parameters file: {exc.strerror}") from None
+    try:
+        if file.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        elif file.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise ParameterError(f"{path}: a parameters file must end in .json or .toml")
+    except ParameterError:
+        raise
+    except Exception as exc:
+        raise ParameterError(f"{path}: cannot parse the parameters file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: the parameters file must hold an object of name = value")
+    return data
+
+
+def split_assignments(assignments: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Turn ["k=v", ...] into {k: v}; a missing '=' is an error."""
+    result = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"-p {item!r}: expected NAME=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+def parse_params(wf: Workflow, raw: dict[str, str], from_file: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Convert raw strings (and file values) to the types the workflow's annotations ask for.
+
+    `-p` values beat the file's; unknown names are errors that list the valid ones.
+    """
+    parameters = wf.parameters()
+    valid = ", ".join(parameters) or "none"
+    merged: dict[str, Any] = dict(from_file or {})
+    unknown = sorted((set(merged) | set(raw)) - set(parameters))
+    if unknown:
+        raise ParameterError(
+            f"workflow '{wf.name}': unknown parameter(s) {', '.join(unknown)}; valid parameters: {valid}"
+        )
+    result = {}
+    for name, value in merged.items():
+        result[name] = _coerce_loaded(wf, name, value)
+    for name, text in raw.items():
+        result[name] = convert(wf, name, text)
+    return result
+
+
+def _hint(wf: Workflow, name: str) -> Any:
+    hint = wf.hints.get(name)
+    if hint is None:
+        default = wf.parameters()[name].default
+        return type(default) if default is not inspect.Parameter.empty and default is not None else Any
+    return hint
+
+
+def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
+    hint = _hint(wf, name)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if typecheck.is_instance(value, hint):
+        return value
+    if isinstance(value, str):
+        return convert(wf, name, value)
+    raise ParameterError(
+        f"workflow '{wf.name}', parameter '{name}': expected {typecheck.describe(hint)}, got {typecheck.describe_value(value)}"
+    )
+
+
+def convert(wf: Workflow, name: str, text: str) -> Any:
+    """Convert one command-line string for parameter `name`."""
+    hint = _hint(wf, name)
+    try:
+        return _convert(text, hint)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(
+            f"workflow '{wf.name}', parameter '{name}': cannot read {text!r} as {typecheck.describe(hint)} ({exc})"
+        ) from None
+
+
+def _convert(text: str, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if type(None) in args and text.strip().lower() in ("none", "null", ""):
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(text, arg)
+            except (ValueError, TypeError):
+                continue
+        raise ValueError("no member of the union accepts it")
+    if hint is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("use true/false")
+    if hint is int:
+        return int(text)
+    if hint is float:
+        return float(text)
+    if hint is str:
+        return text
+    if hint is Path or (isinstance(hint, type) and issubclass(hint, Path)):
+        return Path(text)
+    value = json.loads(text)
+    if origin is tuple or hint is tuple:
+        value = tuple(value)
+    if not typecheck.is_instance(value, hint):
+        raise TypeError(f"got {typecheck.describe_value(value)}")
+    return value

@@ -1,0 +1,121 @@
+"""What a run returns: RunResult, NodeResult and the status enums (plain-string comparable)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class NodeStatus(str, enum.Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CACHED = "cached"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DONE = frozenset({"succeeded", "cached"})
+FINAL = frozenset({"succeeded", "cached", "failed", "upstream_failed", "cancelled"})
+
+
+@dataclass
+class NodeResult:
+    name: str
+    operator: str
+    status: NodeStatus
+    cached: bool
+    attempts: int
+    duration_s: float | None
+    error: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "operator": self.operator,
+            "status": str(self.status),
+            "cached": self.cached,
+            "attempts": self.attempts,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunResult:
+    """A run as recorded: `outputs` holds the workflow's return value, loaded on first use."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    nodes: list[NodeResult] = field(default_factory=list)
+    resumed_from: str | None = None
+    error: str | None = None
+    _load_outputs: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False)
+    _loaded: tuple[Any, Any] | None = field(default=None, repr=False)
+
+    def _outputs(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = self._load_outputs() if self._load_outputs else (None, None)
+        return self._loaded
+
+    @property
+    def outputs(self) -> Any:
+        """The workflow's return value as Python values (None until the run succeeded)."""
+        return self._outputs()[0]
+
+    def outputs_json(self) -> Any:
+        """The outputs as JSON can hold them: NamedTuples by field, others by repr."""
+        return self._outputs()[1]
+
+    def to_json(self, *, with_nodes: bool = True) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": str(self.status),
+            "outputs": self.outputs_json() if self.status == RunStatus.SUCCEEDED else None,
+            "resumed_from": self.resumed_from,
+            "error": self.error,
+        }
+        if with_nodes:
+            shown["nodes"] = [node.to_json() for node in self.nodes]
+        return shown
+
+
+def jsonable(value: Any) -> Any:
+    """Return `value` as JSON can hold it (DESIGN.md "Outputs in JSON"), else its repr."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {name: jsonable(getattr(value, name)) for name in value._fields}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: jsonable(item) for key, item in value.items()}
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

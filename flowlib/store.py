@@ -1,0 +1,414 @@
+"""The content-addressed artifact store: ``objects/ab/<sha256>`` files plus ``refs/<name>`` pointers.
+
+An artifact file is ``b"FLOW1 <serializer> <version>\\n"`` followed by the payload, and
+its digest is the sha256 of the whole file, so the header is covered by the digest.
+Every read is verified; writes go to a temporary name and are renamed into place, so
+no reader ever sees half an artifact under a real digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flowlib import serializers
+from flowlib.errors import FlowError
+
+__all__ = ["ArtifactRef", "ArtifactStore", "CorruptArtifact", "InvalidDigest", "InvalidRefName"]
+
+MAGIC = b"FLOW1 "
+MANIFEST = "manifest"
+MANIFEST_VERSION = 1
+_CHUNK = 1 << 20
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_REF_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+_HEADER_MAX = 256
+_PARALLEL_MIN = 16
+_PARALLEL_WORKERS = 8
+# Object stores replace a key all-or-nothing, and their "mv" is a copy plus delete.
+_ATOMIC_PUT_PROTOCOLS = {"memory", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+
+class CorruptArtifact(FlowError):
+    """An artifact is missing, or its bytes do not hash to its digest."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"artifact {digest} is {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class InvalidDigest(FlowError, ValueError):
+    """A string that is not exactly 64 lowercase hex characters was used as a digest."""
+
+
+class InvalidRefName(FlowError, ValueError):
+    """A ref name is empty, absolute, or has a segment outside ``[A-Za-z0-9._-]`` or starting with '.'."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where a stored value is and how it was serialized; ``size`` is the file size in bytes."""
+
+    digest: str
+    serializer: str
+    serializer_version: int
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ArtifactRef:
+        return cls(str(d["digest"]), str(d["serializer"]), int(d["serializer_version"]), int(d["size"]))
+
+
+def check_digest(digest: str) -> str:
+    """Return ``digest`` if it is 64 lowercase hex characters, else raise InvalidDigest."""
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+        raise InvalidDigest(f"not an artifact digest (64 lowercase hex characters): {digest!r}")
+    return digest
+
+
+def check_ref_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative ref name, else raise InvalidRefName."""
+    segments = name.split("/") if isinstance(name, str) else [""]
+    # A leading '.' would allow '.', '..' and collisions with our '.tmp-' files.
+    if not all(_REF_SEGMENT_RE.fullmatch(s) and not s.startswith(".") for s in segments) or ".." in name:
+        raise InvalidRefName(
+            f"invalid ref name {name!r}: use '/'-separated segments of [A-Za-z0-9._-] not starting with '.'"
+        )
+    return name
+
+
+def encode_header(serializer: str, version: int) -> bytes:
+    if not serializer or not re.fullmatch(r"[A-Za-z0-9_.-]+", serializer):
+        raise FlowError(f"invalid serializer name {serializer!r}")
+    return MAGIC + serializer.encode() + b" " + str(int(version)).encode() + b"\n"
+
+
+def _parse_header(digest: str, data: bytes) -> tuple[str, int, int]:
+    """Return (serializer, version, payload offset)."""
+    end = data.find(b"\n", 0, _HEADER_MAX)
+    parts = data[len(MAGIC) : end].split(b" ") if data.startswith(MAGIC) and end > 0 else []
+    if len(parts) != 2 or not parts[1].isdigit():
+        raise CorruptArtifact(digest, "not a flowlib artifact (bad header)")
+    return parts[0].decode("ascii", "replace"), int(parts[1]), end + 1
+
+
+class _LocalFS:
+    """Plain os calls for a local folder: the fast path."""
+
+    def __init__(self, root: str, fsync: bool) -> None:
+        self.root, self.fsync, self.io_bound = root, fsync, fsync
+        self._dirs: set[str] = set()
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def _makedirs(self, folder: str) -> None:
+        if folder in self._dirs:
+            return
+        missing, d = [], folder
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        os.makedirs(folder, exist_ok=True)
+        for d in missing if self.fsync else ():
+            # A new directory entry is only durable once its parent is synced.
+            self._fsync_dir(os.path.dirname(d))
+        self._dirs.add(folder)
+
+    @staticmethod
+    def _fsync_dir(folder: str) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        folder = os.path.dirname(path)
+        self._makedirs(folder)
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
+        try:
+            # Raw os calls: a buffered file object costs more than the write for small artifacts.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            self._fsync_dir(folder)
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def open_read(self, path: str) -> Any:
+        return open(path, "rb")
+
+    def exists(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def delete(self, path: str) -> None:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def walk_files(self, folder: str) -> Iterator[tuple[str, str]]:
+        """Yield (path relative to folder with '/', file name) for every file below ``folder``."""
+        for dirpath, _dirs, files in os.walk(folder):
+            rel = os.path.relpath(dirpath, folder)
+            for name in files:
+                yield (name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"), name
+
+
+class _FsspecFS:
+    """Any fsspec filesystem; writes a temp key then moves it, unless puts are atomic."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.atomic_put = bool(_ATOMIC_PUT_PROTOCOLS.intersection(protocols))
+        self.io_bound = "memory" not in protocols
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        folder = path.rsplit("/", 1)[0]
+        self.fs.makedirs(folder, exist_ok=True)
+        if self.atomic_put:
+            self.fs.pipe_file(path, data)
+            return
+        tmp = f"{folder}/.tmp-{secrets.token_hex(8)}"
+        try:
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                self.fs.rm_file(tmp)
+            raise
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def open_read(self, path: str) -> Any:
+        return self.fs.open(path, "rb")
+
+    def exists(self, path: str) -> bool:
+        return self.fs.isfile(path)
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(path))
+
+    def delete(self, path: str) -> None:
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(path)
+
+    def walk_files(self, folder: str) -> Iterator[tuple[str, str]]:
+        try:
+            paths = self.fs.find(folder)
+        except FileNotFoundError:
+            return
+        # fsspec may or may not keep a leading '/' on the paths it returns.
+        base = folder.strip("/") + "/"
+        for p in paths:
+            p = p.lstrip("/")
+            if p.startswith(base):
+                rel = p[len(base) :]
+                yield rel, rel.rsplit("/", 1)[-1]
+
+
+def _local_path(url: str) -> str | None:
+    """The folder for a plain path or ``file://`` URL; None for any other fsspec URL."""
+    if url.startswith("file://"):
+        rest = url[len("file://") :]
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost") :]
+        return os.path.abspath(os.path.expanduser(rest))
+    if "://" in url:
+        return None
+    return os.path.abspath(os.path.expanduser(url))
+
+
+class ArtifactStore:
+    """A content-addressed store of serialized values under a folder or fsspec URL."""
+
+    def __init__(self, url: str, *, fsync: bool = True) -> None:
+        self.url = str(url)
+        self.fsync = fsync
+        local = _local_path(self.url)
+        self._fs: _LocalFS | _FsspecFS = _LocalFS(local, fsync) if local is not None else _FsspecFS(self.url)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    def path_for(self, digest: str) -> str:
+        """Return the file path of ``digest``; raises InvalidDigest for anything but 64 lowercase hex."""
+        check_digest(digest)
+        return self._fs.join("objects", digest[:2], digest)
+
+    # -- writing ---------------------------------------------------------------
+
+    def put(self, value: Any) -> ArtifactRef:
+        """Serialize ``value`` with the serializer its type selects and store it."""
+        serializer = serializers.choose(value)
+        return self.put_bytes(serializer.name, serializer.version, serializer.dumps(value))
+
+    def put_bytes(self, serializer: str, version: int, payload: bytes) -> ArtifactRef:
+        """Store an already serialized payload under its header."""
+        data = encode_header(serializer, version) + payload
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path_for(digest)
+        # Content-addressed: an intact file is already this value. A damaged one
+        # is rewritten, which is how a recomputed artifact repairs the store.
+        if not self.verify(digest):
+            self._fs.write_atomic(path, data)
+        return ArtifactRef(digest, serializer, version, len(data))
+
+    def put_list(self, values: list[Any]) -> tuple[ArtifactRef, list[ArtifactRef]]:
+        """Store each element on its own plus a manifest listing them; returns (manifest, elements)."""
+        if self._fs.io_bound and len(values) >= _PARALLEL_MIN:
+            # Threads overlap fsync and network waits; without those the GIL makes them a loss.
+            with ThreadPoolExecutor(_PARALLEL_WORKERS) as pool:
+                refs = list(pool.map(self.put, values))
+        else:
+            refs = [self.put(v) for v in values]
+        body = json.dumps([[r.digest, r.serializer] for r in refs], separators=(",", ":")).encode()
+        return self.put_bytes(MANIFEST, MANIFEST_VERSION, body), refs
+
+    def delete(self, digest: str) -> None:
+        """Remove an artifact; a missing one is not an error."""
+        self._fs.delete(self.path_for(digest))
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_verified(self, digest: str) -> bytes:
+        """Return the whole file of ``digest`` after checking its sha256; raises CorruptArtifact."""
+        data = self._fs.read(self.path_for(digest))
+        if data is None:
+            raise CorruptArtifact(digest, "missing from the store")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
+        return data
+
+    def get(self, digest: str) -> Any:
+        """Load the value stored under ``digest`` (a manifest loads as the list of its elements)."""
+        data = self.read_verified(digest)
+        name, version, offset = _parse_header(digest, data)
+        if name == MANIFEST:
+            return [self.get(d) for d in self._manifest(digest, version, data[offset:])]
+        serializer = serializers.get(name)
+        if version != serializer.version:
+            raise FlowError(
+                f"artifact {digest} was written by serializer {name!r} version {version}; "
+                f"this flowlib reads version {serializer.version}"
+            )
+        return serializer.loads(data[offset:])
+
+    def manifest_elements(self, digest: str) -> list[str]:
+        """Return the element digests of a manifest artifact without loading the elements."""
+        data = self.read_verified(digest)
+        name, version, offset = _parse_header(digest, data)
+        if name != MANIFEST:
+            raise FlowError(f"artifact {digest} is a {name!r} artifact, not a list manifest")
+        return self._manifest(digest, version, data[offset:])
+
+    @staticmethod
+    def _manifest(digest: str, version: int, payload: bytes) -> list[str]:
+        if version != MANIFEST_VERSION:
+            raise FlowError(f"artifact {digest} is a manifest of unknown version {version}")
+        try:
+            return [check_digest(entry[0]) for entry in json.loads(payload)]
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise CorruptArtifact(digest, f"a malformed manifest ({e})") from None
+
+    def exists(self, digest: str) -> bool:
+        """Whether a file for ``digest`` is present (not verified; see ``verify``)."""
+        return self._fs.exists(self.path_for(digest))
+
+    def verify(self, digest: str) -> bool:
+        """Stream-hash the file of ``digest``; False if it is missing or does not match."""
+        path = self.path_for(digest)
+        h = hashlib.sha256()
+        try:
+            with self._fs.open_read(path) as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        return h.hexdigest() == digest
+
+    def size(self, digest: str) -> int:
+        """Return the file size of ``digest`` in bytes; raises CorruptArtifact if missing."""
+        try:
+            return self._fs.size(self.path_for(digest))
+        except FileNotFoundError:
+            raise CorruptArtifact(digest, "missing from the store") from None
+
+    def iter_digests(self) -> Iterator[str]:
+        """Yield the digest of every stored artifact (temporary files excluded)."""
+        for rel, name in self._fs.walk_files(self._fs.join("objects")):
+            if _DIGEST_RE.fullmatch(name) and rel == f"{name[:2]}/{name}":
+                yield name
+
+    # -- refs ------------------------------------------------------------------
+
+    def set_ref(self, name: str, digest: str) -> None:
+        """Point the ref ``name`` at ``digest``, replacing it atomically."""
+        check_digest(digest)
+        self._fs.write_atomic(
+            self._fs.join("refs", *check_ref_name(name).split("/")), digest.encode() + b"\n"
+        )
+
+    def get_ref(self, name: str) -> str | None:
+        """Return the digest the ref ``name`` points at, or None if it is not set."""
+        data = self._fs.read(self._fs.join("refs", *check_ref_name(name).split("/")))
+        if data is None:
+            return None
+        return check_digest(data.decode("ascii", "replace").strip())
+
+    def delete_ref(self, name: str) -> None:
+        """Remove the ref ``name``; a missing one is not an error."""
+        self._fs.delete(self._fs.join("refs", *check_ref_name(name).split("/")))
+
+    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """Yield (name, digest) for every ref, optionally only those under ``prefix/``."""
+        folder = (
+            self._fs.join("refs", *check_ref_name(prefix).split("/")) if prefix else self._fs.join("refs")
+        )
+        for rel, base in self._fs.walk_files(folder):
+            if not base.startswith(".tmp-"):
+                name = f"{prefix}/{rel}" if prefix else rel
+                digest = self.get_ref(name)
+                if digest is not None:
+                    yield name, digest

@@ -1,0 +1,94 @@
+"""Build-time and run-time type checks between values, futures and annotations.
+
+beartype does the work: `door.is_subhint` for future-to-parameter checks and
+`door.is_bearable` for literals and returned values. The PEP 484 numeric tower
+(an int fits a float) is applied to both.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Any
+
+_UNION_TYPES: tuple[Any, ...] = (typing.Union, types.UnionType)
+
+
+@functools.cache
+def _conf() -> Any:
+    from beartype import BeartypeConf
+
+    return BeartypeConf(is_pep484_tower=True)
+
+
+def _widen(hint: Any) -> Any:
+    """Return `hint` with float widened to float | int (and complex likewise), recursively."""
+    if hint is float:
+        return float | int
+    if hint is complex:
+        return complex | float | int
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is None or not args:
+        return hint
+    if origin in _UNION_TYPES:
+        return typing.Union[tuple(_widen(arg) for arg in args)]
+    if origin is typing.Annotated or origin is typing.Literal:
+        return hint
+    widened = tuple(_widen(arg) if arg is not Ellipsis else arg for arg in args)
+    try:
+        return hint.copy_with(widened) if hasattr(hint, "copy_with") else origin[widened]
+    except TypeError:
+        return hint
+
+
+@functools.lru_cache(maxsize=4096)
+def _fits_cached(actual: Any, expected: Any) -> bool:
+    from beartype.door import is_subhint
+
+    try:
+        if is_subhint(actual, _widen(expected)):
+            return True
+    except Exception:
+        return True  # a hint beartype cannot reason about is not ours to refuse
+    # A bare `list` upstream annotation fits `list[int]`: the item type is unknown, not wrong.
+    origin = typing.get_origin(expected)
+    return origin is not None and actual is origin
+
+
+def fits(actual: Any, expected: Any) -> bool:
+    """Return whether a value annotated `actual` may be passed where `expected` is annotated."""
+    if actual is Any or expected is Any or actual is expected:
+        return True
+    try:
+        return _fits_cached(actual, expected)
+    except TypeError:  # unhashable hint
+        return _fits_cached.__wrapped__(actual, expected)
+
+
+def is_instance(value: Any, hint: Any) -> bool:
+    """Return whether `value` satisfies the annotation `hint`."""
+    if hint is Any:
+        return True
+    from beartype.door import is_bearable
+
+    try:
+        return is_bearable(value, hint, conf=_conf())
+    except Exception:
+        return True
+
+
+def describe(hint: Any) -> str:
+    """Return a short readable name for an annotation (`list[int]`, `Split`, `int | None`)."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__qualname__
+    text = repr(hint)
+    return text.replace("typing.", "")
+
+
+def describe_value(value: Any) -> str:
+    """Return `type 'value'` for an error message, shortened."""
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{type(value).__qualname__} {shown}"

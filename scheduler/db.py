@@ -1,0 +1,321 @@
+"""Engines, sessions and the forward-only schema upgrade of the run database.
+
+`connect(url)` is the one way in: it opens (and caches) an engine, tunes SQLite for
+several writing processes, and brings the schema to this code's alembic head,
+refusing a database written by a newer flowlib.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from flowlib.errors import ConfigError
+from scheduler.models import Base
+
+__all__ = [
+    "alembic_config",
+    "connect",
+    "current_revision",
+    "default_url",
+    "dispose",
+    "head_revision",
+    "session",
+    "upgrade",
+]
+
+BUSY_TIMEOUT_S = 30
+PG_CONNECT_TIMEOUT_S = 10
+# Any constant works; it only has to be the same in every flowlib process.
+_PG_MIGRATION_LOCK = 0x666C6F77  # "flow"
+
+_engines: dict[str, Engine] = {}
+# URLs whose schema was seen at head; others are checked again on connect().
+_at_head: set[str] = set()
+_lock = threading.Lock()
+_Session = sessionmaker(expire_on_commit=False)
+
+
+def _forget_after_fork() -> None:
+    """In a forked child, drop the parent's pools without closing its connections."""
+    global _lock
+    _lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _at_head.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def default_url(home: Path) -> str:
+    """Return the embedded SQLite URL under a flow home folder."""
+    return f"sqlite:///{Path(home).expanduser().absolute() / 'flow.db'}"
+
+
+def connect(url: str, *, upgrade: bool = True) -> Engine:
+    """Return a cached engine for `url` whose schema is at this code's head.
+
+    A fresh or older database is upgraded when `upgrade` is true (several processes
+    may race to do it: one migrates, the others wait and find it done); with
+    `upgrade=False` only a newer database is refused. Raises ConfigError for a bad
+    or unreachable URL and for a database newer than this code.
+    """
+    with _lock:
+        engine = _engines.get(url)
+        if engine is not None and url in _at_head:
+            return engine
+        fresh = engine is None
+        if engine is None:
+            engine = _create_engine(url)
+        try:
+            revision = _check_schema(engine, upgrade=upgrade)
+        except BaseException:
+            if fresh:
+                engine.dispose()
+            raise
+        _engines[url] = engine
+        if revision == head_revision():
+            _at_head.add(url)
+        return engine
+
+
+def session(engine: Engine) -> Session:
+    """Open a session whose objects stay readable after commit."""
+    return _Session(bind=engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the alembic revision the database is at (None for an empty one)."""
+    return _revision_of(engine)
+
+
+def head_revision() -> str:
+    """Return the newest migration this code ships."""
+    head = _script().get_current_head()
+    assert head is not None, "migrations/versions holds no revision"
+    return head
+
+
+def upgrade(url: str) -> str:
+    """Upgrade the database at `url` to head and return the revision it is now at."""
+    engine = connect(url, upgrade=True)
+    revision = current_revision(engine)
+    assert revision is not None
+    return revision
+
+
+def dispose(url: str | None = None) -> None:
+    """Close the cached engines (of one URL, or all) so their connections go away."""
+    with _lock:
+        for cached in [u for u in _engines if url in (None, u)]:
+            _engines.pop(cached).dispose()
+            _at_head.discard(cached)
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """Build the alembic Config in code, pointing at the installed `migrations` package."""
+    import migrations
+
+    cfg = Config()
+    # ConfigParser interpolation would read a '%' in the path as a reference.
+    location = str(Path(migrations.__file__).parent).replace("%", "%%")
+    cfg.set_main_option("script_location", location)
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def _shown(url: str | URL) -> str:
+    """The URL as it may appear in a message: password masked."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL {_shown(url)!r} is not a valid SQLAlchemy URL") from exc
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = _parse(url)
+    kwargs: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        _make_sqlite_folder(parsed)
+        connect_args["timeout"] = BUSY_TIMEOUT_S
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() in ("psycopg", "psycopg2") and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(
+            f"cannot open database {_shown(parsed)}: {_first_line(exc)} "
+            f"(for PostgreSQL: pip install 'flowlib[postgres]')"
+        ) from exc
+    except ArgumentError as exc:
+        raise ConfigError(f"cannot open database {_shown(parsed)}: {_first_line(exc)}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        _set_wal(engine, parsed)
+    return engine
+
+
+def _make_sqlite_folder(url: URL) -> None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    try:
+        Path(database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of database {_shown(url)}: {exc}") from exc
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        # NORMAL is durable across process crashes in WAL mode; only power loss
+        # can drop the last transactions, and it never corrupts the file.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _set_wal(engine: Engine, url: URL) -> None:
+    # journal_mode is stored in the file, so it is set once, not per connection.
+    try:
+        with engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            if mode != "wal" and url.database not in (None, "", ":memory:"):
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    except DBAPIError as exc:
+        engine.dispose()
+        raise _unreachable(url, exc) from exc
+
+
+def _unreachable(url: URL, exc: BaseException) -> ConfigError:
+    message = _first_line(getattr(exc, "orig", None) or exc)
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return ConfigError(f"cannot open database {_shown(url)}: {message}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _read_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _revision_of(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return _read_revision(conn)
+
+
+def _refuse_unknown(url: URL, revision: str | None) -> None:
+    if revision is None:
+        return
+    known = {script.revision for script in _script().walk_revisions()}
+    if revision not in known:
+        raise ConfigError(
+            f"database {_shown(url)} is at revision {revision}, newer than this flowlib "
+            f"(head {head_revision()}): upgrade flowlib"
+        )
+
+
+def _check_schema(engine: Engine, *, upgrade: bool) -> str | None:
+    """Upgrade the schema to head if asked; return the revision it is then at."""
+    url = engine.url
+    head = head_revision()
+    try:
+        with engine.connect() as conn:
+            revision = _read_revision(conn)
+            if revision == head:
+                return revision
+            _refuse_unknown(url, revision)
+            if not upgrade:
+                return revision
+            conn.rollback()
+            with _migration_lock(conn):
+                # Another process may have migrated while this one waited.
+                revision = _read_revision(conn)
+                _refuse_unknown(url, revision)
+                if revision is None:
+                    _refuse_foreign_tables(conn, url)
+                if revision != head:
+                    command.upgrade(alembic_config(conn), "head")
+            return head
+    except DBAPIError as exc:
+        raise _unreachable(url, exc) from exc
+
+
+@contextmanager
+def _migration_lock(conn: Connection) -> Iterator[None]:
+    """Hold a lock across processes and one transaction around the migration.
+
+    SQLite: BEGIN IMMEDIATE takes the database's write lock (others wait up to the
+    busy timeout) and makes the DDL atomic. PostgreSQL: a transaction-scoped
+    advisory lock, with DDL that is transactional anyway.
+    """
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        # Batch migrations rebuild tables by DROP + RENAME; with foreign keys on,
+        # dropping `runs` would cascade-delete every node. The pragma is a no-op
+        # inside a transaction, so it goes first.
+        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    try:
+        yield
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        if dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.commit()
+
+
+def _refuse_foreign_tables(conn: Connection, url: URL) -> None:
+    """Refuse to create flowlib's tables over same-named tables of unknown origin."""
+    existing = set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+    if existing:
+        raise ConfigError(
+            f"database {_shown(url)} has tables {', '.join(sorted(existing))} but no alembic "
+            f"revision: it was not created by flowlib; use another database"
+        )

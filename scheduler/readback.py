@@ -1,0 +1,99 @@
+"""Read recorded runs back: RunResult objects and the workflow's output values."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from importlib import import_module
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from flowlib.errors import FlowError
+from flowlib.results import NodeResult, NodeStatus, RunResult, RunStatus, jsonable
+from scheduler import repository as repo
+from scheduler.models import Node, Run
+
+
+class RunNotFound(FlowError):
+    """No run has that id."""
+
+
+def load_run(engine: Engine, store: Any, run_id: str, *, with_nodes: bool = True) -> RunResult:
+    with Session(engine) as session:
+        run = repo.find_run(session, run_id)
+        if run is None:
+            raise RunNotFound(f"no run '{run_id}' in this database")
+        nodes = repo.nodes_of(session, run.id) if with_nodes or run.status == "succeeded" else []
+    return result_of(run, nodes, store, with_nodes=with_nodes)
+
+
+def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = True) -> RunResult:
+    outputs_by_node = {node.name: node.outputs or {} for node in nodes}
+    spec = run.outputs
+
+    def load() -> tuple[Any, Any]:
+        if run.status != "succeeded" or spec is None:
+            return None, None
+        value = resolve(spec, outputs_by_node, store)
+        return value, jsonable(value)
+
+    return RunResult(
+        run_id=run.id,
+        workflow=run.workflow,
+        status=RunStatus(run.status),
+        nodes=[node_result(node) for node in nodes] if with_nodes else [],
+        resumed_from=run.resumed_from,
+        error=run.error,
+        _load_outputs=load,
+    )
+
+
+def node_result(node: Node) -> NodeResult:
+    return NodeResult(
+        name=node.name,
+        operator=node.operator,
+        status=NodeStatus(node.status),
+        cached=bool(node.cached),
+        attempts=int(node.attempts or 0),
+        duration_s=node.duration_s,
+        error=node.error,
+    )
+
+
+def resolve(spec: Any, outputs: dict[str, dict[str, Any]], store: Any) -> Any:
+    """Turn an output spec (refs to node outputs inside containers) into Python values."""
+    if "ref" in spec:
+        node, output = spec["ref"]
+        refs = outputs[node]
+        if output in refs:
+            return store.get(refs[output]["digest"])
+        names = spec.get("fields") or list(refs)
+        cls = _class(spec.get("cls"), names)
+        return cls(*(store.get(refs[name]["digest"]) for name in names))
+    if "list" in spec:
+        return [resolve(item, outputs, store) for item in spec["list"]]
+    if "tuple" in spec:
+        return tuple(resolve(item, outputs, store) for item in spec["tuple"])
+    if "dict" in spec:
+        return {key: resolve(item, outputs, store) for key, item in spec["dict"].items()}
+    if "fields" in spec:
+        values = {key: resolve(item, outputs, store) for key, item in spec["fields"].items()}
+        return namedtuple("Outputs", list(values))(**values)  # noqa: PYI024
+    return spec.get("literal")
+
+
+def _class(ref: list[str] | None, names: list[str]) -> Any:
+    if ref:
+        import sys
+
+        module, qualname = ref
+        try:
+            obj: Any = sys.modules.get(module) or import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except Exception:
+            pass
+        return namedtuple(qualname.rsplit(".", 1)[-1], names)  # noqa: PYI024
+    return namedtuple("Outputs", names)  # noqa: PYI024

@@ -1,0 +1,168 @@
+"""The queries the scheduler and the CLI use; every write path batches its rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from scheduler.models import Artifact, Attempt, CacheEntry, Checkpoint, Edge, Event, Metric, Node, Run
+
+
+def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: bool = False) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(model)
+    if replace:
+        columns = {name: statement.excluded[name] for name in rows[0] if name != key}
+        statement = statement.on_conflict_do_update(index_elements=[key], set_=columns)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=[key])
+    session.execute(statement, rows)
+
+
+# -- runs ----------------------------------------------------------------------------------
+def create_run(session: Session, values: dict[str, Any], nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Record a run with its nodes and edges; return node name -> row id."""
+    session.execute(insert(Run), [values])
+    run_id = values["id"]
+    if nodes:
+        session.execute(insert(Node), [{"run_id": run_id, **row} for row in nodes])
+    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
+    if edge_rows:
+        session.execute(insert(Edge), edge_rows)
+    return node_ids(session, run_id)
+
+
+def node_ids(session: Session, run_id: str) -> dict[str, int]:
+    return dict(session.execute(select(Node.name, Node.id).where(Node.run_id == run_id)).tuples().all())
+
+
+def add_nodes(session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Add nodes discovered at run time (map items); return their ids."""
+    if nodes:
+        session.execute(insert(Node), [{"run_id": run_id, **row} for row in nodes])
+    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
+    if edge_rows:
+        session.execute(insert(Edge), edge_rows)
+    names = [row["name"] for row in nodes]
+    found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
+    return dict(found.tuples().all())
+
+
+def update_run(session: Session, run_id: str, **values: Any) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def update_nodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_shape.setdefault(tuple(sorted(row)), []).append(row)
+    for group in by_shape.values():
+        session.execute(update(Node), group)
+
+
+def get_run(session: Session, run_id: str) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def find_run(session: Session, run_id: str) -> Run | None:
+    """A run by id, or by a unique prefix of its id."""
+    run = session.get(Run, run_id)
+    if run is not None:
+        return run
+    matches = session.scalars(select(Run).where(Run.id.like(f"{run_id}%")).limit(2)).all()
+    return matches[0] if len(matches) == 1 else None
+
+
+def list_runs(session: Session, *, workflow: str | None = None, status: str | None = None, limit: int | None = None) -> list[Run]:
+    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
+    if workflow:
+        query = query.where(Run.workflow == workflow)
+    if status:
+        query = query.where(Run.status == status)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def nodes_of(session: Session, run_id: str) -> list[Node]:
+    return list(session.scalars(select(Node).where(Node.run_id == run_id).order_by(Node.position, Node.id)))
+
+
+def heartbeat(engine: Engine, run_id: str) -> bool:
+    """Touch the run's heartbeat; return whether a cancel was requested."""
+    with Session(engine) as session, session.begin():
+        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time()))
+        return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+# -- attempts, logs, metrics, checkpoints, events -------------------------------------
+def add_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(model), rows)
+
+
+def add_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
+    add_rows(session, Attempt, rows)
+
+
+def add_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
+    add_rows(session, Metric, rows)
+
+
+def add_checkpoints(session: Session, rows: list[dict[str, Any]]) -> None:
+    add_rows(session, Checkpoint, rows)
+
+
+def add_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    add_rows(session, Event, rows)
+
+
+def attempts_of(session: Session, run_id: str, node: str | None = None) -> list[Attempt]:
+    query = select(Attempt).where(Attempt.run_id == run_id)
+    if node is not None:
+        query = query.where(Attempt.node == node)
+    return list(session.scalars(query.order_by(Attempt.id)))
+
+
+def metrics_of(session: Session, run_id: str) -> list[Metric]:
+    return list(session.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)))
+
+
+# -- artifacts and the cache -------------------------------------------------------------
+def add_artifacts(session: Session, rows: list[dict[str, Any]]) -> None:
+    _insert_ignoring_duplicates(session, Artifact, rows, "digest")
+
+
+def put_cache_entries(session: Session, rows: list[dict[str, Any]]) -> None:
+    _insert_ignoring_duplicates(session, CacheEntry, rows, "key", replace=True)
+
+
+def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, CacheEntry]:
+    found: dict[str, CacheEntry] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for entry in session.scalars(select(CacheEntry).where(CacheEntry.key.in_(chunk))):
+            found[entry.key] = entry
+    return found
+
+
+def delete_cache_entries(session: Session, keys: Sequence[str]) -> None:
+    from sqlalchemy import delete
+
+    if keys:
+        session.execute(delete(CacheEntry).where(CacheEntry.key.in_(list(keys))))
+
+
+def count(session: Session, model: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)

@@ -1,0 +1,467 @@
+"""The dispatch loop of one run: event-driven, committed in batches, crash-safe.
+
+Ready nodes are resolved against the cache or sent to their executor within its
+capacity; results arrive on one inbox queue. Each loop step writes everything it
+learned in one transaction, and only then dispatches what became ready, so a
+success is always committed before anything downstream of it starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import queue
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from executors.base import Event, Executor, TaskResult, TaskSpec
+from executors.worker import checkpoint_name
+from flowlib.dag import DAG, Node, Ref
+from flowlib.results import DONE, FINAL
+from scheduler import repository as repo
+from scheduler.tasks import Fingerprints, NodeState, input_spec
+
+HEARTBEAT_S = 2.0
+Progress = Callable[[str, str, dict[str, int]], None]
+
+
+class RunScheduler:
+    """Runs one recorded run of a DAG to its end."""
+
+    def __init__(
+        self,
+        dag: DAG,
+        *,
+        run_id: str,
+        root_run_id: str,
+        engine: Engine,
+        store: Any,
+        executors: dict[str, Executor],
+        default_executor: str,
+        fingerprints: Fingerprints,
+        use_cache: bool = True,
+        fail_fast: bool = False,
+        max_parallel: int | None = None,
+        fsync: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.dag, self.run_id, self.root_run_id = dag, run_id, root_run_id
+        self.engine, self.store, self.executors = engine, store, executors
+        self.default_executor, self.fingerprints = default_executor, fingerprints
+        self.use_cache, self.fail_fast, self.max_parallel, self.fsync = use_cache, fail_fast, max_parallel, fsync
+        self.progress = progress
+        self.states: dict[str, NodeState] = {}
+        self.users: dict[str, list[str]] = {}
+        self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # put() is safe in a signal handler
+        self.ready: deque[str] = deque()
+        self.dispatchable: deque[str] = deque()
+        self.running: dict[str, str] = {}  # task id -> node name
+        self.timers: list[tuple[float, str]] = []
+        self.used: dict[str, list[float]] = {name: [0.0, 0.0] for name in executors}
+        self.cancelled = False
+        self.first_error: str | None = None
+        self._pending: dict[str, list] = {k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")}
+        self._node_updates: dict[int, dict[str, Any]] = {}
+
+    # -- set-up -------------------------------------------------------------------------------
+    def attach(self, node_ids: dict[str, int], reuse: dict[str, dict[str, Any]] | None = None) -> None:
+        """Take the recorded node ids; `reuse` maps node name -> the outputs a resume keeps."""
+        self.users = self.dag.downstream()
+        for name, node in self.dag.nodes.items():
+            state = NodeState(node, node_ids[name], waiting=len(node.upstream()))
+            state.executor = node.operator.executor or self.default_executor
+            if reuse and name in reuse:
+                state.reuse = reuse[name]
+            self.states[name] = state
+        self.ready.extend(name for name, state in self.states.items() if state.waiting == 0)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def execute(self) -> str:
+        beat = threading.Thread(target=self._heartbeat, name="flowlib-heartbeat", daemon=True)
+        self._beating = True
+        beat.start()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while True:
+                self._advance()
+                self._flush()
+                if not self.cancelled:
+                    self._dispatch()
+                if not self.running and not self.timers and not self.ready and not self.dispatchable:
+                    break
+                self._wait()
+        except KeyboardInterrupt:
+            self._cancel_all("interrupted (Ctrl-C)")
+            self._flush()
+        finally:
+            self._beating = False
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        return self._finish()
+
+    def _on_sigint(self, _signum: int, _frame: Any) -> None:
+        if self.cancelled:
+            raise KeyboardInterrupt  # a second Ctrl-C stops waiting for the cancellation
+        self.inbox.put(("cancel", "interrupted (Ctrl-C)"))
+
+    def _wait(self) -> None:
+        timeout = None
+        if self.timers:
+            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+        try:
+            messages = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            messages = []
+        while not self.inbox.empty():
+            messages.append(self.inbox.get())
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, name = heapq.heappop(self.timers)
+            if not self.cancelled:
+                self.dispatchable.append(name)
+        for message in messages:
+            kind = message[0]
+            if kind == "result":
+                self._on_result(message[1], message[2])
+            elif kind == "event":
+                self._on_event(message[1], message[2])
+            elif kind == "cancel":
+                self._cancel_all(message[1])
+
+    # -- resolving ready nodes --------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Resolve ready nodes: reuse, expand or gather maps, answer from cache, or queue to run."""
+        while self.ready:
+            batch: list[NodeState] = []
+            while self.ready:
+                name = self.ready.popleft()
+                state = self.states[name]
+                if state.status != "pending" or self.cancelled:
+                    continue
+                if state.reuse is not None:
+                    self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
+                elif state.node.kind == "map":
+                    self._map_step(state)
+                else:
+                    self._prepare(state)
+                    batch.append(state)
+            self._lookup_cache(batch)
+
+    def _prepare(self, state: NodeState) -> None:
+        fingerprint = self.fingerprints.of(state.node.operator)
+        state.fingerprint = fingerprint.to_json()
+        digests = {}
+        for param, value in state.node.inputs.items():
+            _, digests[param] = input_spec(value, self.states)
+        state.input_digests = digests
+        from flowlib.hashing import node_key
+
+        state.key = node_key(fingerprint.digest, digests)
+
+    def _lookup_cache(self, batch: list[NodeState]) -> None:
+        if not batch:
+            return
+        wanted = [s for s in batch if self.use_cache and s.node.operator.cache]
+        entries: dict[str, Any] = {}
+        if wanted:
+            with Session(self.engine) as session:
+                entries = repo.cache_entries(session, [s.key for s in wanted if s.key])
+        for state in batch:
+            entry = entries.get(state.key or "")
+            if entry is not None and self._entry_usable(entry):
+                self._complete(state, entry.outputs, cached=True)
+            else:
+                if entry is not None:
+                    self._event(state.node.name, "cache_corrupt", {"key": state.key})
+                self._set(state, status="queued")
+                self.dispatchable.append(state.node.name)
+
+    def _entry_usable(self, entry: Any) -> bool:
+        from flowlib import serializers
+
+        for ref in entry.outputs.values():
+            name, version = ref.get("serializer"), ref.get("serializer_version")
+            if name != "manifest" and serializers.get(name).version != version:
+                return False
+            if not self.store.verify(ref["digest"]):
+                return False
+        return True
+
+    # -- maps -----------------------------------------------------------------------------------------
+    def _map_step(self, state: NodeState) -> None:
+        node = state.node
+        if node.items is None:
+            self._expand(state)
+            return
+        items = [self.states[name] for name in node.items]
+        pairs = [[item.outputs["return"]["digest"], item.outputs["return"]["serializer"]] for item in items]  # type: ignore[index]
+        ref = self.store.put_bytes("manifest", 1, json.dumps(pairs, separators=(",", ":")).encode())
+        outputs = {"return": {**ref.to_json(), "elements": [pair[0] for pair in pairs]}}
+        cached = bool(items) and all(item.status == "cached" for item in items)
+        self._pending["artifacts"].append({"digest": ref.digest, "serializer": ref.serializer, "serializer_version": ref.serializer_version, "size": ref.size, "created_at": time.time(), "run_id": self.run_id, "node": node.name})
+        self._complete(state, outputs, cached=cached, attempts=0 if cached else 1)
+
+    def _expand(self, state: NodeState) -> None:
+        """A map over a future: add one item node per element of the resolved list."""
+        node = state.node
+        source = node.inputs[node.map_param]  # type: ignore[index]
+        assert isinstance(source, Ref)
+        upstream = self.states[source.node].outputs or {}
+        output = upstream[source.output]
+        elements = output.get("elements")
+        if elements is None:
+            elements = self.store.manifest_elements(output["digest"])
+            output["elements"] = elements
+        fixed = {k: v for k, v in node.inputs.items() if k != node.map_param}
+        items = []
+        for index in range(len(elements)):
+            item = Node(f"{node.name}[{index}]", node.operator, {node.map_param: Ref(source.node, source.output, index), **fixed}, node.call_site)  # type: ignore[dict-item]
+            items.append(item)
+        position = len(self.states)
+        rows = [{"name": item.name, "operator": item.operator.qualname, "status": "pending", "map_parent": node.name, "position": position + i, "executor": state.executor} for i, item in enumerate(items)]
+        edges = [(source.node, item.name) for item in items] + [(item.name, node.name) for item in items]
+        self._flush()
+        with Session(self.engine) as session, session.begin():
+            ids = repo.add_nodes(session, self.run_id, rows, edges)
+        node.items = [item.name for item in items]
+        state.waiting = len(items)
+        for item in items:
+            self.dag.nodes[item.name] = item
+            self.states[item.name] = NodeState(item, ids[item.name], executor=state.executor)
+            self.users[item.name] = [node.name]
+            self.ready.append(item.name)
+        if not items:
+            self.ready.append(node.name)
+
+    # -- dispatch -----------------------------------------------------------------------------------------
+    def _fits(self, state: NodeState) -> bool:
+        resources = state.node.operator.resources
+        capacity = self.executors[state.executor].capacity()  # type: ignore[index]
+        used = self.used[state.executor]  # type: ignore[index]
+        nprocs = state.node.operator.distributed.nprocs if state.node.operator.distributed else 1
+        cpus, gpus = resources.cpus * nprocs, resources.gpus * nprocs
+        if used[0] == 0 and used[1] == 0:
+            return True  # an idle executor takes any node it could ever hold
+        return used[0] + cpus <= capacity.cpus + 1e-9 and used[1] + gpus <= capacity.gpus
+
+    def _dispatch(self) -> None:
+        held: deque[str] = deque()
+        while self.dispatchable:
+            if self.max_parallel and len(self.running) >= self.max_parallel:
+                break
+            name = self.dispatchable.popleft()
+            state = self.states[name]
+            if state.status not in ("queued", "pending"):
+                continue
+            if not self._fits(state):
+                held.append(name)
+                continue
+            self._submit(state)
+        self.dispatchable.extendleft(reversed(held))
+
+    def _submit(self, state: NodeState) -> None:
+        node, op = state.node, state.node.operator
+        state.attempts += 1
+        task_id = uuid.uuid4().hex
+        inputs = {param: input_spec(value, self.states)[0] for param, value in node.inputs.items()}
+        spec = TaskSpec(
+            task_id=task_id, run_id=self.run_id, node=node.name, attempt=state.attempts,
+            operator=self.fingerprints.ref(op), inputs=inputs, resources=op.resources, timeout=op.timeout,
+            distributed=op.distributed, store_url=self.store.url, fsync=self.fsync,
+            checkpoint_ref=checkpoint_name(self.root_run_id, node.name),
+            project_root=str(self.fingerprints.project_root),
+        )
+        executor = self.executors[state.executor]  # type: ignore[index]
+        nprocs = op.distributed.nprocs if op.distributed else 1
+        used = self.used[state.executor]  # type: ignore[index]
+        used[0] += op.resources.cpus * nprocs
+        used[1] += op.resources.gpus * nprocs
+        state.task_id, state.started_at = task_id, time.time()
+        state.first_started_at = state.first_started_at or state.started_at
+        self.running[task_id] = node.name
+        self._set(state, status="running", attempts=state.attempts, started_at=state.first_started_at, executor=state.executor)
+        self._notify(node.name, "running")
+
+        def on_event(event: Event, _name: str = node.name, _attempt: int = state.attempts) -> None:
+            self.inbox.put(("event", _name, (event, _attempt)))
+
+        future = executor.submit(spec, on_event)
+        future.add_done_callback(lambda f, _id=task_id: self.inbox.put(("result", _id, f.result())))
+
+    # -- results --------------------------------------------------------------------------------------------
+    def _on_event(self, name: str, payload: tuple[Event, int]) -> None:
+        event, attempt = payload
+        data = dict(event.data)
+        if event.kind == "metric":
+            self._pending["metrics"].append({"run_id": self.run_id, "node": name, "attempt": attempt, "name": data["name"], "value": data["value"], "step": data.get("step"), "time": data.get("time", event.time)})
+        elif event.kind == "checkpoint":
+            self._pending["checkpoints"].append({"root_run_id": self.root_run_id, "node": name, "run_id": self.run_id, "attempt": attempt, "step": data.get("step"), "digest": data["digest"], "time": event.time})
+            self._pending["artifacts"].append({"digest": data["digest"], "serializer": "checkpoint", "serializer_version": 0, "size": data.get("size", 0), "created_at": event.time, "run_id": self.run_id, "node": name})
+        self._event(name, event.kind, data)
+
+    def _on_result(self, task_id: str, result: TaskResult) -> None:
+        name = self.running.pop(task_id, None)
+        if name is None:
+            return
+        state = self.states[name]
+        op = state.node.operator
+        nprocs = op.distributed.nprocs if op.distributed else 1
+        used = self.used[state.executor]  # type: ignore[index]
+        used[0] -= op.resources.cpus * nprocs
+        used[1] -= op.resources.gpus * nprocs
+        self._pending["attempts"].append({
+            "run_id": self.run_id, "node": name, "number": state.attempts,
+            "status": "succeeded" if result.ok else "failed", "started_at": result.started_at or state.started_at,
+            "ended_at": result.ended_at or time.time(), "host": result.host, "pid": result.pid,
+            "exit_code": result.exit_code, "signal": result.signal, "error": result.error, "log": result.log,
+        })
+        if state.status != "running":
+            return  # cancelled meanwhile
+        if result.ok:
+            self._complete(state, result.outputs, cached=False, host=result.host)
+            return
+        state.error = result.error
+        if state.attempts <= op.retries and not self.cancelled and result.error and result.error.get("type") != "Cancelled":
+            delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
+            heapq.heappush(self.timers, (time.monotonic() + delay, name))
+            self._set(state, status="queued", error=result.error)
+            self._event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
+            return
+        self._fail(state, result.error or {"type": "Error", "message": "failed", "traceback": None}, host=result.host)
+
+    def _complete(self, state: NodeState, outputs: dict[str, Any], *, cached: bool, host: str | None = None,
+                  reuse: dict[str, Any] | None = None, attempts: int | None = None) -> None:
+        now = time.time()
+        state.outputs = outputs
+        state.status = "cached" if cached else "succeeded"
+        started = state.first_started_at
+        duration = 0.0 if cached or started is None else round(now - started, 6)
+        columns: dict[str, Any] = {
+            "status": state.status, "cached": cached, "outputs": outputs, "ended_at": now, "duration_s": duration,
+            "attempts": (0 if cached else state.attempts) if attempts is None else attempts, "error": None,
+        }
+        if reuse is not None:
+            columns.update(cache_key=reuse.get("cache_key"), fingerprint=reuse.get("fingerprint"), inputs=reuse.get("inputs"))
+        elif state.key is not None:
+            columns.update(cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
+        if host:
+            columns["host"] = host
+        self._set(state, **columns)
+        if not cached and state.key is not None:
+            for ref in outputs.values():
+                self._pending["artifacts"].append({"digest": ref["digest"], "serializer": ref["serializer"], "serializer_version": ref["serializer_version"], "size": ref["size"], "created_at": now, "run_id": self.run_id, "node": state.node.name})
+            if state.node.operator.cache:
+                self._pending["cache"].append({"key": state.key, "operator": state.node.operator.qualname, "fingerprint": state.fingerprint, "inputs": state.input_digests, "outputs": outputs, "serializers": {n: [r["serializer"], r["serializer_version"]] for n, r in outputs.items()}, "created_at": now, "run_id": self.run_id, "node": state.node.name})
+        self._notify(state.node.name, state.status)
+        for user in self.users.get(state.node.name, ()):
+            child = self.states[user]
+            child.waiting -= 1
+            if child.waiting == 0 and child.status == "pending":
+                self.ready.append(user)
+
+    def _fail(self, state: NodeState, error: dict[str, Any], *, host: str | None = None) -> None:
+        now = time.time()
+        state.status, state.error = "failed", error
+        started = state.first_started_at or now
+        self._set(state, status="failed", error=error, ended_at=now, duration_s=round(now - started, 6), host=host, attempts=state.attempts)
+        self._notify(state.node.name, "failed")
+        if self.first_error is None:
+            self.first_error = f"node '{state.node.name}' failed: {error.get('type')}: {error.get('message')}"
+        self._cascade(state.node.name, "upstream_failed", {"type": "UpstreamFailed", "message": f"upstream node '{state.node.name}' failed"})
+        if self.fail_fast:
+            self._cancel_all("--fail-fast: a node failed")
+
+    def _cascade(self, name: str, status: str, error: dict[str, Any]) -> None:
+        stack = list(self.users.get(name, ()))
+        while stack:
+            child = self.states[stack.pop()]
+            if child.status in ("pending", "queued"):
+                child.status = status
+                self._set(child, status=status, error=error)
+                self._notify(child.node.name, status)
+                stack.extend(self.users.get(child.node.name, ()))
+
+    def _cancel_all(self, why: str) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.first_error = self.first_error or f"cancelled: {why}"
+        for task_id, name in list(self.running.items()):
+            self.executors[self.states[name].executor].cancel(task_id)  # type: ignore[index]
+        self.timers.clear()
+        self.dispatchable.clear()
+        now = time.time()
+        error = {"type": "Cancelled", "message": why}
+        for state in self.states.values():
+            if state.status not in FINAL:
+                state.status = "cancelled"
+                self._set(state, status="cancelled", error=error, ended_at=now)
+        self.running.clear()
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def _set(self, state: NodeState, **columns: Any) -> None:
+        if "status" in columns:
+            state.status = columns["status"]
+        self._node_updates.setdefault(state.row_id, {"id": state.row_id}).update(columns)
+
+    def _event(self, node: str | None, kind: str, data: dict[str, Any]) -> None:
+        self._pending["events"].append({"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()})
+
+    def _flush(self) -> None:
+        pending, updates = self._pending, self._node_updates
+        if not updates and not any(pending.values()):
+            return
+        with Session(self.engine) as session, session.begin():
+            repo.update_nodes(session, list(updates.values()))
+            repo.add_attempts(session, pending["attempts"])
+            repo.add_artifacts(session, pending["artifacts"])
+            repo.put_cache_entries(session, _last_per_key(pending["cache"]))
+            repo.add_metrics(session, pending["metrics"])
+            repo.add_checkpoints(session, pending["checkpoints"])
+            repo.add_events(session, pending["events"])
+        self._node_updates = {}
+        self._pending = {k: [] for k in pending}
+
+    def _heartbeat(self) -> None:
+        while self._beating:
+            try:
+                if repo.heartbeat(self.engine, self.run_id) and not self.cancelled:
+                    self.inbox.put(("cancel", "cancelled by `flow cancel`"))
+            except Exception:
+                pass  # a busy database delays a heartbeat; the next one catches up
+            time.sleep(HEARTBEAT_S)
+
+    def _notify(self, name: str, status: str) -> None:
+        if self.progress is not None:
+            self.progress(name, status, {})
+
+    def _finish(self) -> str:
+        statuses = [state.status for state in self.states.values()]
+        if self.cancelled:
+            status = "cancelled"
+        elif all(s in DONE for s in statuses):
+            status = "succeeded"
+        else:
+            status = "failed"
+            if self.first_error is None:
+                self.first_error = "some nodes did not finish"
+        with Session(self.engine) as session, session.begin():
+            repo.update_run(session, self.run_id, status=status, ended_at=time.time(), heartbeat_at=time.time(),
+                            error=None if status == "succeeded" else self.first_error)
+            repo.add_events(session, [{"run_id": self.run_id, "node": None, "kind": "run_" + status, "data": None, "time": time.time()}])
+        return status
+
+
+def _last_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({row["key"]: row for row in rows}.values())

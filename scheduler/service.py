@@ -1,0 +1,169 @@
+"""Start and record runs: the entry points `flowlib.run`, `flowlib.resume` and the CLI share."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from executors.base import Executor
+from executors.registry import executor_class
+from flowlib.config import Config
+from flowlib.dag import DAG
+from flowlib.errors import ConfigError, FlowError
+from flowlib.hashing import find_project_root
+from flowlib.store import ArtifactStore
+from scheduler import db
+from scheduler import repository as repo
+from scheduler.runner import Progress, RunScheduler
+from scheduler.tasks import Fingerprints
+
+
+@dataclass
+class RunOptions:
+    executor: str | None = None
+    use_cache: bool = True
+    fail_fast: bool = False
+    max_parallel: int | None = None
+    progress: Progress | None = None
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def open_store(config: Config) -> ArtifactStore:
+    return ArtifactStore(config.artifacts, fsync=config.fsync)
+
+
+def start_executors(names: set[str], config: Config) -> dict[str, Executor]:
+    started: dict[str, Executor] = {}
+    try:
+        for name in sorted(names):
+            executor = executor_class(name)()
+            executor.start(config.executor_settings(name))
+            started[name] = executor
+    except BaseException:
+        for executor in started.values():
+            executor.shutdown()
+        raise
+    return started
+
+
+def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> None:
+    """Refuse, before anything is recorded, a request no executor here could ever meet."""
+    for node in dag.nodes.values():
+        op = node.operator
+        name = op.executor or default
+        capacity = executors[name].capacity()
+        nprocs = op.distributed.nprocs if op.distributed else 1
+        cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
+        if cpus > capacity.cpus or gpus > capacity.gpus:
+            raise ConfigError(
+                f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {cpus:g} CPUs and "
+                f"{gpus} GPUs, but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs"
+            )
+
+
+def execute_dag(
+    dag: DAG,
+    config: Config,
+    options: RunOptions,
+    *,
+    resumed_from: str | None = None,
+    root_run_id: str | None = None,
+    reuse: dict[str, dict[str, Any]] | None = None,
+    reasons: dict[str, list[str]] | None = None,
+    on_recorded: Callable[[str], None] | None = None,
+) -> str:
+    """Record a run of `dag`, execute it to the end and return its run id."""
+    engine = db.connect(config.db)
+    store = open_store(config)
+    default = options.executor or config.executor
+    names = {node.operator.executor or default for node in dag.nodes.values()} or {default}
+    executors = start_executors(names, config)
+    try:
+        check_resources(dag, executors, default)
+        run_id = new_run_id()
+        project_root = find_project_root(dag.file)
+        scheduler = RunScheduler(
+            dag, run_id=run_id, root_run_id=root_run_id or run_id, engine=engine, store=store,
+            executors=executors, default_executor=default, fingerprints=Fingerprints(project_root),
+            use_cache=options.use_cache, fail_fast=options.fail_fast, max_parallel=options.max_parallel,
+            fsync=config.fsync, progress=options.progress,
+        )
+        ids = record_run(engine, dag, run_id, default, resumed_from, root_run_id or run_id, reasons, options)
+        if on_recorded:
+            on_recorded(run_id)
+        scheduler.attach(ids, reuse)
+        scheduler.execute()
+        return run_id
+    finally:
+        for executor in executors.values():
+            executor.shutdown()
+
+
+def record_run(engine: Engine, dag: DAG, run_id: str, executor: str, resumed_from: str | None, root_run_id: str,
+               reasons: dict[str, list[str]] | None, options: RunOptions) -> dict[str, int]:
+    now = time.time()
+    run = {
+        "id": run_id, "workflow": dag.workflow, "file": str(Path(dag.file).resolve()),
+        "params": _jsonable_params(dag.params), "status": "running", "created_at": now, "started_at": now,
+        "host": socket.gethostname(), "user": _user(), "pid": os.getpid(), "heartbeat_at": now,
+        "resumed_from": resumed_from, "root_run_id": root_run_id, "executor": executor,
+        "outputs": _with_classes(dag), "options": {"use_cache": options.use_cache, "fail_fast": options.fail_fast},
+    }
+    nodes = [
+        {"name": name, "operator": node.operator.qualname, "status": "pending", "position": index,
+         "executor": node.operator.executor or executor, "reasons": (reasons or {}).get(name)}
+        for index, (name, node) in enumerate(dag.nodes.items())
+    ]
+    with Session(engine) as session, session.begin():
+        return repo.create_run(session, run, nodes, dag.edges())
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
+def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
+    from flowlib.results import jsonable
+
+    return {key: str(value) if isinstance(value, Path) else jsonable(value) for key, value in params.items()}
+
+
+def _with_classes(dag: DAG) -> Any:
+    """The output spec, with the NamedTuple class of each whole-NamedTuple ref."""
+
+    def walk(spec: Any) -> Any:
+        if "ref" in spec:
+            node_name, output = spec["ref"]
+            op = dag.nodes[node_name].operator
+            if output == "return" and op.output_fields:
+                return {**spec, "cls": [op.return_type.__module__, op.return_type.__qualname__], "fields": list(op.output_fields)}
+            return spec
+        for key in ("list", "tuple"):
+            if key in spec:
+                return {key: [walk(item) for item in spec[key]]}
+        if "dict" in spec:
+            return {"dict": {k: walk(v) for k, v in spec["dict"].items()}}
+        if "fields" in spec and isinstance(spec["fields"], dict):
+            return {"fields": {k: walk(v) for k, v in spec["fields"].items()}}
+        return spec
+
+    return walk(dag.outputs) if dag.outputs is not None else None
+
+
+__all__ = ["FlowError", "RunOptions", "execute_dag", "open_store"]

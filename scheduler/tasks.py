@@ -1,0 +1,93 @@
+"""From DAG nodes to cache keys and TaskSpecs: what a node's inputs are, as digests."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from executors.base import OperatorRef
+from flowlib.dag import Literal, Node, Ref
+from flowlib.operators import Operator
+
+
+@dataclass
+class NodeState:
+    """What the scheduler knows of one node while the run goes on."""
+
+    node: Node
+    row_id: int
+    status: str = "pending"
+    waiting: int = 0
+    attempts: int = 0
+    outputs: dict[str, dict[str, Any]] | None = None
+    key: str | None = None
+    fingerprint: dict[str, Any] | None = None
+    input_digests: dict[str, str] = field(default_factory=dict)
+    executor: str | None = None
+    task_id: str | None = None
+    started_at: float | None = None
+    first_started_at: float | None = None
+    error: dict[str, Any] | None = None
+    reuse: dict[str, Any] | None = None  # outputs reused from the run this one resumes
+
+
+class Fingerprints:
+    """Operator fingerprints and import references, computed once per operator function."""
+
+    def __init__(self, project_root: Path) -> None:
+        self.project_root = project_root
+        self._fingerprints: dict[tuple[int, str | None], Any] = {}
+        self._refs: dict[int, OperatorRef] = {}
+
+    def of(self, op: Operator) -> Any:
+        from flowlib.hashing import operator_fingerprint
+
+        key = (id(op.fn), op.version)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = operator_fingerprint(op.fn, version=op.version, project_root=self.project_root)
+        return self._fingerprints[key]
+
+    def ref(self, op: Operator) -> OperatorRef:
+        """Import by file and qualname where a worker can; pickle the operator by value otherwise."""
+        found = self._refs.get(id(op))
+        if found is None:
+            fn = op.fn
+            module = sys.modules.get(fn.__module__)
+            file = getattr(module, "__file__", None) or fn.__code__.co_filename
+            importable = fn.__module__ != "__main__" and "<locals>" not in op.qualname and _resolves(module, op)
+            pickled = None if importable else cloudpickle.dumps(op)
+            found = OperatorRef(str(file), fn.__module__, op.qualname, pickled)
+            self._refs[id(op)] = found
+        return found
+
+
+def _resolves(module: Any, op: Operator) -> bool:
+    obj = module
+    for part in op.qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return getattr(obj, "fn", None) is op.fn
+
+
+def input_spec(value: Ref | Literal, states: dict[str, NodeState]) -> tuple[dict[str, Any], str]:
+    """Return (what the worker gets, the digest that enters the cache key) for one input."""
+    from flowlib.hashing import tuple_digest
+
+    if isinstance(value, Literal):
+        return {"literal": value.value}, value.digest
+    upstream = states[value.node]
+    outputs = upstream.outputs or {}
+    if value.index is not None:
+        digest = outputs[value.output]["elements"][value.index]
+        return {"digest": digest}, digest
+    if value.output in outputs:
+        digest = outputs[value.output]["digest"]
+        return {"digest": digest}, digest
+    fields = {name: ref["digest"] for name, ref in outputs.items()}
+    cls = upstream.node.operator.return_type
+    return {"fields": fields, "cls": [cls.__module__, cls.__qualname__]}, tuple_digest(list(fields.values()))

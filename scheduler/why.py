@@ -1,0 +1,69 @@
+"""`flow why`: which part of a node's cache key differs from the nearest earlier entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from flowlib.errors import FlowError
+from flowlib.hashing import diff_fingerprints
+from scheduler import repository as repo
+from scheduler.models import CacheEntry, Node, Run
+
+
+def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
+    """Return {"node", "status", "summary", "differences", "compared_with"} for one node."""
+    with Session(engine) as session:
+        run = repo.find_run(session, run_id)
+        if run is None:
+            raise FlowError(f"no run '{run_id}' in this database")
+        node = session.scalar(select(Node).where(Node.run_id == run.id, Node.name == node_name))
+        if node is None:
+            names = ", ".join(n.name for n in repo.nodes_of(session, run.id)[:20])
+            raise FlowError(f"run {run.id} has no node '{node_name}'; its nodes: {names}")
+        if node.fingerprint is None:
+            return _answer(node, f"node '{node_name}' never computed a cache key in run {run.id} ({node.status})", [])
+        earlier = _nearest_earlier(session, run, node)
+    if earlier is None:
+        return _answer(node, f"node '{node_name}' ({node.status}): no earlier cache entry for operator "
+                             f"'{node.operator}' — this was its first computation", [])
+    source, fingerprint, inputs, key = earlier
+    if key == node.cache_key:
+        verb = "was reused from" if node.cached else "has the same key as"
+        return _answer(node, f"node '{node_name}' ({node.status}) {verb} {source}: the keys are equal", [], source)
+    differences = diff_fingerprints(fingerprint or {}, node.fingerprint)
+    old_inputs, new_inputs = inputs or {}, node.inputs or {}
+    for param in sorted(set(old_inputs) | set(new_inputs)):
+        if old_inputs.get(param) != new_inputs.get(param):
+            differences.append(f"input changed: {param}")
+    summary = f"node '{node_name}' ({node.status}) missed the cache; compared with {source}:"
+    return _answer(node, summary, differences or ["serializer changed"], source)
+
+
+def _answer(node: Node, summary: str, differences: list[str], source: str | None = None) -> dict[str, Any]:
+    return {"node": node.name, "status": node.status, "summary": summary, "differences": differences, "compared_with": source}
+
+
+def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, Any, str] | None:
+    """The same node in the run this one resumed, else the newest other cache entry of its operator."""
+    if run.resumed_from:
+        old = session.scalar(select(Node).where(Node.run_id == run.resumed_from, Node.name == node.name))
+        if old is not None and old.fingerprint is not None:
+            return f"run {run.resumed_from}", old.fingerprint, old.inputs, old.cache_key or ""
+    query = (
+        select(CacheEntry)
+        .where(CacheEntry.operator == node.operator, CacheEntry.run_id != run.id)
+        .order_by(CacheEntry.created_at.desc())
+    )
+    entries = list(session.scalars(query.limit(50)))
+    same_name = [entry for entry in entries if entry.node == node.name]
+    entry = (same_name or entries or [None])[0]
+    if entry is None:
+        if node.cached and node.cache_key:
+            hit = session.get(CacheEntry, node.cache_key)
+            if hit is not None:
+                return f"the cache entry of run {hit.run_id}", hit.fingerprint, hit.inputs, hit.key
+        return None
+    return f"the cache entry of run {entry.run_id} (node '{entry.node}')", entry.fingerprint, entry.inputs, entry.key

@@ -1,0 +1,322 @@
+"""The run database: schema creation and upgrade, refusal of newer schemas, SQLite under
+several writing processes, and PostgreSQL, all against real databases."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pg
+import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, func, inspect, select, text
+
+from flowlib.errors import ConfigError
+from scheduler import db
+from scheduler.models import Base, Event, Node, Run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each worker races the others to create the schema, then interleaves small
+# write transactions with reads; any "database is locked" makes it exit non-zero.
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from sqlalchemy import func, select
+    from scheduler import db
+    from scheduler.models import Event
+
+    url, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    deadline = time.monotonic() + 30
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    engine = db.connect(url)
+    for i in range(count):
+        with db.session(engine) as s:
+            seen = s.scalar(select(func.count()).select_from(Event).where(Event.run_id == worker))
+            assert seen == i, (seen, i)
+            s.add(Event(run_id=worker, kind="tick", data={"i": i}))
+            s.commit()
+        with db.session(engine) as s:
+            s.scalars(select(Event).order_by(Event.id.desc()).limit(5)).all()
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    url = pg.server_url()
+    if url is None:
+        pytest.skip(pg.why_unavailable())
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    url = pg.create_database(pg_server)
+    yield url
+    db.dispose(url)
+    pg.drop_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    # connect() makes the folder itself; tests that go through alembic directly need it too.
+    (tmp_path / "home").mkdir()
+    url = db.default_url(tmp_path / "home")
+    yield url
+    db.dispose(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of each backend."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+def _schema_diff(url: str) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def _set_version(url: str, version: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": version})
+    engine.dispose()
+
+
+def _run_workers(url: str, count: int, tmp_path: Path, workers: int = 4) -> None:
+    go = tmp_path / "go"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, f"w{n}", str(count), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(workers)
+    ]
+    time.sleep(0.5)  # let every interpreter start so they really race
+    go.touch()
+    outputs = [proc.communicate(timeout=180)[0] for proc in procs]
+    failed = [(p.returncode, out) for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
+    assert not failed, f"workers failed: {failed}"
+
+
+def test_default_url_is_flow_db_in_home(tmp_path: Path) -> None:
+    assert db.default_url(tmp_path) == f"sqlite:///{tmp_path / 'flow.db'}"
+
+
+def test_fresh_sqlite_file_gets_schema_wal_and_busy_timeout(sqlite_url: str, tmp_path: Path) -> None:
+    engine = db.connect(sqlite_url)
+
+    assert (tmp_path / "home" / "flow.db").exists()
+    assert db.current_revision(engine) == db.head_revision()
+    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_connect_caches_the_engine(sqlite_url: str) -> None:
+    assert db.connect(sqlite_url) is db.connect(sqlite_url)
+
+
+def test_migrated_schema_equals_the_models(any_url: str) -> None:
+    engine = db.connect(any_url)
+
+    assert db.current_revision(engine) == db.head_revision()
+    assert _schema_diff(any_url) == []
+
+
+def test_alembic_upgrade_and_downgrade_through_env_py(any_url: str) -> None:
+    """The env.py path the `alembic` command line takes: its own engine from sqlalchemy.url."""
+    config = db.alembic_config(url=any_url)
+    command.upgrade(config, "head")
+    assert _schema_diff(any_url) == []
+
+    command.downgrade(config, "base")
+    engine = create_engine(any_url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+
+def test_older_database_is_upgraded(any_url: str) -> None:
+    command.upgrade(db.alembic_config(url=any_url), "head")
+    command.downgrade(db.alembic_config(url=any_url), "base")
+
+    assert db.current_revision(db.connect(any_url, upgrade=False)) is None
+    assert db.upgrade(any_url) == db.head_revision()
+    assert db.current_revision(db.connect(any_url)) == db.head_revision()
+    assert _schema_diff(any_url) == []
+
+
+def test_database_newer_than_the_code_is_refused(any_url: str) -> None:
+    db.connect(any_url)
+    db.dispose(any_url)
+    _set_version(any_url, "9999_from_the_future")
+
+    for upgrade in (True, False):
+        with pytest.raises(ConfigError, match="newer") as info:
+            db.connect(any_url, upgrade=upgrade)
+        message = str(info.value)
+        assert "9999_from_the_future" in message
+        assert f"head {db.head_revision()}" in message
+        assert "upgrade flowlib" in message
+
+
+def test_failed_upgrade_leaves_no_half_schema(any_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_upgrade = command.upgrade
+
+    def upgrade_then_crash(config: Config, revision: str) -> None:
+        real_upgrade(config, revision)
+        raise RuntimeError("crash after the DDL")
+
+    monkeypatch.setattr(command, "upgrade", upgrade_then_crash)
+    with pytest.raises(RuntimeError, match="crash after the DDL"):
+        db.connect(any_url)
+    engine = create_engine(any_url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+    monkeypatch.setattr(command, "upgrade", real_upgrade)
+    assert db.current_revision(db.connect(any_url)) == db.head_revision()
+
+
+def test_tables_without_a_revision_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE runs (x INTEGER)")
+    engine.dispose()
+
+    with pytest.raises(ConfigError, match="not created by flowlib"):
+        db.connect(url)
+
+
+def test_upgrade_returns_head(any_url: str) -> None:
+    assert db.upgrade(any_url) == db.head_revision()
+    assert db.upgrade(any_url) == db.head_revision()
+
+
+def test_rows_round_trip_and_cascade(any_url: str) -> None:
+    engine = db.connect(any_url)
+    with db.session(engine) as s:
+        s.add(Run(id="r1", workflow="wf", file="/p.py", params={"n": 1}, status="running",
+                  host="h", user="u", root_run_id="r1"))  # fmt: skip
+        s.flush()
+        s.add(Node(run_id="r1", name="op", operator="m.op", status="pending", position=0, outputs=None))
+        s.add(Event(run_id="r1", kind="run_started", data={"a": [1, 2]}))
+        s.commit()
+        run = s.get(Run, "r1")
+        assert run is not None and run.created_at > 0 and run.cancel_requested is False
+    with db.session(engine) as s:
+        node = s.scalars(select(Node)).one()
+        assert (node.attempts, node.cached, node.outputs) == (0, False, None)
+        assert s.scalar(select(func.count()).select_from(Node).where(Node.outputs.is_(None))) == 1
+        assert s.scalars(select(Event.data)).one() == {"a": [1, 2]}
+        s.delete(s.get(Run, "r1"))
+        s.commit()
+        assert s.scalar(select(func.count()).select_from(Node)) == 0
+
+
+def test_four_processes_write_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
+    _run_workers(sqlite_url, 200, tmp_path)
+
+    engine = db.connect(sqlite_url)
+    with db.session(engine) as s:
+        rows = s.execute(select(Event.run_id, func.count()).group_by(Event.run_id)).all()
+    assert dict(rows) == {f"w{n}": 200 for n in range(4)}
+
+
+def _write_event_in_child(url: str) -> None:
+    with db.session(db.connect(url)) as s:
+        s.add(Event(run_id="child", kind="tick"))
+        s.commit()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_engine(sqlite_url: str) -> None:
+    parent_engine = db.connect(sqlite_url)
+    with db.session(parent_engine) as s:
+        s.add(Event(run_id="parent", kind="tick"))
+        s.commit()
+
+    child = multiprocessing.get_context("fork").Process(target=_write_event_in_child, args=(sqlite_url,))
+    child.start()
+    child.join(60)
+
+    assert child.exitcode == 0
+    assert db.connect(sqlite_url) is parent_engine
+    with db.session(parent_engine) as s:
+        assert sorted(s.scalars(select(Event.run_id))) == ["child", "parent"]
+
+
+@pytest.mark.postgres
+def test_four_processes_create_and_write_one_postgres_database(pg_url: str, tmp_path: Path) -> None:
+    _run_workers(pg_url, 25, tmp_path)
+
+    with db.session(db.connect(pg_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == 100
+
+
+def test_unreachable_postgres_is_a_config_error_without_password() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+psycopg://flow:s3cret-pw@127.0.0.1:{port}/flow"
+
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        db.connect(url)
+
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url", "not a valid SQLAlchemy URL"),
+        ("postgresql+nosuchdriver://u:pw@localhost/x", "nosuchdriver"),
+    ],
+)
+def test_bad_url_is_a_config_error(url: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        db.connect(url)
+    assert ":pw@" not in str(info.value)
+
+
+def test_unopenable_sqlite_path_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "flow.db").mkdir()  # a folder where the file should be
+    with pytest.raises(ConfigError, match="cannot open database"):
+        db.connect(f"sqlite:///{tmp_path / 'flow.db'}")
