@@ -6,9 +6,12 @@ deaths and timeouts are handled as they happen, without polling.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -22,7 +25,7 @@ from typing import Any
 import cloudpickle
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.worker import HOST, serve
+from executors.worker import HOST
 from flowlib.resources import Resources
 
 
@@ -37,10 +40,17 @@ class _Task:
 
 @dataclass
 class _Worker:
-    process: Any
+    process: subprocess.Popen
     conn: Connection
     task: _Task | None = None
     kill_reason: tuple[str, str] | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:
@@ -72,17 +82,24 @@ class LocalExecutor(Executor):
     # -- lifecycle --------------------------------------------------------------------
     def start(self, settings: Mapping[str, Any]) -> None:
         self._size = int(settings.get("workers") or os.cpu_count() or 1)
-        self._context = multiprocessing.get_context("spawn")
         self._workers = [self._spawn() for _ in range(self._size)]
         self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
         self._thread.start()
 
     def _spawn(self) -> _Worker:
-        parent, child = self._context.Pipe(duplex=True)
-        process = self._context.Process(target=serve, args=(child, list(sys.path)), daemon=True)
-        process.start()
-        child.close()
-        return _Worker(process, parent)
+        """Start a worker as `python -m executors.worker FD` over a socket pair.
+
+        A fresh interpreter, not multiprocessing's spawn: that would re-run the
+        user's main script in every worker.
+        """
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "executors.worker", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        return _Worker(process, Connection(ours.detach()))
 
     def capacity(self) -> Resources:
         return Resources(cpus=self._size, gpus=0)
@@ -95,10 +112,12 @@ class LocalExecutor(Executor):
                 worker.conn.close()
             except OSError:
                 pass
-            if worker.process.is_alive():
-                worker.process.kill()
+            worker.kill()
         for worker in self._workers:
-            worker.process.join(timeout=5)
+            try:
+                worker.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
@@ -128,13 +147,13 @@ class LocalExecutor(Executor):
             for worker in self._workers:
                 if worker.task and worker.task.spec.task_id == task_id:
                     worker.kill_reason = ("Cancelled", "cancelled while running")
-                    worker.process.kill()
+                    worker.kill()
 
     def _dispatch_locked(self) -> None:
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.task is None and worker.process.is_alive():
+            if worker.task is None and worker.alive():
                 task = self._queue.popleft()
                 task.started = time.time()
                 if task.deadline is not None:
@@ -144,7 +163,7 @@ class LocalExecutor(Executor):
                     worker.conn.send_bytes(cloudpickle.dumps(task.spec))
                 except (OSError, ValueError):
                     worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
-                    worker.process.kill()
+                    worker.kill()
 
     def _wake(self) -> None:
         try:
@@ -159,9 +178,7 @@ class LocalExecutor(Executor):
                 workers = list(self._workers)
                 deadlines = [w.task.deadline for w in workers if w.task and w.task.deadline is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            handles: list[Any] = [self._wake_r]
-            for worker in workers:
-                handles += [worker.conn, worker.process.sentinel]
+            handles: list[Any] = [self._wake_r] + [worker.conn for worker in workers]
             ready = wait(handles, timeout)
             if self._closing:
                 return
@@ -169,13 +186,12 @@ class LocalExecutor(Executor):
                 while self._wake_r.poll():
                     self._wake_r.recv_bytes()
             for worker in workers:
-                if worker.conn in ready:
-                    self._read(worker)
-                if worker.process.sentinel in ready and not worker.process.is_alive():
+                if worker.conn in ready and not self._read(worker):
                     self._replace(worker)
             self._enforce_timeouts()
 
-    def _read(self, worker: _Worker) -> None:
+    def _read(self, worker: _Worker) -> bool:
+        """Take what the worker sent; False when its end closed (it died)."""
         try:
             while worker.conn.poll():
                 message = cloudpickle.loads(worker.conn.recv_bytes())
@@ -191,13 +207,17 @@ class LocalExecutor(Executor):
                 if task is not None:
                     task.future.set_result(result)
         except (EOFError, OSError):
-            return  # the sentinel reports the death
+            return False
+        return True
 
     def _replace(self, worker: _Worker) -> None:
         """A worker process died: fail its attempt with how it died, start a fresh one."""
-        self._read(worker)  # a result sent just before exiting still counts
-        worker.process.join(timeout=1)
-        how, code, number = describe_exit(worker.process.exitcode)
+        worker.kill()
+        try:
+            exitcode = worker.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            exitcode = None
+        how, code, number = describe_exit(exitcode)
         with self._lock:
             task, worker.task = worker.task, None
             reason, worker.kill_reason = worker.kill_reason, None
@@ -221,4 +241,4 @@ class LocalExecutor(Executor):
                 task = worker.task
                 if task and task.deadline is not None and now >= task.deadline and worker.kill_reason is None:
                     worker.kill_reason = ("Timeout", f"timed out after {task.spec.timeout:g} s and was killed")
-                    worker.process.kill()
+                    worker.kill()

@@ -229,7 +229,7 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
 
-def serve(conn: Any, sys_path: list[str]) -> None:
+def serve(conn: Any, sys_path: list[str]) -> None:  # noqa: C901
     """Loop of a warm worker process: receive pickled specs, send events and results back."""
     import signal
 
@@ -257,3 +257,16 @@ def serve(conn: Any, sys_path: list[str]) -> None:
             result = TaskResult.failure(spec.task_id, "ResultNotPicklable", str(exc))
             payload = cloudpickle.dumps(("result", result))
         conn.send_bytes(payload)
+
+
+def main() -> None:
+    """`python -m executors.worker FD`: serve tasks over the inherited socket FD."""
+    import json
+    from multiprocessing.connection import Connection
+
+    sys_path = json.loads(os.environ.pop("FLOWLIB_WORKER_SYS_PATH", "[]"))
+    serve(Connection(int(sys.argv[1])), sys_path)
+
+
+if __name__ == "__main__":
+    main()

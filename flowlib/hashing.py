@@ -196,15 +196,10 @@ def normalize_source(fn_or_class: object) -> str:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn_or_class)))
     except (OSError, TypeError, SyntaxError):
         return _bytecode_text(fn_or_class)
+    scopes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            first = node.body[0] if node.body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, scopes) and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
     top = tree.body[0] if tree.body else tree
     if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef)):
         top.decorator_list = []
@@ -294,12 +289,9 @@ def _distributions() -> Mapping[str, list[str]]:
 @functools.lru_cache(maxsize=1024)
 def _distribution_versions(module_name: str) -> tuple[tuple[str, str], ...]:
     top = module_name.partition(".")[0]
-    if top == "flowlib":
-        dists = ["flowlib"]
-    elif top in sys.stdlib_module_names:
+    if top in sys.stdlib_module_names:
         return ()
-    else:
-        dists = sorted(set(_distributions().get(top, ())))
+    dists = ["flowlib"] if top == "flowlib" else sorted(set(_distributions().get(top, ())))
     return tuple((dist, _version(dist)) for dist in dists)
 
 
@@ -402,11 +394,16 @@ class _Walker:
             except (ImportError, ValueError):
                 return
         module = sys.modules.get(name)
-        top = name.partition(".")[0]
-        if module is None and (top in sys.stdlib_module_names or top in _distributions()):
-            self.module(name)  # known by name: never import third-party code to fingerprint it
-            return
         if module is None:
+            top = name.partition(".")[0]
+            try:  # a top-level name: finding it imports nothing
+                spec = None if top in sys.stdlib_module_names else importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                spec = None
+            where = spec and (spec.origin or next(iter(spec.submodule_search_locations or ()), None))
+            if _file_kind(where, self.root) != "project":
+                self.module(name)  # known by name: never import third-party code to fingerprint it
+                return
             try:
                 module = importlib.import_module(name)  # project code, as the operator itself will
             except Exception:

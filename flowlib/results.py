@@ -88,12 +88,13 @@ class RunResult:
         """The outputs as JSON can hold them: NamedTuples by field, others by repr."""
         return self._outputs()[1]
 
-    def to_json(self, *, with_nodes: bool = True) -> dict[str, Any]:
+    def to_json(self, *, with_nodes: bool = True, with_outputs: bool = True) -> dict[str, Any]:
+        loaded = with_outputs and self.status == RunStatus.SUCCEEDED
         shown: dict[str, Any] = {
             "run_id": self.run_id,
             "workflow": self.workflow,
             "status": str(self.status),
-            "outputs": self.outputs_json() if self.status == RunStatus.SUCCEEDED else None,
+            "outputs": self.outputs_json() if loaded else None,
             "resumed_from": self.resumed_from,
             "error": self.error,
         }

@@ -16,8 +16,8 @@ from pathlib import Path
 import pg
 import pytest
 from alembic import command
-from alembic.config import Config
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 

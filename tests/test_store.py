@@ -285,3 +285,15 @@ def test_put_list_of_many_values_keeps_order(tmp_path, fsync):
 def test_artifact_written_by_another_store_object_is_readable(tmp_path):
     ref = ArtifactStore(str(tmp_path)).put(collections.OrderedDict(a=1))
     assert ArtifactStore(f"file://{tmp_path}").get(ref.digest) == collections.OrderedDict(a=1)
+
+
+def test_a_file_without_a_flowlib_header_is_reported(local):
+    import hashlib
+
+    data = b"not an artifact"
+    digest = hashlib.sha256(data).hexdigest()
+    Path(local.path_for(digest)).parent.mkdir(parents=True)
+    Path(local.path_for(digest)).write_bytes(data)
+    assert local.verify(digest)
+    with pytest.raises(CorruptArtifact, match="bad header"):
+        local.get(digest)

@@ -41,8 +41,7 @@ def runs(workflow: str | None, status: str | None, limit: int, db: str | None, a
     if as_json:
         objects = []
         for run, result in results:
-            shown = result.to_json(with_nodes=False)
-            shown["outputs"] = None  # listing never loads artifacts
+            shown = result.to_json(with_nodes=False, with_outputs=False)  # listing never loads artifacts
             shown.update(created_at=run.created_at, ended_at=run.ended_at, file=run.file, params=run.params)
             objects.append(shown)
         click.echo(json.dumps(objects, default=repr))
