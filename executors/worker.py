@@ -60,7 +60,7 @@ def _namedtuple_class(cls_ref: list[str], names: list[str]) -> Any:
             obj = getattr(obj, part)
         return obj
     except Exception:
-        return namedtuple(qualname.rsplit(".", 1)[-1], names)  # noqa: PYI024
+        return namedtuple(qualname.rsplit(".", 1)[-1], names)
 
 
 def load_input(store: Any, value: dict[str, Any]) -> Any:
@@ -229,7 +229,7 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
 
-def serve(conn: Any, sys_path: list[str]) -> None:  # noqa: C901
+def serve(conn: Any, sys_path: list[str]) -> None:
     """Loop of a warm worker process: receive pickled specs, send events and results back."""
     import signal
 

@@ -45,7 +45,12 @@ class TaskContext:
     logger: logging.Logger = _log
 
 
-_CONTEXT: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("flowlib_task", default=TaskContext())
+_OUTSIDE = TaskContext()  # what `current` reports outside a run
+_CONTEXT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("flowlib_task", default=None)
+
+
+def _get() -> TaskContext:
+    return _CONTEXT.get() or _OUTSIDE
 
 
 def bind(context: TaskContext) -> contextvars.Token:
@@ -61,46 +66,46 @@ class Current:
 
     @property
     def run_id(self) -> str | None:
-        return _CONTEXT.get().run_id
+        return _get().run_id
 
     @property
     def node(self) -> str | None:
-        return _CONTEXT.get().node
+        return _get().node
 
     @property
     def attempt(self) -> int:
-        return _CONTEXT.get().attempt
+        return _get().attempt
 
     @property
     def gpus(self) -> list[int]:
-        return list(_CONTEXT.get().gpus)
+        return list(_get().gpus)
 
     @property
     def rank(self) -> int:
-        return _CONTEXT.get().rank
+        return _get().rank
 
     @property
     def world_size(self) -> int:
-        return _CONTEXT.get().world_size
+        return _get().world_size
 
     @property
     def checkpoint(self) -> Checkpoints:
-        return _CONTEXT.get().checkpoint
+        return _get().checkpoint
 
     @property
     def logger(self) -> logging.Logger:
-        return _CONTEXT.get().logger
+        return _get().logger
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record a metric of this node (only logged locally outside a run)."""
-        context = _CONTEXT.get()
+        context = _get()
         if context.emit is None:
             _log.info("metric %s=%s step=%s", name, value, step)
             return
         context.emit("metric", {"name": str(name), "value": float(value), "step": step, "time": time.time()})
 
     def __repr__(self) -> str:
-        context = _CONTEXT.get()
+        context = _get()
         return f"<current run={context.run_id} node={context.node} attempt={context.attempt}>"
 
 

@@ -29,19 +29,19 @@ from flowlib.errors import WorkflowDefinitionError
 
 
 class UnhashableLiteral(WorkflowDefinitionError):
-    """A literal has no canonical encoding, so it cannot be part of a cache key."""
+    """A literal has no canonical encoding, so it cannot be part of a cache key.
 
-    def __init__(
-        self, value_type: type, *, operator: str | None = None, parameter: str | None = None
-    ) -> None:
-        self.value_type, self.operator, self.parameter = value_type, operator, parameter
-        where = [f"operator '{operator}'"] * bool(operator) + [f"parameter '{parameter}'"] * bool(parameter)
-        super().__init__(
-            (", ".join(where) + ": " if where else "")
-            + f"cannot hash a literal of type {_type_name(value_type)}: define "
-            "`__flow_hash__(self) -> bytes` on the class, or pass the value through an operator "
-            "so that it becomes an artifact"
-        )
+    Built from the value's type, or from a message that adds context (operator, parameter) to one.
+    """
+
+    def __init__(self, what: type | str) -> None:
+        self.value_type = what if isinstance(what, type) else None
+        if isinstance(what, type):
+            what = (
+                f"cannot hash a literal of type {_type_name(what)}: define `__flow_hash__(self) -> bytes` "
+                "on the class, or pass the value through an operator so that it becomes an artifact"
+            )
+        super().__init__(what)
 
 
 def _type_name(cls: type) -> str:
@@ -176,7 +176,7 @@ def tuple_digest(field_digests: list[str]) -> str:
 
 
 def find_project_root(pipeline_file: str | Path) -> Path:
-    """Return the first folder from the file's folder upward holding flow.toml or pyproject.toml, else the file's folder."""
+    """Return the first folder upward from the file's holding flow.toml or pyproject.toml, else its folder."""
     start = Path(pipeline_file).resolve()
     if not start.is_dir():
         start = start.parent
@@ -318,10 +318,6 @@ def _all_names(code: types.CodeType) -> frozenset[str]:
     return frozenset(code.co_names).union(*nested)
 
 
-def _add(found: dict[str, set[str]], name: str, digest: str) -> None:
-    found.setdefault(name, set()).add(digest)
-
-
 def _merge(found: dict[str, set[str]]) -> dict[str, str]:
     # Two different objects seen under one name (a `load` in two modules) still count, as one entry.
     return {
@@ -448,9 +444,11 @@ class _Walker:
                 self.module("flowlib" if kind == "flowlib" else obj.__module__)
             return
         try:
-            _add(self.globals, name, literal_digest(obj))
+            digest = literal_digest(obj)
         except (UnhashableLiteral, RecursionError):
-            pass  # a logger, a client, a model: not a constant
+            digest = None  # a logger, a client, a model: not a constant
+        if digest is not None:
+            self.globals.setdefault(name, set()).add(digest)
         if type(obj).__module__ != "builtins":
             self.ref(name, type(obj))
 
@@ -458,7 +456,7 @@ class _Walker:
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
-        _add(self.calls, obj.__qualname__, _source_hash(obj))
+        self.calls.setdefault(obj.__qualname__, set()).add(_source_hash(obj))
         if isinstance(obj, types.FunctionType):
             self.function(obj)
             return
@@ -477,9 +475,8 @@ class _Walker:
                     self.ref(target.__qualname__, target)
 
 
-def operator_fingerprint(fn: Callable, *, version: str | None, project_root: Path) -> Fingerprint:
-    """Fingerprint an operator: its source, the same-project code it reaches, the constants and
-    packages those use, and its `version`."""
+def operator_fingerprint(fn: Callable, *, version: str | None, project_root: str | Path) -> Fingerprint:
+    """Fingerprint an operator: its source, the project code it reaches, their constants and packages, `version`."""
     fn = _operator_fn(fn) or fn
     fn = inspect.unwrap(fn)
     if not isinstance(fn, types.FunctionType):

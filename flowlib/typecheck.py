@@ -32,7 +32,7 @@ def _widen(hint: Any) -> Any:
     if origin is None or not args:
         return hint
     if origin in _UNION_TYPES:
-        return typing.Union[tuple(_widen(arg) for arg in args)]
+        return typing.Union[tuple(_widen(arg) for arg in args)]  # noqa: UP007 (built at run time)
     if origin is typing.Annotated or origin is typing.Literal:
         return hint
     widened = tuple(_widen(arg) if arg is not Ellipsis else arg for arg in args)

@@ -79,7 +79,7 @@ def resolve(spec: Any, outputs: dict[str, dict[str, Any]], store: Any) -> Any:
         return {key: resolve(item, outputs, store) for key, item in spec["dict"].items()}
     if "fields" in spec:
         values = {key: resolve(item, outputs, store) for key, item in spec["fields"].items()}
-        return namedtuple("Outputs", list(values))(**values)  # noqa: PYI024
+        return namedtuple("Outputs", list(values))(**values)
     return spec.get("literal")
 
 
@@ -95,5 +95,5 @@ def _class(ref: list[str] | None, names: list[str]) -> Any:
             return obj
         except Exception:
             pass
-        return namedtuple(qualname.rsplit(".", 1)[-1], names)  # noqa: PYI024
-    return namedtuple("Outputs", names)  # noqa: PYI024
+        return namedtuple(qualname.rsplit(".", 1)[-1], names)
+    return namedtuple("Outputs", names)

@@ -67,7 +67,8 @@ class RunScheduler:
         self.running: dict[str, str] = {}  # task id -> node name
         self.timers: list[tuple[float, str]] = []
         self.used: dict[str, list[float]] = {name: [0.0, 0.0] for name in executors}
-        self.cancelled = False
+        self.cancelled = False  # by the user: Ctrl-C or `flow cancel`
+        self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
         self._pending: dict[str, list] = {k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")}
         self._node_updates: dict[int, dict[str, Any]] = {}
@@ -96,7 +97,7 @@ class RunScheduler:
             while True:
                 self._advance()
                 self._flush()
-                if not self.cancelled:
+                if not self.stopping:
                     self._dispatch()
                 if not self.running and not self.timers and not self.ready and not self.dispatchable:
                     break
@@ -111,7 +112,7 @@ class RunScheduler:
         return self._finish()
 
     def _on_sigint(self, _signum: int, _frame: Any) -> None:
-        if self.cancelled:
+        if self.stopping:
             raise KeyboardInterrupt  # a second Ctrl-C stops waiting for the cancellation
         self.inbox.put(("cancel", "interrupted (Ctrl-C)"))
 
@@ -128,7 +129,7 @@ class RunScheduler:
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, name = heapq.heappop(self.timers)
-            if not self.cancelled:
+            if not self.stopping:
                 self.dispatchable.append(name)
         for message in messages:
             kind = message[0]
@@ -147,7 +148,7 @@ class RunScheduler:
             while self.ready:
                 name = self.ready.popleft()
                 state = self.states[name]
-                if state.status != "pending" or self.cancelled:
+                if state.status != "pending" or self.stopping:
                     continue
                 if state.reuse is not None:
                     self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
@@ -332,7 +333,7 @@ class RunScheduler:
             self._complete(state, result.outputs, cached=False, host=result.host)
             return
         state.error = result.error
-        if state.attempts <= op.retries and not self.cancelled and result.error and result.error.get("type") != "Cancelled":
+        if state.attempts <= op.retries and not self.stopping and result.error and result.error.get("type") != "Cancelled":
             delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
             heapq.heappush(self.timers, (time.monotonic() + delay, name))
             self._set(state, status="queued", error=result.error)
@@ -380,7 +381,7 @@ class RunScheduler:
             self.first_error = f"node '{state.node.name}' failed: {error.get('type')}: {error.get('message')}"
         self._cascade(state.node.name, "upstream_failed", {"type": "UpstreamFailed", "message": f"upstream node '{state.node.name}' failed"})
         if self.fail_fast:
-            self._cancel_all("--fail-fast: a node failed")
+            self._cancel_all("--fail-fast: a node failed", by_user=False)
 
     def _cascade(self, name: str, status: str, error: dict[str, Any]) -> None:
         stack = list(self.users.get(name, ()))
@@ -392,10 +393,12 @@ class RunScheduler:
                 self._notify(child.node.name, status)
                 stack.extend(self.users.get(child.node.name, ()))
 
-    def _cancel_all(self, why: str) -> None:
-        if self.cancelled:
+    def _cancel_all(self, why: str, *, by_user: bool = True) -> None:
+        """Stop everything still to do; the run ends cancelled, or failed under --fail-fast."""
+        if self.stopping:
             return
-        self.cancelled = True
+        self.stopping = True
+        self.cancelled = by_user
         self.first_error = self.first_error or f"cancelled: {why}"
         for task_id, name in list(self.running.items()):
             self.executors[self.states[name].executor].cancel(task_id)  # type: ignore[index]
@@ -436,7 +439,7 @@ class RunScheduler:
     def _heartbeat(self) -> None:
         while self._beating:
             try:
-                if repo.heartbeat(self.engine, self.run_id) and not self.cancelled:
+                if repo.heartbeat(self.engine, self.run_id) and not self.stopping:
                     self.inbox.put(("cancel", "cancelled by `flow cancel`"))
             except Exception:
                 pass  # a busy database delays a heartbeat; the next one catches up

@@ -9,6 +9,7 @@ import itertools
 import json
 import linecache
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -70,7 +71,9 @@ class Project:
         return module
 
     def fingerprint(self, source: str, op: str = "op", version: str | None = None, **kw) -> Fingerprint:
-        return operator_fingerprint(getattr(self.load(source, **kw), op), version=version, project_root=self.root)
+        return operator_fingerprint(
+            getattr(self.load(source, **kw), op), version=version, project_root=self.root
+        )
 
 
 @pytest.fixture
@@ -298,7 +301,9 @@ def test_edit_to_a_helper_and_a_helper_of_a_helper_changes_the_digest(project: P
     ],
     ids=["import-module", "from-import", "local-import", "local-from-import", "dotted-package"],
 )
-def test_edit_to_a_helper_in_another_project_module_changes_the_digest(project: Project, pipeline: str) -> None:
+def test_edit_to_a_helper_in_another_project_module_changes_the_digest(
+    project: Project, pipeline: str
+) -> None:
     helpers = """
         def inner(x):
             return x - {inner}
@@ -420,6 +425,32 @@ def test_objects_that_are_not_constants_are_ignored(project: Project) -> None:
     assert project.fingerprint(source.format(name="b")).digest == base.digest
 
 
+def test_closure_values_count(project: Project) -> None:
+    source = """
+        def helper(x):
+            return x + {step}
+
+        def make(factor):
+            def op(x: int) -> int:
+                return helper(x) * factor
+            return op
+
+        op = make({factor})
+    """
+    base = project.fingerprint(source.format(step=1, factor=2))
+    assert set(base.calls) == {"helper"} and set(base.globals) == {"factor"}
+    assert project.fingerprint(source.format(step=1, factor=3)).digest != base.digest
+    assert project.fingerprint(source.format(step=2, factor=2)).digest != base.digest
+
+
+def test_flowlib_itself_enters_by_package_version(project: Project) -> None:
+    fp = project.fingerprint(
+        "from flowlib import errors\n\ndef op(x: int) -> int:\n"
+        "    if x < 0:\n        raise errors.FlowError('negative')\n    return x\n"
+    )
+    assert set(fp.packages) == {"flowlib"} and fp.calls == {}
+
+
 def test_version_changes_the_digest(project: Project) -> None:
     one = project.fingerprint(BASE, version="1")
     two = project.fingerprint(BASE, version="2")
@@ -460,7 +491,15 @@ def test_fingerprint_is_json_and_cached(project: Project) -> None:
     module = project.load(BASE)
     fp = operator_fingerprint(module.op, version="3", project_root=project.root)
     assert json.loads(json.dumps(fp.to_json())) == fp.to_json()
-    assert set(fp.to_json()) == {"digest", "qualname", "source_hash", "calls", "globals", "packages", "version"}
+    assert set(fp.to_json()) == {
+        "digest",
+        "qualname",
+        "source_hash",
+        "calls",
+        "globals",
+        "packages",
+        "version",
+    }
     start = time.perf_counter()
     for _ in range(100_000):
         assert operator_fingerprint(module.op, version="3", project_root=project.root) is fp
@@ -596,9 +635,13 @@ def test_unhashable_literal_names_the_type_and_both_fixes(value: object) -> None
     assert isinstance(info.value, WorkflowDefinitionError)
 
 
-def test_unhashable_literal_carries_operator_and_parameter() -> None:
-    error = UnhashableLiteral(object, operator="train", parameter="model")
-    assert str(error).startswith("operator 'train', parameter 'model': cannot hash a literal of type object")
+def test_unhashable_literal_takes_a_message_with_context_and_pickles() -> None:
+    with pytest.raises(UnhashableLiteral) as info:
+        literal_digest({"model": object()})
+    assert info.value.value_type is object
+    wrapped = UnhashableLiteral(f"operator 'train', parameter 'cfg': {info.value}")
+    assert str(wrapped).startswith("operator 'train', parameter 'cfg': cannot hash a literal of type object:")
+    assert str(pickle.loads(pickle.dumps(wrapped))) == str(wrapped)
 
 
 def test_flow_hash_must_return_bytes() -> None:
@@ -613,7 +656,9 @@ def test_flow_hash_must_return_bytes() -> None:
 # -- digests and keys ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0, 1, -7, 2**70, "", "x", "ünïcode", True, None, 1.5, [1, "a"], Point(1, 2)])
+@pytest.mark.parametrize(
+    "value", [0, 1, -7, 2**70, "", "x", "ünïcode", True, None, 1.5, [1, "a"], Point(1, 2)]
+)
 def test_literal_digest_fast_path_matches_the_labelled_hash(value: object) -> None:
     assert literal_digest(value) == hash_labelled(["literal", value])
 

@@ -187,14 +187,14 @@ def cancel(run_id: str, db: str | None) -> None:
         if run.status not in ("running", "pending"):
             click.echo(f"run {run.id} is already {run.status}", err=True)
             return
-        repo.update_run(session, run.id, cancel_requested=True)
-        pid, host = run.pid, run.host
+        found, pid, host = run.id, run.pid, run.host
+        repo.update_run(session, found, cancel_requested=True)
     if pid and host == socket.gethostname():
         try:
             os.kill(pid, signal.SIGINT)
         except (ProcessLookupError, PermissionError):
             pass
-    click.echo(f"cancel requested for run {run.id}", err=True)
+    click.echo(f"cancel requested for run {found}", err=True)
 
 
 COMMANDS = [runs, status, logs, outputs, metrics, why, cancel]
