@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from flowlib.errors import WorkflowDefinitionError
 from flowlib.futures import RETURN, Future, Ref
 
 if TYPE_CHECKING:
@@ -125,6 +127,7 @@ class Builder:
         self.workflows = [workflow]
         self.prefix = ""
         self._counts: dict[str, int] = {}
+        self._prefixes: set[str] = set()
 
     def unique(self, base: str, *, prefix: bool = False) -> str:
         """Return prefix+base, numbered `-2`, `-3` when that full name was used before.
@@ -133,11 +136,23 @@ class Builder:
         """
         full = self.prefix + base
         key = full + "/" if prefix else full
+        taken = self._prefixes if prefix else self.dag.nodes
         count = self._counts.get(key, 0) + 1
+        name = full if count == 1 else f"{full}-{count}"
+        while name in taken:  # a `with_options(name="op-2")` may have claimed a numbered name
+            count += 1
+            name = f"{full}-{count}"
         self._counts[key] = count
-        return full if count == 1 else f"{full}-{count}"
+        if prefix:
+            self._prefixes.add(name)
+        return name
 
     def add(self, node: Node) -> Node:
+        if node.name in self.dag.nodes:
+            raise WorkflowDefinitionError(
+                f"{node.call_site}: workflow '{self.workflow}': two nodes are named '{node.name}'; "
+                "give one another name with with_options(name=...)"
+            )
         self.dag.nodes[node.name] = node
         return node
 
@@ -164,12 +179,20 @@ def reset_builder(token: contextvars.Token) -> None:
 def call_site(filename: str, line: int) -> str:
     """Return `file:line`, the file relative to the working folder when it is inside it."""
     try:
-        relative = os.path.relpath(filename)
-        if not relative.startswith(".."):
-            filename = relative
+        cwd = os.getcwd()
+    except OSError:  # the working folder was removed
+        return f"{filename}:{line}"
+    return f"{_shown_path(filename, cwd)}:{line}"
+
+
+@functools.lru_cache(maxsize=256)
+def _shown_path(filename: str, cwd: str) -> str:
+    # Cached: every operator call of a build asks, and relpath is the slowest step of a call.
+    try:
+        relative = os.path.relpath(filename, cwd)
     except ValueError:
-        pass
-    return f"{filename}:{line}"
+        return filename
+    return filename if relative.startswith("..") else relative
 
 
 __all__ = ["DAG", "RETURN", "Builder", "Input", "Literal", "Node", "Ref"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,22 +53,32 @@ class Future:
             return Future(Ref(self._ref.node, name), fields[name])
         if name.startswith("__"):
             raise AttributeError(name)
-        known = f"; its outputs are {', '.join(fields)}" if fields else ""
-        raise WorkflowDefinitionError(f"the output of node '{self._ref.node}' has no field '{name}'{known}")
+        known = f"; its outputs are {', '.join(fields)}" if fields else "; it is one value, not a NamedTuple"
+        raise WorkflowDefinitionError(f"{_where()}the output of node '{self._ref.node}' has no field '{name}'{known}")
 
     def __iter__(self):  # lets `train, test = split(xs)` unpack a NamedTuple output
         if not self._fields:
             raise WorkflowDefinitionError(
-                f"the output of node '{self._ref.node}' is one value; only a NamedTuple output unpacks"
+                f"{_where()}the output of node '{self._ref.node}' is one value; only a NamedTuple output unpacks"
             )
         return iter([getattr(self, name) for name in self._fields])
 
     def __bool__(self) -> bool:
         raise WorkflowDefinitionError(
-            f"the output of node '{self._ref.node}' has no value while the workflow is built; "
+            f"{_where()}the output of node '{self._ref.node}' has no value while the workflow is built; "
             "branch inside an operator instead"
         )
 
     def __repr__(self) -> str:
         output = "" if self._ref.output == RETURN else f".{self._ref.output}"
         return f"Future({self._ref.node}{output})"
+
+
+def _where() -> str:
+    """Return `file:line: workflow 'w': ` for the user's line that misused a future (frame 2 up)."""
+    from flowlib.dag import active_builder, call_site
+
+    frame = sys._getframe(2)
+    builder = active_builder()
+    workflow = f"workflow '{builder.workflow}': " if builder is not None else ""
+    return f"{call_site(frame.f_code.co_filename, frame.f_lineno)}: {workflow}"

@@ -55,17 +55,26 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
         sys.modules.pop(name, None)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise PipelineLoadError(f"{_innermost_site(exc, file)}: cannot load the pipeline: {type(exc).__name__}: {exc}") from None
+        raise PipelineLoadError(
+            f"{innermost_site(exc, file)}: cannot load the pipeline: {one_line(exc)}"
+        ) from None
     return module
 
 
-def _innermost_site(exc: BaseException, file: Path) -> str:
-    """Return file:line of the deepest traceback frame inside the pipeline file."""
-    site = str(file)
+def innermost_site(exc: BaseException, file: str | os.PathLike[str]) -> str:
+    """Return file:line of the deepest traceback frame inside `file` (the file alone when none is)."""
+    file = Path(file).resolve()
+    site = call_site(str(file), 0).rsplit(":", 1)[0]
     for frame in traceback.extract_tb(exc.__traceback__):
         if Path(frame.filename).resolve() == file:
             site = call_site(frame.filename, frame.lineno or 0)
     return site
+
+
+def one_line(exc: BaseException) -> str:
+    """Return `Type: message` on one line (the CLI prints errors as a single line)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def workflows_in(module: ModuleType) -> dict[str, Workflow]:

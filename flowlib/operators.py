@@ -27,6 +27,19 @@ def _definition_site(fn: Callable[..., Any]) -> str:
     return call_site(code.co_filename, code.co_firstlineno)
 
 
+def _caller_site(depth: int = 2) -> str:
+    frame = sys._getframe(depth)
+    return call_site(frame.f_code.co_filename, frame.f_lineno)
+
+
+@functools.cache
+def _hashing() -> Any:
+    # Imported on the first literal, once: a per-call import statement costs more than the hash.
+    from flowlib import hashing
+
+    return hashing
+
+
 def namedtuple_fields(hint: Any) -> dict[str, Any] | None:
     """Return field name -> annotation when `hint` is a NamedTuple class, else None."""
     if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
@@ -83,12 +96,21 @@ class Operator(Generic[P, R]):
                 f"{where}: operator '{self.qualname}' has no return annotation; annotate it (-> None if nothing)"
             )
         options = self.options
+        if not isinstance(options.name, str) or not options.name or any(c in options.name for c in "/[]"):
+            raise WorkflowDefinitionError(
+                f"{where}: operator '{self.qualname}': name {options.name!r} must be a non-empty string "
+                "without '/', '[' or ']' (they separate sub-workflows and map items)"
+            )
         if options.retries < 0 or options.retry_delay < 0 or (options.timeout is not None and options.timeout <= 0):
             raise WorkflowDefinitionError(
                 f"{where}: operator '{self.qualname}': retries and retry_delay must be >= 0 and timeout > 0"
             )
         if not isinstance(options.resources, Resources):
             raise WorkflowDefinitionError(f"{where}: operator '{self.qualname}': resources= takes a Resources(...)")
+        if options.distributed is not None and not isinstance(options.distributed, Distributed):
+            raise WorkflowDefinitionError(
+                f"{where}: operator '{self.qualname}': distributed= takes a Distributed(...)"
+            )
 
     @property
     def hints(self) -> dict[str, Any]:
@@ -130,7 +152,8 @@ class Operator(Generic[P, R]):
         unknown = sorted(set(overrides) - set(_OPTIONS))
         if unknown:
             raise WorkflowDefinitionError(
-                f"operator '{self.qualname}': unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}"
+                f"{_caller_site()}: operator '{self.qualname}': unknown option(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(_OPTIONS)}"
             )
         return Operator(self.fn, dataclasses.replace(self.options, **overrides))
 
@@ -165,12 +188,11 @@ class Operator(Generic[P, R]):
             )
         if not typecheck.is_instance(value, hint):
             raise self._type_error(param, hint, typecheck.describe_value(value), site, builder)
-        from flowlib.hashing import UnhashableLiteral, literal_digest
-
+        hashing = _hashing()
         try:
-            return Literal(value, literal_digest(value))
-        except UnhashableLiteral as exc:
-            raise UnhashableLiteral(
+            return Literal(value, hashing.literal_digest(value))
+        except hashing.UnhashableLiteral as exc:
+            raise hashing.UnhashableLiteral(
                 f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': {exc}"
             ) from None
 
@@ -261,7 +283,9 @@ def operator(fn: Any = None, /, **options: Any) -> Any:
     """Make a typed operator of `fn`; usable as `@operator` or `@operator(retries=2, ...)`."""
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
-        raise WorkflowDefinitionError(f"@operator: unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
+        raise WorkflowDefinitionError(
+            f"{_caller_site()}: @operator: unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}"
+        )
     if options.get("resources") is None:
         options.pop("resources", None)
 

@@ -88,6 +88,8 @@ def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
     hint = _hint(wf, name)
     if hint is Path and isinstance(value, str):
         return Path(value)
+    if type(value) is int and _wants_float(hint):
+        return float(value)  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
     if typecheck.is_instance(value, hint):
         return value
     if isinstance(value, str):
@@ -95,6 +97,13 @@ def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
     raise ParameterError(
         f"workflow '{wf.name}', parameter '{name}': expected {typecheck.describe(hint)}, got {typecheck.describe_value(value)}"
     )
+
+
+def _wants_float(hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        return float in args and int not in args
+    return hint is float
 
 
 def convert(wf: Workflow, name: str, text: str) -> Any:

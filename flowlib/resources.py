@@ -33,10 +33,10 @@ def parse_memory(value: int | str | None) -> int | None:
         return None
     if isinstance(value, bool):
         raise WorkflowDefinitionError(f"memory must be bytes or a string like '8GiB', got {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, (int, float)):
         if value < 0:
             raise WorkflowDefinitionError(f"memory must not be negative, got {value}")
-        return value
+        return int(value)
     match = _MEMORY.match(str(value))
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
@@ -56,6 +56,10 @@ class Resources:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "memory", parse_memory(self.memory))
+        for name in ("cpus", "gpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise WorkflowDefinitionError(f"Resources({name}=...) takes a number, got {value!r}")
         if self.cpus < 0 or self.gpus < 0:
             raise WorkflowDefinitionError(f"resources must not be negative: {self}")
         if self.gpus != int(self.gpus):
@@ -74,6 +78,10 @@ class Distributed:
     nnodes: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("nprocs", "nnodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise WorkflowDefinitionError(f"Distributed({name}=...) takes a whole number, got {value!r}")
         if self.nprocs < 1:
             raise WorkflowDefinitionError(f"Distributed(nprocs=...) must be at least 1, got {self.nprocs}")
         if self.nnodes != 1:

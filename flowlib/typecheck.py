@@ -7,6 +7,7 @@ beartype does the work: `door.is_subhint` for future-to-parameter checks and
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import types
 import typing
@@ -73,9 +74,36 @@ def is_instance(value: Any, hint: Any) -> bool:
     from beartype.door import is_bearable
 
     try:
-        return is_bearable(value, hint, conf=_conf())
+        if not is_bearable(value, hint, conf=_conf()):
+            return False
     except Exception:
         return True
+    return _items_fit(value, hint)
+
+
+_ITEMS = (list, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence, collections.abc.Set,
+          collections.abc.MutableSet, collections.abc.Collection, collections.abc.Iterable)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _items_fit(value: Any, hint: Any) -> bool:
+    """Check every item of a container value; beartype checks one random item, so a bad item
+    deep in a literal list would pass some builds and fail others."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if not args:
+        return True
+    if origin in _UNION_TYPES:
+        return any(is_instance(value, arg) for arg in args)
+    if origin is tuple and isinstance(value, tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(is_instance(item, args[0]) for item in value)
+        return len(args) == len(value) and all(map(is_instance, value, args))
+    if origin in _ITEMS and len(args) == 1 and isinstance(value, (list, tuple, set, frozenset)):
+        return all(is_instance(item, args[0]) for item in value)
+    if origin in _MAPPINGS and len(args) == 2 and isinstance(value, dict):
+        key, item = args
+        return all(is_instance(k, key) and is_instance(v, item) for k, v in value.items())
+    return True
 
 
 def describe(hint: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
@@ -241,7 +240,7 @@ def test_ctrl_c_cancels_the_run(project):
     process = project.popen("run", "p.py", "--json")
     assert _wait_for(lambda: len(project.marks("nap")) == 2), "the nodes never started"
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
+    _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert re.search(TRACEBACK, err, re.MULTILINE) is None, err
     runs = project.flow("runs", "--json").json()
@@ -268,7 +267,7 @@ def test_sigkill_of_the_scheduler_leaves_no_orphan_workers(project):
     assert _wait_for(lambda: len(project.marks("nap")) == 2)
     workers = _worker_pids(project)
     assert _alive(workers) == workers
-    os.killpg(process.pid, signal.SIGKILL) if False else process.kill()
+    process.kill()
     process.wait(timeout=10)
     assert _wait_for(lambda: not _alive(workers), 10), f"orphans left: {_alive(workers)}"
 
@@ -287,7 +286,7 @@ def many(n: int = 20) -> list[int]:
 ''')
     processes = [project.popen("run", "p.py", "-p", f"n={20 + i}", "--no-cache", "--json") for i in range(4)]
     results = [process.communicate(timeout=120) for process in processes]
-    for process, (out, err) in zip(processes, results):
+    for process, (_, err) in zip(processes, results, strict=True):
         assert process.returncode == 0, err
         assert "database is locked" not in err
     assert len(project.flow("runs", "--json").json()) == 4

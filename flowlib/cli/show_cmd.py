@@ -9,7 +9,8 @@ import click
 
 from flowlib.cli.options import params_options
 from flowlib.dag import DAG, Literal, Ref
-from flowlib.loading import select_workflow
+from flowlib.errors import FlowError, WorkflowDefinitionError
+from flowlib.loading import innermost_site, one_line, select_workflow
 from flowlib.params import parse_params, read_params_file, split_assignments
 from flowlib.workflows import Workflow
 
@@ -19,7 +20,14 @@ def build_from_cli(file: str, workflow: str | None, params: tuple[str, ...], par
     wf = select_workflow(file, workflow)
     from_file = read_params_file(params_file) if params_file else None
     values = parse_params(wf, split_assignments(params), from_file)
-    return wf, wf.build(**values)
+    try:
+        return wf, wf.build(**values)
+    except FlowError:
+        raise
+    except Exception as exc:  # the workflow body itself raised while building: one line, no traceback
+        raise WorkflowDefinitionError(
+            f"{innermost_site(exc, wf.file)}: workflow '{wf.name}' raised while building its DAG: {one_line(exc)}"
+        ) from None
 
 
 def render_text(dag: DAG) -> str:
