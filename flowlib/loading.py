@@ -44,8 +44,11 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except FlowError:
+    except FlowError as exc:
         sys.modules.pop(name, None)
+        site = innermost_site(exc, file)
+        if not str(exc).startswith(site.rpartition(":")[0] + ":"):  # say where, unless it already does
+            exc.args = (f"{site}: {exc}", *exc.args[1:])
         raise
     except SyntaxError as exc:
         sys.modules.pop(name, None)

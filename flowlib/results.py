@@ -48,9 +48,10 @@ class NodeResult:
     attempts: int
     duration_s: float | None
     error: Any
+    reasons: list[str] | None = None  # why it reran or was recomputed, where something unusual happened
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "name": self.name,
             "operator": self.operator,
             "status": str(self.status),
@@ -59,6 +60,9 @@ class NodeResult:
             "duration_s": self.duration_s,
             "error": self.error,
         }
+        if self.reasons:
+            shown["reasons"] = self.reasons
+        return shown
 
 
 @dataclass

@@ -58,6 +58,7 @@ def node_result(node: Node) -> NodeResult:
         attempts=int(node.attempts or 0),
         duration_s=node.duration_s,
         error=node.error,
+        reasons=node.reasons,
     )
 
 

@@ -151,8 +151,13 @@ class RunScheduler:
                 if state.status != "pending" or self.stopping:
                     continue
                 if state.reuse is not None:
-                    self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
-                elif state.node.kind == "map":
+                    problem = self._unusable(state.reuse["outputs"])
+                    if problem is None:
+                        self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
+                        continue
+                    state.reuse = None
+                    self._note(state, f"not reused: {problem}; recomputed")
+                if state.node.kind == "map":
                     self._map_step(state)
                 else:
                     self._prepare(state)
@@ -180,24 +185,33 @@ class RunScheduler:
                 entries = repo.cache_entries(session, [s.key for s in wanted if s.key])
         for state in batch:
             entry = entries.get(state.key or "")
-            if entry is not None and self._entry_usable(entry):
+            problem = self._unusable(entry.outputs) if entry is not None else None
+            if entry is not None and problem is None:
                 self._complete(state, entry.outputs, cached=True)
-            else:
-                if entry is not None:
-                    self._event(state.node.name, "cache_corrupt", {"key": state.key})
-                self._set(state, status="queued")
-                self.dispatchable.append(state.node.name)
+                continue
+            if problem is not None:
+                self._note(state, f"cache entry not used: {problem}; recomputed")
+            # recorded now, so a resume can tell what changed even if this node fails or is interrupted
+            self._set(state, status="queued", cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
+            self.dispatchable.append(state.node.name)
 
-    def _entry_usable(self, entry: Any) -> bool:
+    def _unusable(self, outputs: dict[str, Any]) -> str | None:
+        """Why stored outputs cannot be used (a corrupt or missing artifact, an old serializer), else None."""
         from flowlib import serializers
 
-        for ref in entry.outputs.values():
+        for ref in outputs.values():
             name, version = ref.get("serializer"), ref.get("serializer_version")
             if name != "manifest" and serializers.get(name).version != version:
-                return False
-            if not self.store.verify(ref["digest"]):
-                return False
-        return True
+                return f"written by serializer {name} version {version}"
+            for digest in [ref["digest"], *(ref.get("elements") or ())]:
+                if not self.store.verify(digest):
+                    return f"artifact {digest[:12]} is corrupt or missing"
+        return None
+
+    def _note(self, state: NodeState, reason: str) -> None:
+        """Record why a node did something unusual, in its `reasons` and the event log."""
+        self._set(state, reasons=[*(self._node_updates.get(state.row_id, {}).get("reasons") or []), reason])
+        self._event(state.node.name, "note", {"reason": reason})
 
     # -- maps -----------------------------------------------------------------------------------------
     def _map_step(self, state: NodeState) -> None:
