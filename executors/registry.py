@@ -11,6 +11,9 @@ from flowlib.errors import ConfigError
 BUILTIN = {
     "inline": "executors.inline:InlineExecutor",
     "local": "executors.local:LocalExecutor",
+    "gpu": "executors.gpu:GpuExecutor",
+    "ssh": "executors.ssh:SshExecutor",
+    "ray": "executors.ray:RayExecutor",
 }
 
 
