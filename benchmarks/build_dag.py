@@ -82,7 +82,16 @@ def main() -> None:
     print("-" * len(header))
     for shape in SHAPES:
         done = subprocess.run(
-            [sys.executable, __file__, "--one", shape, "--nodes", str(args.nodes), "--repeat", str(args.repeat)],
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                shape,
+                "--nodes",
+                str(args.nodes),
+                "--repeat",
+                str(args.repeat),
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -51,10 +51,12 @@ class Future:
         fields = object.__getattribute__(self, "_fields")
         if fields and name in fields:
             return Future(Ref(self._ref.node, name), fields[name])
-        if name.startswith("__"):
+        if name.startswith("_"):  # no NamedTuple field starts with one; hasattr() probes (copy, IPython) do
             raise AttributeError(name)
         known = f"; its outputs are {', '.join(fields)}" if fields else "; it is one value, not a NamedTuple"
-        raise WorkflowDefinitionError(f"{_where()}the output of node '{self._ref.node}' has no field '{name}'{known}")
+        raise WorkflowDefinitionError(
+            f"{_where()}the output of node '{self._ref.node}' has no field '{name}'{known}"
+        )
 
     def __iter__(self):  # lets `train, test = split(xs)` unpack a NamedTuple output
         if not self._fields:

@@ -32,7 +32,11 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
         raise PipelineLoadError(f"{path}: no such pipeline file")
     name = name or module_name_for(file)
     existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == file:
+    if (
+        existing is not None
+        and getattr(existing, "__file__", None)
+        and Path(existing.__file__).resolve() == file
+    ):
         return existing
     folder = str(file.parent)
     if folder not in sys.path:

@@ -19,7 +19,17 @@ from flowlib.resources import Distributed, Resources
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_OPTIONS = ("name", "cache", "version", "retries", "retry_delay", "timeout", "resources", "executor", "distributed")
+_OPTIONS = (
+    "name",
+    "cache",
+    "version",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "resources",
+    "executor",
+    "distributed",
+)
 
 
 def _definition_site(fn: Callable[..., Any]) -> str:
@@ -101,12 +111,18 @@ class Operator(Generic[P, R]):
                 f"{where}: operator '{self.qualname}': name {options.name!r} must be a non-empty string "
                 "without '/', '[' or ']' (they separate sub-workflows and map items)"
             )
-        if options.retries < 0 or options.retry_delay < 0 or (options.timeout is not None and options.timeout <= 0):
+        if (
+            options.retries < 0
+            or options.retry_delay < 0
+            or (options.timeout is not None and options.timeout <= 0)
+        ):
             raise WorkflowDefinitionError(
                 f"{where}: operator '{self.qualname}': retries and retry_delay must be >= 0 and timeout > 0"
             )
         if not isinstance(options.resources, Resources):
-            raise WorkflowDefinitionError(f"{where}: operator '{self.qualname}': resources= takes a Resources(...)")
+            raise WorkflowDefinitionError(
+                f"{where}: operator '{self.qualname}': resources= takes a Resources(...)"
+            )
         if options.distributed is not None and not isinstance(options.distributed, Distributed):
             raise WorkflowDefinitionError(
                 f"{where}: operator '{self.qualname}': distributed= takes a Distributed(...)"
@@ -179,7 +195,13 @@ class Operator(Generic[P, R]):
     def _input(self, param: str, value: Any, site: str, builder: Builder, hint: Any) -> Ref | Literal:
         if isinstance(value, Future):
             if not typecheck.fits(value.type, hint):
-                raise self._type_error(param, hint, f"{typecheck.describe(value.type)} (output of '{value.ref.node}')", site, builder)
+                raise self._type_error(
+                    param,
+                    hint,
+                    f"{typecheck.describe(value.type)} (output of '{value.ref.node}')",
+                    site,
+                    builder,
+                )
             return value.ref
         if _holds_future(value):
             raise WorkflowDefinitionError(
@@ -204,7 +226,10 @@ class Operator(Generic[P, R]):
 
     def _add_node(self, builder: Builder, arguments: dict[str, Any], site: str) -> Future:
         hints = self.hints
-        inputs = {param: self._input(param, value, site, builder, hints.get(param, Any)) for param, value in arguments.items()}
+        inputs = {
+            param: self._input(param, value, site, builder, hints.get(param, Any))
+            for param, value in arguments.items()
+        }
         name = builder.unique(self.options.name)
         builder.add(Node(name, self, inputs, site))
         return Future(Ref(name), self.return_type, self.output_fields)
@@ -223,14 +248,25 @@ class Operator(Generic[P, R]):
         hint = self.hints.get(param, Any)
         base = builder.unique(self.options.name)
         result = Future(Ref(base), list[self.return_type])  # type: ignore[name-defined]
-        fixed_inputs = {key: self._input(key, value, site, builder, self.hints.get(key, Any)) for key, value in fixed.items()}
+        fixed_inputs = {
+            key: self._input(key, value, site, builder, self.hints.get(key, Any))
+            for key, value in fixed.items()
+        }
         if isinstance(items, Future):
             item_type = typing.get_args(items.type)[0] if typing.get_args(items.type) else Any
             if typing.get_origin(items.type) not in (list, None) and items.type is not Any:
                 raise self._type_error(param, list[hint], typecheck.describe(items.type), site, builder)  # type: ignore[valid-type]
             if not typecheck.fits(item_type, hint):
-                raise self._type_error(param, hint, f"{typecheck.describe(item_type)} (items of '{items.ref.node}')", site, builder)
-            builder.add(Node(base, self, {param: items.ref, **fixed_inputs}, site, kind="map", map_param=param))
+                raise self._type_error(
+                    param,
+                    hint,
+                    f"{typecheck.describe(item_type)} (items of '{items.ref.node}')",
+                    site,
+                    builder,
+                )
+            builder.add(
+                Node(base, self, {param: items.ref, **fixed_inputs}, site, kind="map", map_param=param)
+            )
             return result
         if not isinstance(items, (list, tuple)):
             raise self._type_error(param, list[hint], typecheck.describe_value(items), site, builder)  # type: ignore[valid-type]

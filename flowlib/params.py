@@ -55,7 +55,9 @@ def split_assignments(assignments: tuple[str, ...] | list[str]) -> dict[str, str
     return result
 
 
-def parse_params(wf: Workflow, raw: dict[str, str], from_file: dict[str, Any] | None = None) -> dict[str, Any]:
+def parse_params(
+    wf: Workflow, raw: dict[str, str], from_file: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Convert raw strings (and file values) to the types the workflow's annotations ask for.
 
     `-p` values beat the file's; unknown names are errors that list the valid ones.

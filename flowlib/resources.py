@@ -89,7 +89,9 @@ class Distributed:
                 f"Distributed(nnodes={self.nnodes}) is not supported yet: only nnodes=1 runs today"
             )
         if self.backend not in ("gloo", "nccl"):
-            raise WorkflowDefinitionError(f"Distributed backend must be 'gloo' or 'nccl', got {self.backend!r}")
+            raise WorkflowDefinitionError(
+                f"Distributed backend must be 'gloo' or 'nccl', got {self.backend!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {"nprocs": self.nprocs, "backend": self.backend, "nnodes": self.nnodes}

@@ -86,8 +86,17 @@ def is_instance(value: Any, hint: Any) -> bool:
     return _items_fit(value, hint)
 
 
-_ITEMS = (list, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence, collections.abc.Set,
-          collections.abc.MutableSet, collections.abc.Collection, collections.abc.Iterable)
+_ITEMS = (
+    list,
+    set,
+    frozenset,
+    collections.abc.Sequence,
+    collections.abc.MutableSequence,
+    collections.abc.Set,
+    collections.abc.MutableSet,
+    collections.abc.Collection,
+    collections.abc.Iterable,
+)
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 

@@ -41,7 +41,9 @@ class Workflow(Generic[P, R]):
         try:
             return typing.get_type_hints(self.fn)
         except Exception as exc:
-            raise WorkflowDefinitionError(f"workflow '{self.name}': cannot resolve its annotations: {exc}") from None
+            raise WorkflowDefinitionError(
+                f"workflow '{self.name}': cannot resolve its annotations: {exc}"
+            ) from None
 
     @property
     def file(self) -> str:
@@ -71,7 +73,8 @@ class Workflow(Generic[P, R]):
                 f"workflow '{self.name}': unknown parameter(s) {', '.join(unknown)}; valid parameters: {listed}"
             )
         missing = [
-            name for name, param in self.signature.parameters.items()
+            name
+            for name, param in self.signature.parameters.items()
             if param.default is inspect.Parameter.empty and name not in params
         ]
         if missing:
@@ -106,9 +109,17 @@ class Workflow(Generic[P, R]):
         for name, value in bound.arguments.items():
             hint = self.hints.get(name, Any)
             actual = value.type if isinstance(value, Future) else None
-            ok = typecheck.fits(actual, hint) if isinstance(value, Future) else typecheck.is_instance(value, hint)
+            ok = (
+                typecheck.fits(actual, hint)
+                if isinstance(value, Future)
+                else typecheck.is_instance(value, hint)
+            )
             if not ok:
-                got = typecheck.describe(actual) if isinstance(value, Future) else typecheck.describe_value(value)
+                got = (
+                    typecheck.describe(actual)
+                    if isinstance(value, Future)
+                    else typecheck.describe_value(value)
+                )
                 raise FlowTypeError(
                     f"{site}: workflow '{builder.workflow}', sub-workflow '{self.name}', parameter '{name}': "
                     f"expected {typecheck.describe(hint)}, got {got}"

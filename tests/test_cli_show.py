@@ -86,7 +86,10 @@ def test_json_has_the_documented_shape(shown) -> None:  # type: ignore[no-untype
         assert set(node) >= {"name", "operator", "inputs", "resources"}
     assert nodes["numbers"]["inputs"] == {"n": {"literal": 4}}
     assert nodes["split"]["operator"] == "split"
-    assert nodes["split"]["inputs"] == {"xs": {"node": "numbers", "output": "return"}, "frac": {"literal": 0.8}}
+    assert nodes["split"]["inputs"] == {
+        "xs": {"node": "numbers", "output": "return"},
+        "frac": {"literal": 0.8},
+    }
     assert nodes["split"]["resources"] == {"cpus": 2, "gpus": 1, "memory": 512 * 2**20}
     assert nodes["summed/total"]["inputs"] == {"xs": {"node": "split", "output": "test"}}
     assert nodes["summed/total"]["operator"] == "total"

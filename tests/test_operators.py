@@ -149,6 +149,7 @@ def test_a_call_in_a_build_returns_a_typed_future(project) -> None:  # type: ign
     assert isinstance(future, Future)
     assert future.type == list[int] and future.ref == Ref("numbers")
     assert repr(future) == "Future(numbers)"
+    assert not hasattr(future, "_repr_html_")  # probes by IPython, rich and copy see a plain AttributeError
     assert dag.outputs == {"ref": ["numbers", "return"]}
 
 
@@ -235,7 +236,7 @@ def test_futures_inside_a_literal_container_are_refused(project) -> None:  # typ
             return total([one(), 2])
         """,
     )
-    with pytest.raises(WorkflowDefinitionError, match="parameter 'xs'.*futures inside a list"):
+    with pytest.raises(WorkflowDefinitionError, match=r"parameter 'xs'.*futures inside a list"):
         project.load("pipeline.py").w.build()
 
 
@@ -279,7 +280,9 @@ def test_a_missing_return_annotation_is_refused_at_decoration() -> None:
     def fit(x: int):  # type: ignore[no-untyped-def]
         return x
 
-    with pytest.raises(WorkflowDefinitionError, match=r"operator 'test_a_missing.*fit' has no return annotation"):
+    with pytest.raises(
+        WorkflowDefinitionError, match=r"operator 'test_a_missing.*fit' has no return annotation"
+    ):
         operator(retries=1)(fit)
 
 

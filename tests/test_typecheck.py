@@ -243,7 +243,9 @@ def test_the_message_names_site_workflow_operator_parameter_expected_and_actual(
     for part in ("workflow 'fit'", "operator 'train'", "parameter 'rows'", "expected list[int]", "got Split"):
         assert part in message, message
     assert isinstance(info.value, TypeError)  # FlowTypeError is also a TypeError
-    project.fails("show", "pipeline.py", expect=[f"pipeline.py:{line}", "parameter 'rows'", "expected list[int]"])
+    project.fails(
+        "show", "pipeline.py", expect=[f"pipeline.py:{line}", "parameter 'rows'", "expected list[int]"]
+    )
 
 
 def test_a_namedtuple_field_future_has_the_field_type(project) -> None:  # type: ignore[no-untyped-def]
@@ -302,7 +304,9 @@ def test_a_type_error_in_flow_run_stops_before_anything_runs(project) -> None:  
         """,
     )
     line = project.line("pipeline.py", "# mismatch")
-    project.fails("run", "pipeline.py", expect=[f"pipeline.py:{line}", "operator 'double'", "expected int, got str"])
+    project.fails(
+        "run", "pipeline.py", expect=[f"pipeline.py:{line}", "operator 'double'", "expected int, got str"]
+    )
     assert not (project.root / "touched").exists()
 
 

@@ -100,7 +100,9 @@ def test_node_names_are_numbered_per_full_name_in_build_order(pipe) -> None:  # 
     assert names[:3] == ["numbers", "numbers-2", "numbers-3"]
     # sub-workflows inline under a prefix, numbered like nodes: sub/, sub-2/; nested twice: outer/sub/inner/
     for prefix in ("sub/", "sub-2/", "outer/sub/", "outer/sub-2/"):
-        assert [name for name in names if name.startswith(prefix) and name.count("/") == prefix.count("/")] == [
+        assert [
+            name for name in names if name.startswith(prefix) and name.count("/") == prefix.count("/")
+        ] == [
             f"{prefix}numbers",
             f"{prefix}split",
             f"{prefix}total",
@@ -140,12 +142,15 @@ def test_the_same_pipeline_and_params_give_the_same_names(project, pipe) -> None
     second = pipe.main.build(n=5)
     again = project.load("pipeline.py").main.build(n=5)
     shape = [(name, {k: str(v) for k, v in node.inputs.items()}) for name, node in first.nodes.items()]
-    assert shape == [(name, {k: str(v) for k, v in node.inputs.items()}) for name, node in second.nodes.items()]
+    assert shape == [
+        (name, {k: str(v) for k, v in node.inputs.items()}) for name, node in second.nodes.items()
+    ]
     assert list(first.nodes) == list(again.nodes)
     assert first.edges() == again.edges()
     # and in another process (what resume does): `flow show --format json` twice
-    one, two = project.flow("show", "pipeline.py", "main", "--format", "json"), project.flow(
-        "show", "pipeline.py", "main", "--format", "json"
+    one, two = (
+        project.flow("show", "pipeline.py", "main", "--format", "json"),
+        project.flow("show", "pipeline.py", "main", "--format", "json"),
     )
     assert one.code == 0, str(one)
     assert one.json() == two.json()
@@ -215,7 +220,7 @@ def bad_call() -> int:
     message = str(info.value)
     assert f"pipeline.py:{project.line('pipeline.py', '# here')}" in message
     assert "sub-workflow 'inner'" in message and "parameter 'xs'" in message
-    with pytest.raises(WorkflowDefinitionError, match="workflow 'sub'.*'n'"):
+    with pytest.raises(WorkflowDefinitionError, match=r"workflow 'sub'.*'n'"):
         pipe.bad_call.build()
 
 
@@ -334,5 +339,7 @@ def test_an_exception_in_the_workflow_body_is_one_clean_cli_line(project) -> Non
         """,
     )
     line = project.line("pipeline.py", "# boom")
-    project.fails("show", "pipeline.py", expect=[f"pipeline.py:{line}", "workflow 'w'", "KeyError", "missing"])
+    project.fails(
+        "show", "pipeline.py", expect=[f"pipeline.py:{line}", "workflow 'w'", "KeyError", "missing"]
+    )
     project.fails("run", "pipeline.py", expect=[f"pipeline.py:{line}", "KeyError"])

@@ -15,7 +15,9 @@ from flowlib.params import parse_params, read_params_file, split_assignments
 from flowlib.workflows import Workflow
 
 
-def build_from_cli(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None) -> tuple[Workflow, DAG]:
+def build_from_cli(
+    file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None
+) -> tuple[Workflow, DAG]:
     """Load FILE, pick the workflow, parse its parameters and build the DAG."""
     wf = select_workflow(file, workflow)
     from_file = read_params_file(params_file) if params_file else None
@@ -83,7 +85,14 @@ RENDERERS = {
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("workflow", required=False)
 @params_options
-@click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="text", show_default=True, help="Output format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(RENDERERS)),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
 def show(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None, fmt: str) -> None:
     """Print the DAG of WORKFLOW in FILE without running it.
 
