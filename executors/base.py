@@ -36,7 +36,8 @@ class TaskSpec:
     node: str
     attempt: int
     operator: OperatorRef
-    # param -> {"digest": d} | {"literal": value} | {"fields": {name: d}, "cls": [module, qualname]}
+    # param -> {"digest": d} | {"literal": value} | {"fields": {name: d}, "cls": [module, qualname]};
+    # a digest input may carry "inline": {digest: bytes} for artifacts kept in the database
     inputs: Mapping[str, Mapping[str, Any]]
     resources: Resources = field(default_factory=Resources)
     timeout: float | None = None
@@ -46,11 +47,13 @@ class TaskSpec:
     checkpoint_ref: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     project_root: str = ""
+    inline_limit: int = 0  # outputs up to this many bytes come back in the result instead of the store
 
 
 @dataclass
 class TaskResult:
-    """How an attempt ended. `outputs`: name -> {digest, serializer, serializer_version, size, elements?}."""
+    """How an attempt ended. `outputs`: name -> {digest, serializer, serializer_version, size,
+    elements? (a list's element digests), inline? (digest -> bytes of small artifacts)}."""
 
     task_id: str
     ok: bool

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -44,9 +44,18 @@ class _Worker:
     conn: Connection
     task: _Task | None = None
     kill_reason: tuple[str, str] | None = None
+    one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def end_input(self) -> None:
+        """Tell a worker no task follows: its next receive sees EOF and it exits."""
+        try:
+            with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.kill()
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -86,17 +95,18 @@ class LocalExecutor(Executor):
         self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
         self._thread.start()
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> _Worker:
         """Start a worker as `python -m executors.worker FD` over a socket pair.
 
         A fresh interpreter, not multiprocessing's spawn: that would re-run the
-        user's main script in every worker.
+        user's main script in every worker. `env` is added to its environment from
+        the start; `pass_fds` are inherited by it.
         """
         ours, theirs = socket.socketpair()
-        env = {**os.environ, "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path)}
+        full_env = {**os.environ, **(env or {}), "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path)}
         process = subprocess.Popen(
             [sys.executable, "-m", "executors.worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno(), *pass_fds], env=full_env, stdin=subprocess.DEVNULL,
         )
         theirs.close()
         return _Worker(process, Connection(ours.detach()))
@@ -153,7 +163,7 @@ class LocalExecutor(Executor):
         for worker in self._workers:
             if not self._queue:
                 return
-            if worker.task is None and worker.alive():
+            if worker.task is None and worker.alive() and not worker.one_shot:
                 task = self._queue.popleft()
                 task.started = time.time()
                 if task.deadline is not None:
@@ -173,11 +183,14 @@ class LocalExecutor(Executor):
 
     # -- the multiplexing loop ----------------------------------------------------------
     def _loop(self) -> None:
+        pause: float | None = None
         while not self._closing:
             with self._lock:
                 workers = list(self._workers)
                 deadlines = [w.task.deadline for w in workers if w.task and w.task.deadline is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if pause is not None:
+                timeout = pause if timeout is None else min(timeout, pause)
             handles: list[Any] = [self._wake_r] + [worker.conn for worker in workers]
             ready = wait(handles, timeout)
             if self._closing:
@@ -189,6 +202,16 @@ class LocalExecutor(Executor):
                 if worker.conn in ready and not self._read(worker):
                     self._replace(worker)
             self._enforce_timeouts()
+            pause = self._loop_step()
+
+    def _loop_step(self) -> float | None:
+        """Run at the end of every loop pass, on the loop thread (a hook).
+
+        Workers started here outlive the call: PR_SET_PDEATHSIG kills a worker when
+        the *thread* that started it ends, and this thread lasts until shutdown.
+        Return the most seconds to wait before the next pass, or None for no limit.
+        """
+        return None
 
     def _read(self, worker: _Worker) -> bool:
         """Take what the worker sent; False when its end closed (it died)."""
@@ -201,6 +224,8 @@ class LocalExecutor(Executor):
                         worker.task.on_event(Event(task_id, kind, data))
                     continue
                 result: TaskResult = message[1]
+                if worker.one_shot:
+                    worker.end_input()  # it exits; its closed end brings it to _replace
                 with self._lock:
                     task, worker.task = worker.task, None
                     self._dispatch_locked()
@@ -223,7 +248,11 @@ class LocalExecutor(Executor):
             reason, worker.kill_reason = worker.kill_reason, None
             index = self._workers.index(worker)
             if not self._closing:
-                self._workers[index] = self._spawn()
+                if worker.one_shot:
+                    del self._workers[index]
+                    self._retired_locked(worker)
+                else:
+                    self._workers[index] = self._spawn()
                 self._dispatch_locked()
         worker.conn.close()
         if task is None or task.future.done():
@@ -233,6 +262,9 @@ class LocalExecutor(Executor):
             task.spec.task_id, kind, message, exit_code=code, signal=number, host=HOST,
             pid=worker.process.pid, started_at=task.started,
         ))
+
+    def _retired_locked(self, worker: _Worker) -> None:
+        """A one-shot worker has exited and left the pool (a hook; the lock is held)."""
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()

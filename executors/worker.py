@@ -16,11 +16,12 @@ import tempfile
 import time
 import traceback
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
 
 from executors.base import TaskResult, TaskSpec
+from flowlib.artifacts import Reader, write_output
 
 LOG_LIMIT = 1 << 20  # keep the last MiB of a node's output
 HOST = socket.gethostname()
@@ -63,23 +64,16 @@ def _namedtuple_class(cls_ref: list[str], names: list[str]) -> Any:
         return namedtuple(qualname.rsplit(".", 1)[-1], names)
 
 
-def load_input(store: Any, value: dict[str, Any]) -> Any:
+def load_input(store: Any, value: Mapping[str, Any]) -> Any:
     """Turn one TaskSpec input into its value."""
     if "literal" in value:
         return value["literal"]
+    reader = Reader(store, value.get("inline"))
     if "digest" in value:
-        return store.get(value["digest"])
+        return reader.get(value["digest"])
     fields = value["fields"]
     cls = _namedtuple_class(value["cls"], list(fields))
-    return cls(*(store.get(digest) for digest in fields.values()))
-
-
-def store_output(store: Any, value: Any) -> dict[str, Any]:
-    """Write one output value; a list is stored per element plus a manifest."""
-    if isinstance(value, list):
-        manifest, elements = store.put_list(value)
-        return {**manifest.to_json(), "elements": [element.digest for element in elements]}
-    return store.put(value).to_json()
+    return cls(*(reader.get(digest) for digest in fields.values()))
 
 
 def checkpoint_name(root_run_id: str, node: str) -> str:
@@ -185,10 +179,11 @@ def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture
                 )
             if rank == 0:
                 fields = op.output_fields
+                limit = spec.inline_limit
                 if fields:
-                    result.outputs = {name: store_output(store, getattr(value, name)) for name in fields}
+                    result.outputs = {name: write_output(store, getattr(value, name), limit) for name in fields}
                 else:
-                    result.outputs = {"return": store_output(store, value)}
+                    result.outputs = {"return": write_output(store, value, limit)}
             result.ok = True
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):

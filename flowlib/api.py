@@ -53,12 +53,13 @@ def resume(run_id: str, executor: str | None = None, db: str | None = None, *, p
 def get_run(run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None) -> RunResult:
     """Return a recorded run; its outputs load from the artifact store on first use."""
     from scheduler import db as database
+    from scheduler.blobs import Blobs
     from scheduler.readback import load_run
     from scheduler.service import open_store
 
     config = _config or load(db=db)
     engine = database.connect(config.db)
-    return load_run(engine, _store or open_store(config), str(run_id))
+    return load_run(engine, Blobs(engine).reader(_store or open_store(config)), str(run_id))
 
 
 def pipeline_path(wf: Workflow) -> Path:

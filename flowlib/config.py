@@ -40,7 +40,10 @@ class Config:
     source: str | None = None
 
     def executor_settings(self, name: str) -> dict[str, Any]:
-        return dict(self.executors.get(name, {}))
+        settings = dict(self.executors.get(name, {}))
+        if name == "gpu" and "workers" not in settings and "workers" in self.executors.get("local", {}):
+            settings["workers"] = self.executors["local"]["workers"]  # local's workers sizes both pools
+        return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

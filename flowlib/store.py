@@ -89,6 +89,22 @@ def check_ref_name(name: str) -> str:
     return name
 
 
+def pack(serializer: str, version: int, payload: bytes) -> tuple[ArtifactRef, bytes]:
+    """Return the artifact bytes (header + payload) and their ref, without storing anything."""
+    data = encode_header(serializer, version) + payload
+    return ArtifactRef(hashlib.sha256(data).hexdigest(), serializer, version, len(data)), data
+
+
+def encode(value: Any) -> tuple[ArtifactRef, bytes]:
+    """Serialize `value` with the serializer its type selects; nothing is stored."""
+    serializer = serializers.choose(value)
+    return pack(serializer.name, serializer.version, serializer.dumps(value))
+
+
+def manifest_payload(refs: list[ArtifactRef]) -> bytes:
+    return json.dumps([[r.digest, r.serializer] for r in refs], separators=(",", ":")).encode()
+
+
 def encode_header(serializer: str, version: int) -> bytes:
     if not serializer or not re.fullmatch(r"[A-Za-z0-9_.-]+", serializer):
         raise FlowError(f"invalid serializer name {serializer!r}")
@@ -286,14 +302,16 @@ class ArtifactStore:
 
     def put_bytes(self, serializer: str, version: int, payload: bytes) -> ArtifactRef:
         """Store an already serialized payload under its header."""
-        data = encode_header(serializer, version) + payload
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.path_for(digest)
+        ref, data = pack(serializer, version, payload)
+        self.write(ref, data)
+        return ref
+
+    def write(self, ref: ArtifactRef, data: bytes) -> None:
+        """Store bytes made by `pack`/`encode` under their digest."""
         # Content-addressed: an intact file is already this value. A damaged one
         # is rewritten, which is how a recomputed artifact repairs the store.
-        if not self.verify(digest):
-            self._fs.write_atomic(path, data)
-        return ArtifactRef(digest, serializer, version, len(data))
+        if not self.verify(ref.digest):
+            self._fs.write_atomic(self.path_for(ref.digest), data)
 
     def put_list(self, values: list[Any]) -> tuple[ArtifactRef, list[ArtifactRef]]:
         """Store each element on its own plus a manifest listing them; returns (manifest, elements)."""
@@ -303,8 +321,7 @@ class ArtifactStore:
                 refs = list(pool.map(self.put, values))
         else:
             refs = [self.put(v) for v in values]
-        body = json.dumps([[r.digest, r.serializer] for r in refs], separators=(",", ":")).encode()
-        return self.put_bytes(MANIFEST, MANIFEST_VERSION, body), refs
+        return self.put_bytes(MANIFEST, MANIFEST_VERSION, manifest_payload(refs)), refs
 
     def delete(self, digest: str) -> None:
         """Remove an artifact; a missing one is not an error."""
@@ -323,10 +340,15 @@ class ArtifactStore:
 
     def get(self, digest: str) -> Any:
         """Load the value stored under ``digest`` (a manifest loads as the list of its elements)."""
-        data = self.read_verified(digest)
+        return self.decode(digest, self.read_verified(digest), verified=True)
+
+    def decode(self, digest: str, data: bytes, element: Any = None, *, verified: bool = False) -> Any:
+        """Turn an artifact's bytes into its value; a manifest's elements come from `element(digest)`."""
+        if not verified and hashlib.sha256(data).hexdigest() != digest:
+            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
         name, version, offset = _parse_header(digest, data)
         if name == MANIFEST:
-            return [self.get(d) for d in self._manifest(digest, version, data[offset:])]
+            return [(element or self.get)(d) for d in self._manifest(digest, version, data[offset:])]
         serializer = serializers.get(name)
         if version != serializer.version:
             raise FlowError(
@@ -335,9 +357,9 @@ class ArtifactStore:
             )
         return serializer.loads(data[offset:])
 
-    def manifest_elements(self, digest: str) -> list[str]:
+    def manifest_elements(self, digest: str, data: bytes | None = None) -> list[str]:
         """Return the element digests of a manifest artifact without loading the elements."""
-        data = self.read_verified(digest)
+        data = self.read_verified(digest) if data is None else data
         name, version, offset = _parse_header(digest, data)
         if name != MANIFEST:
             raise FlowError(f"artifact {digest} is a {name!r} artifact, not a list manifest")

@@ -49,7 +49,7 @@ def referenced_digests(engine: Engine) -> set[str]:
 
 
 def collect_garbage(engine: Engine, store: Any, *, dry_run: bool = False) -> tuple[int, int]:
-    """Remove unreferenced artifacts; return (count, bytes freed)."""
+    """Remove unreferenced artifacts, from the store and the database; return (count, bytes freed)."""
     keep = referenced_digests(engine)
     doomed = [digest for digest in store.iter_digests() if digest not in keep]
     freed = 0
@@ -57,8 +57,13 @@ def collect_garbage(engine: Engine, store: Any, *, dry_run: bool = False) -> tup
         freed += store.size(digest)
         if not dry_run:
             store.delete(digest)
-    if doomed and not dry_run:
+    with Session(engine) as session:
+        inline = session.execute(select(Artifact.digest, Artifact.size).where(Artifact.data.is_not(None))).tuples().all()
+    inline_doomed = [digest for digest, _ in inline if digest not in keep]
+    freed += sum(size for digest, size in inline if digest not in keep)
+    rows = doomed + inline_doomed
+    if rows and not dry_run:
         with Session(engine) as session, session.begin():
-            for start in range(0, len(doomed), 500):
-                session.execute(delete(Artifact).where(Artifact.digest.in_(doomed[start : start + 500])))
-    return len(doomed), freed
+            for start in range(0, len(rows), 500):
+                session.execute(delete(Artifact).where(Artifact.digest.in_(rows[start : start + 500])))
+    return len(rows), freed

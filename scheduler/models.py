@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -158,6 +159,8 @@ class Artifact(Base):
     created_at: Mapped[float] = mapped_column(Float, default=_now)
     run_id: Mapped[str | None] = mapped_column(String)
     node: Mapped[str | None] = mapped_column(String)
+    # Small artifacts (flowlib.artifacts.INLINE_LIMIT) live here instead of the file store.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class CacheEntry(Base):

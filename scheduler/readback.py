@@ -19,13 +19,14 @@ class RunNotFound(FlowError):
     """No run has that id."""
 
 
-def load_run(engine: Engine, store: Any, run_id: str, *, with_nodes: bool = True) -> RunResult:
+def load_run(engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = True) -> RunResult:
+    """Return a recorded run whose outputs load through `reader` (see scheduler.blobs.Blobs.reader)."""
     with Session(engine) as session:
         run = repo.find_run(session, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         nodes = repo.nodes_of(session, run.id) if with_nodes or run.status == "succeeded" else []
-    return result_of(run, nodes, store, with_nodes=with_nodes)
+    return result_of(run, nodes, reader, with_nodes=with_nodes)
 
 
 def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = True) -> RunResult:

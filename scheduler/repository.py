@@ -141,7 +141,12 @@ def metrics_of(session: Session, run_id: str) -> list[Metric]:
 
 # -- artifacts and the cache -------------------------------------------------------------
 def add_artifacts(session: Session, rows: list[dict[str, Any]]) -> None:
-    _insert_ignoring_duplicates(session, Artifact, rows, "digest")
+    """Record artifacts; a row seen again is replaced, which repairs damaged inline bytes."""
+    _insert_ignoring_duplicates(session, Artifact, _last_per(rows, "digest"), "digest", replace=True)
+
+
+def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    return list({row[key]: row for row in rows}.values())
 
 
 def put_cache_entries(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -9,7 +9,6 @@ success is always committed before anything downstream of it starts.
 from __future__ import annotations
 
 import heapq
-import json
 import queue
 import random
 import signal
@@ -25,9 +24,12 @@ from sqlalchemy.orm import Session
 
 from executors.base import Event, Executor, TaskResult, TaskSpec
 from executors.worker import checkpoint_name
+from flowlib.artifacts import INLINE_LIMIT, Reader
 from flowlib.dag import DAG, Node, Ref
 from flowlib.results import DONE, FINAL
+from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, manifest_payload, pack
 from scheduler import repository as repo
+from scheduler.blobs import Blobs
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
 HEARTBEAT_S = 2.0
@@ -59,11 +61,14 @@ class RunScheduler:
         self.default_executor, self.fingerprints = default_executor, fingerprints
         self.use_cache, self.fail_fast, self.max_parallel, self.fsync = use_cache, fail_fast, max_parallel, fsync
         self.progress = progress
+        self.blobs = Blobs(engine)
         self.states: dict[str, NodeState] = {}
         self.users: dict[str, list[str]] = {}
         self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # put() is safe in a signal handler
         self.ready: deque[str] = deque()
-        self.dispatchable: deque[str] = deque()
+        self.capacity = {name: executor.capacity() for name, executor in executors.items()}
+        # per executor, FIFO: a node that does not fit yet holds back the ones behind it
+        self.dispatchable: dict[str, deque[str]] = {name: deque() for name in executors}
         self.running: dict[str, str] = {}  # task id -> node name
         self.timers: list[tuple[float, str]] = []
         self.used: dict[str, list[float]] = {name: [0.0, 0.0] for name in executors}
@@ -99,7 +104,7 @@ class RunScheduler:
                 self._flush()
                 if not self.stopping:
                     self._dispatch()
-                if not self.running and not self.timers and not self.ready and not self.dispatchable:
+                if not self.running and not self.timers and not self.ready and not any(self.dispatchable.values()):
                     break
                 self._wait()
         except KeyboardInterrupt:
@@ -130,7 +135,7 @@ class RunScheduler:
         while self.timers and self.timers[0][0] <= now:
             _, name = heapq.heappop(self.timers)
             if not self.stopping:
-                self.dispatchable.append(name)
+                self._enqueue(self.states[name])
         for message in messages:
             kind = message[0]
             if kind == "result":
@@ -193,7 +198,7 @@ class RunScheduler:
                 self._note(state, f"cache entry not used: {problem}; recomputed")
             # recorded now, so a resume can tell what changed even if this node fails or is interrupted
             self._set(state, status="queued", cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
-            self.dispatchable.append(state.node.name)
+            self._enqueue(state)
 
     def _unusable(self, outputs: dict[str, Any]) -> str | None:
         """Why stored outputs cannot be used (a corrupt or missing artifact, an old serializer), else None."""
@@ -201,10 +206,11 @@ class RunScheduler:
 
         for ref in outputs.values():
             name, version = ref.get("serializer"), ref.get("serializer_version")
-            if name != "manifest" and serializers.get(name).version != version:
+            if name != MANIFEST and serializers.get(name).version != version:
                 return f"written by serializer {name} version {version}"
+            inline = set(ref.get("inline") or ())
             for digest in [ref["digest"], *(ref.get("elements") or ())]:
-                if not self.store.verify(digest):
+                if not (self.blobs.intact(digest) if digest in inline else self.store.verify(digest)):
                     return f"artifact {digest[:12]} is corrupt or missing"
         return None
 
@@ -220,11 +226,17 @@ class RunScheduler:
             self._expand(state)
             return
         items = [self.states[name] for name in node.items]
-        pairs = [[item.outputs["return"]["digest"], item.outputs["return"]["serializer"]] for item in items]  # type: ignore[index]
-        ref = self.store.put_bytes("manifest", 1, json.dumps(pairs, separators=(",", ":")).encode())
-        outputs = {"return": {**ref.to_json(), "elements": [pair[0] for pair in pairs]}}
+        refs = [item.outputs["return"] for item in items]  # type: ignore[index]
+        ref, data = pack(MANIFEST, MANIFEST_VERSION, manifest_payload([ArtifactRef.from_json(r) for r in refs]))
+        inline = [digest for r in refs for digest in r.get("inline") or ()]
+        if ref.size <= INLINE_LIMIT:
+            self._keep_inline(node.name, {ref.digest: data}, ref)
+            inline.append(ref.digest)
+        else:
+            self.store.write(ref, data)
+            self._artifact_row(node.name, ref.to_json())
+        outputs = {"return": {**ref.to_json(), "elements": [r["digest"] for r in refs], "inline": inline}}
         cached = bool(items) and all(item.status == "cached" for item in items)
-        self._pending["artifacts"].append({"digest": ref.digest, "serializer": ref.serializer, "serializer_version": ref.serializer_version, "size": ref.size, "created_at": time.time(), "run_id": self.run_id, "node": node.name})
         self._complete(state, outputs, cached=cached, attempts=0 if cached else 1)
 
     def _expand(self, state: NodeState) -> None:
@@ -236,7 +248,7 @@ class RunScheduler:
         output = upstream[source.output]
         elements = output.get("elements")
         if elements is None:
-            elements = self.store.manifest_elements(output["digest"])
+            elements = Reader(self.store, self.blobs).elements(output["digest"])
             output["elements"] = elements
         fixed = {k: v for k, v in node.inputs.items() if k != node.map_param}
         items = []
@@ -260,48 +272,53 @@ class RunScheduler:
             self.ready.append(node.name)
 
     # -- dispatch -----------------------------------------------------------------------------------------
+    def _enqueue(self, state: NodeState) -> None:
+        self.dispatchable[state.executor].append(state.node.name)  # type: ignore[index]
+
+    def _demand(self, state: NodeState) -> tuple[float, int]:
+        op = state.node.operator
+        nprocs = op.distributed.nprocs if op.distributed else 1
+        return op.resources.cpus * nprocs, op.resources.gpus * nprocs
+
     def _fits(self, state: NodeState) -> bool:
-        resources = state.node.operator.resources
-        capacity = self.executors[state.executor].capacity()  # type: ignore[index]
         used = self.used[state.executor]  # type: ignore[index]
-        nprocs = state.node.operator.distributed.nprocs if state.node.operator.distributed else 1
-        cpus, gpus = resources.cpus * nprocs, resources.gpus * nprocs
         if used[0] == 0 and used[1] == 0:
             return True  # an idle executor takes any node it could ever hold
+        capacity = self.capacity[state.executor]  # type: ignore[index]
+        cpus, gpus = self._demand(state)
         return used[0] + cpus <= capacity.cpus + 1e-9 and used[1] + gpus <= capacity.gpus
 
     def _dispatch(self) -> None:
-        held: deque[str] = deque()
-        while self.dispatchable:
-            if self.max_parallel and len(self.running) >= self.max_parallel:
-                break
-            name = self.dispatchable.popleft()
-            state = self.states[name]
-            if state.status not in ("queued", "pending"):
-                continue
-            if not self._fits(state):
-                held.append(name)
-                continue
-            self._submit(state)
-        self.dispatchable.extendleft(reversed(held))
+        for waiting in self.dispatchable.values():
+            while waiting:
+                if self.max_parallel and len(self.running) >= self.max_parallel:
+                    return
+                state = self.states[waiting[0]]
+                if state.status not in ("queued", "pending"):
+                    waiting.popleft()
+                    continue
+                if not self._fits(state):
+                    break
+                waiting.popleft()
+                self._submit(state)
 
     def _submit(self, state: NodeState) -> None:
         node, op = state.node, state.node.operator
         state.attempts += 1
         task_id = uuid.uuid4().hex
-        inputs = {param: input_spec(value, self.states)[0] for param, value in node.inputs.items()}
+        inputs = {param: input_spec(value, self.states, self.blobs)[0] for param, value in node.inputs.items()}
         spec = TaskSpec(
             task_id=task_id, run_id=self.run_id, node=node.name, attempt=state.attempts,
             operator=self.fingerprints.ref(op), inputs=inputs, resources=op.resources, timeout=op.timeout,
             distributed=op.distributed, store_url=self.store.url, fsync=self.fsync,
             checkpoint_ref=checkpoint_name(self.root_run_id, node.name),
-            project_root=str(self.fingerprints.project_root),
+            project_root=str(self.fingerprints.project_root), inline_limit=INLINE_LIMIT,
         )
         executor = self.executors[state.executor]  # type: ignore[index]
-        nprocs = op.distributed.nprocs if op.distributed else 1
+        cpus, gpus = self._demand(state)
         used = self.used[state.executor]  # type: ignore[index]
-        used[0] += op.resources.cpus * nprocs
-        used[1] += op.resources.gpus * nprocs
+        used[0] += cpus
+        used[1] += gpus
         state.task_id, state.started_at = task_id, time.time()
         state.first_started_at = state.first_started_at or state.started_at
         self.running[task_id] = node.name
@@ -322,7 +339,7 @@ class RunScheduler:
             self._pending["metrics"].append({"run_id": self.run_id, "node": name, "attempt": attempt, "name": data["name"], "value": data["value"], "step": data.get("step"), "time": data.get("time", event.time)})
         elif event.kind == "checkpoint":
             self._pending["checkpoints"].append({"root_run_id": self.root_run_id, "node": name, "run_id": self.run_id, "attempt": attempt, "step": data.get("step"), "digest": data["digest"], "time": event.time})
-            self._pending["artifacts"].append({"digest": data["digest"], "serializer": "checkpoint", "serializer_version": 0, "size": data.get("size", 0), "created_at": event.time, "run_id": self.run_id, "node": name})
+            self._artifact_row(name, {"digest": data["digest"], "serializer": "checkpoint", "serializer_version": 0, "size": data.get("size", 0)})
         self._event(name, event.kind, data)
 
     def _on_result(self, task_id: str, result: TaskResult) -> None:
@@ -331,10 +348,10 @@ class RunScheduler:
             return
         state = self.states[name]
         op = state.node.operator
-        nprocs = op.distributed.nprocs if op.distributed else 1
+        cpus, gpus = self._demand(state)
         used = self.used[state.executor]  # type: ignore[index]
-        used[0] -= op.resources.cpus * nprocs
-        used[1] -= op.resources.gpus * nprocs
+        used[0] -= cpus
+        used[1] -= gpus
         self._pending["attempts"].append({
             "run_id": self.run_id, "node": name, "number": state.attempts,
             "status": "succeeded" if result.ok else "failed", "started_at": result.started_at or state.started_at,
@@ -344,6 +361,11 @@ class RunScheduler:
         if state.status != "running":
             return  # cancelled meanwhile
         if result.ok:
+            for ref in result.outputs.values():
+                blobs = ref.pop("inline", None)
+                if blobs:
+                    self._keep_inline(name, blobs, None)
+                    ref["inline"] = sorted(blobs)
             self._complete(state, result.outputs, cached=False, host=result.host)
             return
         state.error = result.error
@@ -375,7 +397,8 @@ class RunScheduler:
         self._set(state, **columns)
         if not cached and state.key is not None:
             for ref in outputs.values():
-                self._pending["artifacts"].append({"digest": ref["digest"], "serializer": ref["serializer"], "serializer_version": ref["serializer_version"], "size": ref["size"], "created_at": now, "run_id": self.run_id, "node": state.node.name})
+                if ref["digest"] not in (ref.get("inline") or ()):
+                    self._artifact_row(state.node.name, ref)
             if state.node.operator.cache:
                 self._pending["cache"].append({"key": state.key, "operator": state.node.operator.qualname, "fingerprint": state.fingerprint, "inputs": state.input_digests, "outputs": outputs, "serializers": {n: [r["serializer"], r["serializer_version"]] for n, r in outputs.items()}, "created_at": now, "run_id": self.run_id, "node": state.node.name})
         self._notify(state.node.name, state.status)
@@ -417,7 +440,8 @@ class RunScheduler:
         for task_id, name in list(self.running.items()):
             self.executors[self.states[name].executor].cancel(task_id)  # type: ignore[index]
         self.timers.clear()
-        self.dispatchable.clear()
+        for waiting in self.dispatchable.values():
+            waiting.clear()
         now = time.time()
         error = {"type": "Cancelled", "message": why}
         for state in self.states.values():
@@ -431,6 +455,20 @@ class RunScheduler:
         if "status" in columns:
             state.status = columns["status"]
         self._node_updates.setdefault(state.row_id, {"id": state.row_id}).update(columns)
+
+    def _artifact_row(self, node: str, ref: dict[str, Any], data: bytes | None = None) -> None:
+        self._pending["artifacts"].append({
+            "digest": ref["digest"], "serializer": ref["serializer"], "serializer_version": ref["serializer_version"],
+            "size": ref["size"], "created_at": time.time(), "run_id": self.run_id, "node": node, "data": data,
+        })
+
+    def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:
+        """Record small artifacts in the database (with this step's commit) and in memory."""
+        self.blobs.remember(blobs)
+        for digest, data in blobs.items():
+            shown = ref.to_json() if ref is not None and ref.digest == digest else {
+                "digest": digest, "serializer": "inline", "serializer_version": 0, "size": len(data)}
+            self._artifact_row(node, shown, data)
 
     def _event(self, node: str | None, kind: str, data: dict[str, Any]) -> None:
         self._pending["events"].append({"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()})

@@ -68,9 +68,10 @@ def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> N
         nprocs = op.distributed.nprocs if op.distributed else 1
         cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
         if cpus > capacity.cpus or gpus > capacity.gpus:
+            hint = "; run GPU nodes with --executor gpu or executor=\"gpu\"" if gpus and name != "gpu" else ""
             raise ConfigError(
                 f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {cpus:g} CPUs and "
-                f"{gpus} GPUs, but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs"
+                f"{gpus} GPUs, but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs{hint}"
             )
 
 

@@ -74,8 +74,11 @@ def _resolves(module: Any, op: Operator) -> bool:
     return getattr(obj, "fn", None) is op.fn
 
 
-def input_spec(value: Ref | Literal, states: dict[str, NodeState]) -> tuple[dict[str, Any], str]:
-    """Return (what the worker gets, the digest that enters the cache key) for one input."""
+def input_spec(value: Ref | Literal, states: dict[str, NodeState], blobs: Any = None) -> tuple[dict[str, Any], str]:
+    """Return (what the worker gets, the digest that enters the cache key) for one input.
+
+    With `blobs`, the bytes of inline artifacts the worker needs travel in the spec.
+    """
     from flowlib.hashing import tuple_digest
 
     if isinstance(value, Literal):
@@ -83,11 +86,20 @@ def input_spec(value: Ref | Literal, states: dict[str, NodeState]) -> tuple[dict
     upstream = states[value.node]
     outputs = upstream.outputs or {}
     if value.index is not None:
-        digest = outputs[value.output]["elements"][value.index]
-        return {"digest": digest}, digest
+        ref = outputs[value.output]
+        digest = ref["elements"][value.index]
+        return _with_inline({"digest": digest}, [digest] if digest in (ref.get("inline") or ()) else [], blobs), digest
     if value.output in outputs:
-        digest = outputs[value.output]["digest"]
-        return {"digest": digest}, digest
+        ref = outputs[value.output]
+        return _with_inline({"digest": ref["digest"]}, ref.get("inline") or [], blobs), ref["digest"]
     fields = {name: ref["digest"] for name, ref in outputs.items()}
     cls = upstream.node.operator.return_type
-    return {"fields": fields, "cls": [cls.__module__, cls.__qualname__]}, tuple_digest(list(fields.values()))
+    needed = [digest for ref in outputs.values() for digest in ref.get("inline") or ()]
+    spec = _with_inline({"fields": fields, "cls": [cls.__module__, cls.__qualname__]}, needed, blobs)
+    return spec, tuple_digest(list(fields.values()))
+
+
+def _with_inline(spec: dict[str, Any], digests: list[str], blobs: Any) -> dict[str, Any]:
+    if blobs is not None and digests:
+        spec["inline"] = blobs.get_many(digests)
+    return spec

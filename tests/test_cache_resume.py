@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -154,19 +155,59 @@ def _artifacts(project: Project) -> list[Path]:
     return [p for p in (project.root / ".flow" / "artifacts").rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
-def test_a_corrupt_artifact_is_recomputed_never_used(project):
-    first = run(project)
-    status = project.flow("status", first["run_id"], "--json").json()
-    assert status["status"] == "succeeded"
+def _corrupt_files(project: Project) -> None:
     for path in _artifacts(project):
         data = bytearray(path.read_bytes())
         data[-1] ^= 0xFF
         path.write_bytes(bytes(data))
+
+
+def _corrupt_everything(project: Project) -> None:
+    """Flip the last byte of every artifact: files in the store and small ones in the database."""
+    _corrupt_files(project)
+    db = sqlite3.connect(project.root / ".flow" / "flow.db")
+    with db:
+        for digest, data in db.execute("select digest, data from artifacts where data is not null").fetchall():
+            db.execute("update artifacts set data = ? where digest = ?", (data[:-1] + bytes([data[-1] ^ 0xFF]), digest))
+    db.close()
+
+
+def test_a_corrupt_artifact_is_recomputed_never_used(project):
+    first = run(project)
+    _corrupt_everything(project)
     second = run(project)
     assert second["outputs"] == first["outputs"]
     assert counts(project) == dict.fromkeys(NAMES, 2)
     reasons = {n["name"]: n.get("reasons") for n in second["nodes"]}
     assert any("corrupt" in r for r in reasons["load"]), reasons
+
+
+def test_a_corrupt_large_artifact_file_is_recomputed(tmp_path):
+    project = make_project(tmp_path / "proj")
+    project.write("p.py", MARK + """
+from flowlib import operator, workflow
+
+@operator
+def big(n: int) -> str:
+    mark("big")
+    return "x" * n
+
+@operator
+def size(s: str) -> int:
+    mark("size")
+    return len(s)
+
+@workflow
+def sized(n: int = 100_000) -> int:
+    return size(big(n))
+""")
+    assert project.flow("run", "p.py").code == 0
+    files = _artifacts(project)
+    assert files, "a 100 kB output is stored as a file"
+    _corrupt_files(project)
+    again = project.flow("run", "p.py", "--json")
+    assert again.code == 0 and again.json()["outputs"] == 100_000, again
+    assert len(project.marks("big")) == 2 and len(project.marks("size")) == 1
 
 
 def test_cache_ls_clear_and_gc(project):

@@ -14,11 +14,14 @@ from flowlib.cli.options import config, db_option, json_option
 
 
 def _engine_and_store(db: str | None) -> tuple[Any, Any]:
+    """The database engine and a reader of artifacts (store files and inline database rows)."""
     from scheduler import db as database
+    from scheduler.blobs import Blobs
     from scheduler.service import open_store
 
     settings = config(db)
-    return database.connect(settings.db), open_store(settings)
+    engine = database.connect(settings.db)
+    return engine, Blobs(engine).reader(open_store(settings))
 
 
 @click.command("runs")

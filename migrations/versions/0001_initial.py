@@ -124,6 +124,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("run_id", sa.String(), nullable=True),
         sa.Column("node", sa.String(), nullable=True),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_artifacts")),
     )
 

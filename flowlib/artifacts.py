@@ -1,0 +1,77 @@
+"""Node outputs as artifacts: small ones travel inline (kept in the database), the rest in the store.
+
+A worker writes each output with `write_output`; an artifact of at most
+INLINE_LIMIT bytes is not written to the store but returned with the result,
+so a no-op node costs no file and no fsync. Readers get bytes from the inline
+map first and the store second, and every load verifies the digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlib.store import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    ArtifactRef,
+    ArtifactStore,
+    encode,
+    manifest_payload,
+    pack,
+)
+
+INLINE_LIMIT = 64 * 1024
+
+
+class Reader:
+    """Loads artifacts by digest from inline bytes, else from the store."""
+
+    def __init__(self, store: ArtifactStore, inline: Mapping[str, bytes] | None = None) -> None:
+        self.store = store
+        self.inline = inline or {}
+
+    def data(self, digest: str) -> bytes:
+        found = self.inline.get(digest)
+        return found if found is not None else self.store.read_verified(digest)
+
+    def get(self, digest: str) -> Any:
+        data = self.inline.get(digest)
+        if data is None:
+            return self.store.decode(digest, self.store.read_verified(digest), self.get, verified=True)
+        return self.store.decode(digest, data, self.get)
+
+    def elements(self, digest: str) -> list[str]:
+        return self.store.manifest_elements(digest, self.data(digest))
+
+
+def _keep(store: ArtifactStore, ref: ArtifactRef, data: bytes, limit: int, inline: dict[str, bytes]) -> None:
+    if ref.size <= limit:
+        inline[ref.digest] = data
+    else:
+        store.write(ref, data)
+
+
+def write_output(store: ArtifactStore, value: Any, inline_limit: int = 0) -> dict[str, Any]:
+    """Store one output value; a list is stored per element plus a manifest.
+
+    Returns the ref as JSON, with `elements` for a list and `inline` (digest -> bytes)
+    for the artifacts small enough to travel with the result.
+    """
+    inline: dict[str, bytes] = {}
+    if isinstance(value, list):
+        refs = []
+        for item in value:
+            ref, data = encode(item)
+            _keep(store, ref, data, inline_limit, inline)
+            refs.append(ref)
+        manifest, data = pack(MANIFEST, MANIFEST_VERSION, manifest_payload(refs))
+        _keep(store, manifest, data, inline_limit, inline)
+        shown = {**manifest.to_json(), "elements": [ref.digest for ref in refs]}
+    else:
+        ref, data = encode(value)
+        _keep(store, ref, data, inline_limit, inline)
+        shown = ref.to_json()
+    if inline:
+        shown["inline"] = inline
+    return shown

@@ -1,0 +1,78 @@
+"""Small artifacts kept in the database (see flowlib.artifacts): recent ones cached in memory."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from flowlib.artifacts import Reader
+from scheduler.models import Artifact
+
+MEMORY_LIMIT = 256 * 1024 * 1024
+
+
+class Blobs:
+    """Bytes of inline artifacts by digest: memory first (bounded), then the `artifacts` table."""
+
+    def __init__(self, engine: Engine, memory_limit: int = MEMORY_LIMIT) -> None:
+        self.engine = engine
+        self.memory_limit = memory_limit
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def remember(self, blobs: dict[str, bytes]) -> None:
+        """Keep verified bytes in memory (newest win: a recomputed artifact replaces a damaged one)."""
+        for digest, data in blobs.items():
+            old = self._memory.pop(digest, None)
+            self._size += len(data) - (len(old) if old is not None else 0)
+            self._memory[digest] = data
+        while self._size > self.memory_limit and self._memory:
+            _, dropped = self._memory.popitem(last=False)
+            self._size -= len(dropped)
+
+    def get_many(self, digests: Iterable[str]) -> dict[str, bytes]:
+        """Verified bytes of those digests that are stored inline (memory or database).
+
+        A row whose bytes do not hash to its digest is left out, as if missing.
+        """
+        found: dict[str, bytes] = {}
+        missing = []
+        for digest in digests:
+            data = self._memory.get(digest)
+            if data is None:
+                missing.append(digest)
+            else:
+                found[digest] = data
+        if missing:
+            loaded = {}
+            with Session(self.engine) as session:
+                for start in range(0, len(missing), 500):
+                    query = select(Artifact.digest, Artifact.data).where(
+                        Artifact.digest.in_(missing[start : start + 500]), Artifact.data.is_not(None)
+                    )
+                    for digest, data in session.execute(query).tuples():
+                        if hashlib.sha256(data).hexdigest() == digest:
+                            loaded[digest] = data
+            self.remember(loaded)
+            found.update(loaded)
+        return found
+
+    def get(self, digest: str, default: Any = None) -> bytes | None:
+        return self.get_many([digest]).get(digest, default)
+
+    def intact(self, digest: str) -> bool:
+        return self.get(digest) is not None
+
+    def reader(self, store: Any) -> Reader:
+        """A Reader that finds inline artifacts here and the rest in `store`."""
+        return Reader(store, self)
+
+
+def inline_digests(ref: dict[str, Any]) -> list[str]:
+    """The digests of one output ref that live in the database rather than the store."""
+    return list(ref.get("inline") or ())

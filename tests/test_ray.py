@@ -1,0 +1,306 @@
+"""The `ray` executor on one local Ray (num_cpus=2) started once for the whole test session."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+
+from executors.base import Event, Executor, OperatorRef, TaskResult, TaskSpec  # noqa: E402
+from executors.ray import RayExecutor, failure_from  # noqa: E402
+from flowlib import Distributed, Resources  # noqa: E402
+from flowlib.api import run  # noqa: E402
+from flowlib.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray for the session; the executors under test find it already initialised."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            num_gpus=0,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def spans(folder: Path) -> dict[str, tuple[float, float, int]]:
+    """What operators recorded in `folder`: name -> (start, end, pid)."""
+    found = {}
+    for path in folder.glob("*"):
+        start, end, pid = path.read_text().split()
+        found[path.name] = (float(start), float(end), int(pid))
+    return found
+
+
+PIPELINE = """
+import os, time
+from flowlib import Resources, current, operator, workflow
+
+SPANS = {spans!r}
+
+def record(name, seconds):
+    start = time.time()
+    time.sleep(seconds)
+    with open(os.path.join(SPANS, name), "w") as f:
+        f.write(f"{{start}} {{time.time()}} {{os.getpid()}}")
+
+@operator(resources=Resources(cpus=2))
+def big(n: int) -> list[int]:
+    record("big", 0.3)
+    current.log_metric("rows", n, step=1)
+    return list(range(n))
+
+@operator(resources=Resources(cpus=1))
+def left(xs: list[int]) -> int:
+    record("left", 1.0)
+    return sum(xs)
+
+@operator(resources=Resources(cpus=1))
+def right(xs: list[int]) -> int:
+    record("right", 1.0)
+    return len(xs)
+
+@operator(retries=2, retry_delay=0.05)
+def flaky(x: int) -> int:
+    current.log_metric("attempt", current.attempt)
+    if current.attempt < 3:
+        raise RuntimeError(f"attempt {{current.attempt}} fails")
+    return x
+
+@operator
+def square(x: int) -> int:
+    return x * x
+
+@operator
+def total(a: int, b: int, c: int, squares: list[int]) -> int:
+    return a + b + c + sum(squares)
+
+@workflow
+def pipeline(n: int = 4) -> int:
+    xs = big(n)
+    return total(left(xs), right(xs), flaky(100), square.map(xs))
+"""
+
+
+def test_a_dag_with_resources_retries_metrics_and_a_map(project, ray_cluster, tmp_path):
+    folder = tmp_path / "spans"
+    folder.mkdir()
+    project.write("p.py", PIPELINE.format(spans=str(folder)))
+    result = run(project.load("p.py").pipeline, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
+
+    assert result.status == "succeeded", result.error
+    assert result.outputs == 6 + 4 + 100 + (0 + 1 + 4 + 9)
+    nodes = {node.name: node for node in result.nodes}
+    assert nodes["flaky"].attempts == 3 and nodes["flaky"].status == "succeeded"
+    assert {f"square[{i}]" for i in range(4)} <= set(nodes)
+    # the cpus=2 node ran alone; the two cpus=1 nodes ran at the same time, in Ray workers
+    found = spans(folder)
+    (_, big_end, big_pid), left_, right_ = found["big"], found["left"], found["right"]
+    assert big_end <= min(left_[0], right_[0])
+    assert left_[0] < right_[1] and right_[0] < left_[1], found
+    assert os.getpid() not in {big_pid, left_[2], right_[2]}
+
+    metrics = project.flow("metrics", result.run_id, "--db", f"sqlite:///{tmp_path / 'flow.db'}", "--json")
+    assert metrics.code == 0, metrics
+    rows = {(m["node"], m["name"], m["attempt"]): (m["value"], m["step"]) for m in metrics.json()}
+    assert rows[("big", "rows", 1)] == (4.0, 1)
+    assert [rows[("flaky", "attempt", n)][0] for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
+
+
+FAILURES = """
+import os, time
+from flowlib import operator, workflow
+
+PIDS = {pids!r}
+
+@operator
+def dies(x: int) -> int:
+    os._exit(1)
+
+@operator(timeout=1)
+def sleepy(x: int) -> int:
+    with open(PIDS, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+    return x
+
+@operator
+def fine(x: int) -> int:
+    return x + 1
+
+@workflow
+def failures() -> list[int]:
+    return [dies(1), sleepy(2), fine(3)]
+"""
+
+
+def test_a_worker_crash_and_a_timeout_fail_only_their_nodes(project, ray_cluster, tmp_path):
+    pids = tmp_path / "sleepy.pid"
+    project.write("p.py", FAILURES.format(pids=str(pids)))
+    started = time.monotonic()
+    result = run(project.load("p.py").failures, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
+    assert time.monotonic() - started < 30
+
+    assert result.status == "failed"
+    nodes = {node.name: node for node in result.nodes}
+    assert nodes["fine"].status == "succeeded"
+    died = nodes["dies"]
+    assert died.status == "failed" and died.error["type"] == "WorkerDied", died.error
+    assert (
+        "Ray worker process" in died.error["message"]
+        and "died while running the task" in died.error["message"]
+    )
+    slept = nodes["sleepy"]
+    assert slept.error["type"] == "Timeout" and "timed out after 1 s" in slept.error["message"], slept.error
+    _gone(int(pids.read_text()))
+
+
+def _gone(pid: int) -> None:
+    """Wait until the Ray worker process `pid` has been killed."""
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the Ray worker {pid} still runs"
+        time.sleep(0.1)
+
+
+def test_flow_run_connects_to_an_existing_cluster_by_address(project, ray_cluster):
+    (project.root / "flow.toml").write_text(f'[executors.ray]\naddress = "{ray_cluster}"\n')
+    project.write(
+        "p.py",
+        """
+from flowlib import current, operator, workflow
+
+@operator
+def numbers(n: int) -> list[int]:
+    current.log_metric("size", n)
+    print("made", n)
+    return list(range(n))
+
+@operator
+def double(x: int) -> int:
+    return 2 * x
+
+@workflow
+def doubled(n: int = 3) -> list[int]:
+    return double.map(numbers(n))
+""",
+    )
+    done = project.flow("run", "p.py", "--executor", "ray", "--json")
+    assert done.code == 0, done
+    result = done.json()
+    assert result["outputs"] == [0, 2, 4]
+    assert project.flow("metrics", result["run_id"]).out.split() == ["numbers", "size=3"]
+    assert "made 3" in project.flow("logs", result["run_id"], "numbers").out
+
+
+# -- the executor on its own -------------------------------------------------------------------------
+
+OPS = """
+import os, time
+from flowlib import current, operator
+
+@operator
+def add(x: int, y: int) -> int:
+    current.log_metric("x", x)
+    return x + y
+
+@operator
+def nap(path: str) -> int:
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+    return 0
+"""
+
+
+def _spec(project, tmp_path, qualname: str, inputs: dict, **extra) -> TaskSpec:
+    path = project.write("ops.py", OPS)
+    return TaskSpec(
+        task_id=f"t-{qualname}-{time.monotonic_ns()}",
+        run_id="r1",
+        node=qualname,
+        attempt=1,
+        operator=OperatorRef(str(path), "ops", qualname),
+        inputs={name: {"literal": value} for name, value in inputs.items()},
+        store_url=str(tmp_path / "store"),
+        **extra,
+    )
+
+
+def test_the_executor_contract(project, ray_cluster, tmp_path):
+    executor: Executor = RayExecutor()
+    executor.start({})
+    try:
+        assert executor.capacity().cpus == 2 and executor.capacity().gpus == 0
+
+        events: list[Event] = []
+        done: Future[TaskResult] = executor.submit(
+            _spec(project, tmp_path, "add", {"x": 2, "y": 3}), events.append
+        )
+        result = done.result(timeout=60)
+        assert result.ok, result.error
+        assert result.outputs["return"]["digest"] and result.pid != os.getpid()
+        assert [(e.kind, e.data["name"], e.data["value"]) for e in events] == [("metric", "x", 2.0)]
+
+        pid_file = tmp_path / "nap.pid"
+        spec = _spec(project, tmp_path, "nap", {"path": str(pid_file)})
+        napping = executor.submit(spec, events.append)
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        executor.cancel(spec.task_id)
+        cancelled = napping.result(timeout=10)
+        assert not cancelled.ok and cancelled.error["type"] == "Cancelled"
+        _gone(int(pid_file.read_text()))
+
+        spec = _spec(project, tmp_path, "add", {"x": 1, "y": 1}, distributed=Distributed(nprocs=2))
+        refused = executor.submit(spec, events.append).result(timeout=5)
+        assert (
+            refused.error["type"] == "NotSupported"
+            and "not run on the 'ray' executor yet" in refused.error["message"]
+        )
+
+        spec = _spec(project, tmp_path, "add", {"x": 1, "y": 1}, resources=Resources(memory="100TiB"))
+        assert executor.submit(spec, events.append).result(timeout=5).error["type"] == "Unschedulable"
+    finally:
+        executor.shutdown()
+    assert ray.is_initialized(), "an executor must not stop a Ray it did not start"
+
+
+def test_ray_failures_map_onto_ours():
+    crashed = ray.exceptions.WorkerCrashedError()
+    assert failure_from("t", crashed, 0.0).error["type"] == "WorkerDied"
+    oom = failure_from(
+        "t", ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory."), 0.0
+    )
+    assert oom.error["type"] == "OutOfMemory" and "ran out of memory" in oom.error["message"]
+
+
+def test_without_ray_installed_start_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match="pip install ray"):
+        RayExecutor().start({})
+
+
+def test_importing_the_executor_does_not_import_ray():
+    code = "import sys, executors.ray, flowlib; assert 'ray' not in sys.modules, 'ray was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
