@@ -91,6 +91,10 @@ class Executor(ABC):
     """Runs TaskSpecs. `capacity` gives totals; the scheduler does the accounting."""
 
     name: ClassVar[str]
+    # How many tasks beyond capacity the scheduler may hand over early. An executor that
+    # queues them and keeps to its capacity itself sets this, so its workers never idle
+    # while the scheduler commits a step.
+    prefetch: int = 0
 
     @abstractmethod
     def start(self, settings: Mapping[str, Any]) -> None:

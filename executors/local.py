@@ -36,6 +36,7 @@ class _Task:
     future: Future
     deadline: float | None = None
     started: float = field(default_factory=time.time)
+    cpus: float = 0.0  # what it holds of the pool while it runs
 
 
 @dataclass
@@ -87,10 +88,12 @@ class LocalExecutor(Executor):
         self._closing = False
         self._thread: threading.Thread | None = None
         self._size = 1
+        self._busy = 0.0  # CPUs held by running pool tasks
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, settings: Mapping[str, Any]) -> None:
         self._size = int(settings.get("workers") or os.cpu_count() or 1)
+        self.prefetch = 4 * self._size
         self._workers = [self._spawn() for _ in range(self._size)]
         self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
         self._thread.start()
@@ -160,11 +163,20 @@ class LocalExecutor(Executor):
                     worker.kill()
 
     def _dispatch_locked(self) -> None:
+        """Start queued tasks in order while an idle worker and their CPUs are free."""
         for worker in self._workers:
             if not self._queue:
                 return
             if worker.task is None and worker.alive() and not worker.one_shot:
-                task = self._queue.popleft()
+                task = self._queue[0]
+                resources = task.spec.resources
+                nprocs = task.spec.distributed.nprocs if task.spec.distributed else 1
+                need = min(resources.cpus * nprocs, self._size)
+                if self._busy > 0 and self._busy + need > self._size + 1e-9:
+                    return  # the head waits for CPUs; the ones behind it wait their turn
+                self._queue.popleft()
+                task.cpus = need
+                self._busy += need
                 task.started = time.time()
                 if task.deadline is not None:
                     task.deadline = time.monotonic() + task.spec.timeout
@@ -228,6 +240,7 @@ class LocalExecutor(Executor):
                     worker.end_input()  # it exits; its closed end brings it to _replace
                 with self._lock:
                     task, worker.task = worker.task, None
+                    self._release_locked(worker, task)
                     self._dispatch_locked()
                 if task is not None:
                     task.future.set_result(result)
@@ -245,6 +258,7 @@ class LocalExecutor(Executor):
         how, code, number = describe_exit(exitcode)
         with self._lock:
             task, worker.task = worker.task, None
+            self._release_locked(worker, task)
             reason, worker.kill_reason = worker.kill_reason, None
             index = self._workers.index(worker)
             if not self._closing:
@@ -262,6 +276,10 @@ class LocalExecutor(Executor):
             task.spec.task_id, kind, message, exit_code=code, signal=number, host=HOST,
             pid=worker.process.pid, started_at=task.started,
         ))
+
+    def _release_locked(self, worker: _Worker, task: _Task | None) -> None:
+        if task is not None and not worker.one_shot:
+            self._busy = max(0.0, self._busy - task.cpus)
 
     def _retired_locked(self, worker: _Worker) -> None:
         """A one-shot worker has exited and left the pool (a hook; the lock is held)."""

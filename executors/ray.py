@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from flowlib.errors import ConfigError
 from flowlib.resources import Resources
 
 _log = logging.getLogger("flowlib.executors.ray")
+REACH_S = 5.0  # how long connecting to a cluster's address may take
 POLL_S = 5.0  # how long one long-poll of the inbox waits when nothing happens
 FLUSH_GRACE_S = 10.0  # how long a finished task waits for events still on their way
 _STARTED = "_started"  # internal event: the attempt began running (its timeout starts then)
@@ -109,6 +111,31 @@ class _Outbox:
         return self.sent
 
 
+_last_run = {"id": ""}
+
+
+def _forget_project_modules(spec: TaskSpec) -> None:
+    """Re-import the pipeline's own modules once per run in this warm worker.
+
+    A Ray worker outlives a run when the driver does (a notebook, a test session),
+    so a pipeline edited since (a fix before a resume) must not run as it was.
+    """
+    if spec.run_id == _last_run["id"]:
+        return
+    _last_run["id"] = spec.run_id
+    if not spec.project_root:
+        return
+    root = os.path.join(os.path.abspath(spec.project_root), "")
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if (
+            file.startswith(root)
+            and "site-packages" not in file
+            and name.partition(".")[0] not in ("flowlib", "executors", "scheduler", "migrations")
+        ):
+            del sys.modules[name]
+
+
 def _run_attempt(spec: TaskSpec, inbox: Any, sys_path: list[str]) -> tuple[TaskResult, int]:
     """The body of every Ray task: run one attempt here, return its result and the number of events sent."""
     import ray
@@ -118,6 +145,7 @@ def _run_attempt(spec: TaskSpec, inbox: Any, sys_path: list[str]) -> tuple[TaskR
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    _forget_project_modules(spec)
     if spec.resources.gpus:
         ids = ",".join(str(int(i)) for i in ray.get_gpu_ids())
         spec = dataclasses.replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": ids})
@@ -204,6 +232,23 @@ def failure_from(task_id: str, exc: BaseException, started: float) -> TaskResult
     return TaskResult.failure(task_id, type(exc).__name__, f"Ray: {_first_line(text)}", **how)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a cluster address nobody listens at (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"[executors.ray] address: '{address}' is not 'auto', 'host:port' or 'ray://host:port'"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_S).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"[executors.ray] address: cannot reach the Ray cluster at '{address}': {exc}"
+        ) from None
+
+
 # -- the executor (driver side) ----------------------------------------------------------------------
 
 
@@ -254,6 +299,7 @@ class RayExecutor(Executor):
                 "logging_level": logging.WARNING,
             }
             if address:
+                _check_reachable(address)
                 options["address"] = address
             else:
                 options.update(

@@ -20,6 +20,7 @@ import os
 import posixpath
 import secrets
 import shlex
+import signal
 import threading
 import time
 from collections import deque
@@ -28,8 +29,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import asyncssh
 import cloudpickle
+
+try:
+    import asyncssh
+except ImportError as exc:  # the registry reports this message as the reason `ssh` is unavailable
+    raise ImportError(f"the ssh executor needs asyncssh ({exc}): pip install 'flowlib[ssh]'") from exc
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
 from executors.remote import HEADER, MAX_FRAME
@@ -105,6 +110,13 @@ def parse_host(entry: str, slots: int) -> _Host:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _shared_store(url: str) -> bool:
@@ -197,8 +209,13 @@ class SshExecutor(Executor):
             )
         identity = settings.get("identity_file")
         self._identity = os.path.expanduser(identity) if identity else None
-        if self._identity and not os.path.isfile(self._identity):
-            raise ConfigError(f"[executors.ssh] identity_file: {self._identity} does not exist")
+        if self._identity:
+            try:
+                asyncssh.read_private_key(self._identity)
+            except (OSError, asyncssh.KeyImportError) as exc:
+                raise ConfigError(
+                    f"[executors.ssh] identity_file: cannot use {self._identity}: {exc}"
+                ) from None
         self._python = settings.get("python") or "python3"
         self._workdir = settings.get("workdir") or "~/.flow-remote"
         self._loop = asyncio.new_event_loop()
@@ -436,12 +453,11 @@ class SshExecutor(Executor):
             if not host.connected():
                 raise asyncssh.ConnectionLost("the connection closed before the result arrived")
             tail = stderr.result().decode("utf-8", "replace").strip() if stderr.done() else ""
-            code, signal = process.exit_status, process.exit_signal
-            how = (
-                f"exit code {code}"
-                if code is not None and code >= 0
-                else f"signal {signal[0] if signal else '?'}"
-            )
+            code, number = process.exit_status, None
+            how = f"exit code {code}"
+            if code is not None and code > 128:  # remote.py exits 128+N when the attempt died of signal N
+                number = code - 128
+                how = f"killed by {_signal_name(number)}"
             last = tail.splitlines()[-1] if tail else "no output"
             if code == 127 or "No module named 'executors'" in last:
                 last += (
@@ -451,7 +467,8 @@ class SshExecutor(Executor):
                 spec.task_id,
                 "WorkerDied",
                 f"the remote worker on ssh host {host.label} ended without a result ({how}): {last}",
-                exit_code=code,
+                exit_code=None if number else code,
+                signal=number,
                 started_at=started,
                 log=tail,
             )

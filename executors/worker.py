@@ -38,9 +38,19 @@ def store_for(spec: TaskSpec) -> Any:
     return _stores[key]
 
 
+_operators: dict[Any, Any] = {}
+
+
 def resolve_operator(spec: TaskSpec) -> Any:
-    """Return the Operator a spec names: imported by file path, or unpickled."""
+    """Return the Operator a spec names: imported by file path, or unpickled (once per worker)."""
     ref = spec.operator
+    found = _operators.get(ref)
+    if found is None:
+        found = _operators[ref] = _resolve(ref)
+    return found
+
+
+def _resolve(ref: Any) -> Any:
     if ref.pickled is not None:
         import cloudpickle
 
@@ -114,15 +124,31 @@ def _captured(mode: str):
                 box["text"] = buffer.getvalue()[-LOG_LIMIT:]
 
 
-def _node_logger(node: str) -> logging.Logger:
-    logger = logging.getLogger(f"flowlib.node.{node}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (the capture may have replaced it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _node_logger() -> logging.Logger:
+    """The one logger behind `current.logger`; its lines land in the node's captured log.
+
+    One logger per process, not per node: creating loggers by name costs a cache
+    flush of every logger, which made a 10,000-node run quadratic.
+    """
+    logger = logging.getLogger("flowlib.node")
+    if not logger.handlers:
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
     return logger
 
 
@@ -165,7 +191,7 @@ def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture
             run_id=spec.run_id, node=spec.node, attempt=spec.attempt, gpus=gpus, rank=rank,
             world_size=world_size, emit=emit,
             checkpoint=context.Checkpoints(save_checkpoint, load_checkpoint),
-            logger=_node_logger(spec.node),
+            logger=_node_logger(),
         )
         token = context.bind(task_context)
         try:

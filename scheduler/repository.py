@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.models import Artifact, Attempt, CacheEntry, Checkpoint, Edge, Event, Metric, Node, Run
@@ -20,7 +21,7 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(model)
+    statement = dialect_insert(model.__table__)
     if replace:
         columns = {name: statement.excluded[name] for name in rows[0] if name != key}
         statement = statement.on_conflict_do_update(index_elements=[key], set_=columns)
@@ -35,10 +36,10 @@ def create_run(session: Session, values: dict[str, Any], nodes: list[dict[str, A
     session.execute(insert(Run), [values])
     run_id = values["id"]
     if nodes:
-        session.execute(insert(Node), [{"run_id": run_id, **row} for row in nodes])
+        session.execute(insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
     edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
     if edge_rows:
-        session.execute(insert(Edge), edge_rows)
+        session.execute(insert(Edge.__table__), edge_rows)
     return node_ids(session, run_id)
 
 
@@ -49,10 +50,10 @@ def node_ids(session: Session, run_id: str) -> dict[str, int]:
 def add_nodes(session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
     """Add nodes discovered at run time (map items); return their ids."""
     if nodes:
-        session.execute(insert(Node), [{"run_id": run_id, **row} for row in nodes])
+        session.execute(insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
     edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
     if edge_rows:
-        session.execute(insert(Edge), edge_rows)
+        session.execute(insert(Edge.__table__), edge_rows)
     names = [row["name"] for row in nodes]
     found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
     return dict(found.tuples().all())
@@ -63,12 +64,19 @@ def update_run(session: Session, run_id: str, **values: Any) -> None:
 
 
 def update_nodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
+    """Bulk UPDATE by primary key: each row holds `id` and the columns to set (Core executemany)."""
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         by_shape.setdefault(tuple(sorted(row)), []).append(row)
-    for group in by_shape.values():
-        session.execute(update(Node), group)
+    for shape, group in by_shape.items():
+        session.execute(_node_update(shape), [{**row, "row_id": row["id"]} for row in group])
+
+
+@functools.cache
+def _node_update(columns: tuple[str, ...]) -> Any:
+    table = Node.__table__
+    values = {name: bindparam(name) for name in columns if name != "id"}
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
 def get_run(session: Session, run_id: str) -> Run | None:
@@ -109,7 +117,7 @@ def heartbeat(engine: Engine, run_id: str) -> bool:
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
 def add_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(model), rows)
+        session.execute(insert(model.__table__), rows)
 
 
 def add_attempts(session: Session, rows: list[dict[str, Any]]) -> None:

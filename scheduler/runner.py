@@ -171,7 +171,7 @@ class RunScheduler:
 
     def _prepare(self, state: NodeState) -> None:
         fingerprint = self.fingerprints.of(state.node.operator)
-        state.fingerprint = fingerprint.to_json()
+        state.fingerprint = self.fingerprints.json_of(state.node.operator)
         digests = {}
         for param, value in state.node.inputs.items():
             _, digests[param] = input_spec(value, self.states)
@@ -285,8 +285,9 @@ class RunScheduler:
         if used[0] == 0 and used[1] == 0:
             return True  # an idle executor takes any node it could ever hold
         capacity = self.capacity[state.executor]  # type: ignore[index]
+        extra = self.executors[state.executor].prefetch  # type: ignore[index]
         cpus, gpus = self._demand(state)
-        return used[0] + cpus <= capacity.cpus + 1e-9 and used[1] + gpus <= capacity.gpus
+        return used[0] + cpus <= capacity.cpus + extra + 1e-9 and used[1] + gpus <= capacity.gpus + extra
 
     def _dispatch(self) -> None:
         for waiting in self.dispatchable.values():

@@ -40,15 +40,23 @@ class Fingerprints:
 
     def __init__(self, project_root: Path) -> None:
         self.project_root = project_root
-        self._fingerprints: dict[tuple[int, str | None], Any] = {}
+        self._fingerprints: dict[tuple[int, str | None], tuple[Any, dict[str, Any]]] = {}
         self._refs: dict[int, OperatorRef] = {}
 
     def of(self, op: Operator) -> Any:
+        return self._entry(op)[0]
+
+    def json_of(self, op: Operator) -> dict[str, Any]:
+        """The fingerprint as stored in the database (computed once per operator)."""
+        return self._entry(op)[1]
+
+    def _entry(self, op: Operator) -> tuple[Any, dict[str, Any]]:
         from flowlib.hashing import operator_fingerprint
 
         key = (id(op.fn), op.version)
         if key not in self._fingerprints:
-            self._fingerprints[key] = operator_fingerprint(op.fn, version=op.version, project_root=self.project_root)
+            fingerprint = operator_fingerprint(op.fn, version=op.version, project_root=self.project_root)
+            self._fingerprints[key] = (fingerprint, fingerprint.to_json())
         return self._fingerprints[key]
 
     def ref(self, op: Operator) -> OperatorRef:

@@ -79,6 +79,29 @@ def mixed(n: int = 3) -> list[int]:
     return train(prep(n))
 """
 
+TRAIN = """
+import os, pathlib
+from flowlib import current, operator, workflow
+
+CRASH = pathlib.Path(CRASH_FILE)
+
+@operator(retries=1, retry_delay=0)
+def train(epochs: int) -> int:
+    state = current.checkpoint.load() or {"epoch": 0, "loss": 100}
+    for epoch in range(state["epoch"], epochs):
+        print(f"epoch {epoch} attempt {current.attempt}")
+        state = {"epoch": epoch + 1, "loss": state["loss"] // 2}
+        current.checkpoint.save(state, step=epoch)
+        if epoch == 2 and CRASH.exists():
+            CRASH.unlink()
+            os._exit(1)
+    return state["loss"]
+
+@workflow
+def training(epochs: int = 5) -> int:
+    return train(epochs)
+"""
+
 OPS = """
 import os, time
 from flowlib import operator
@@ -161,6 +184,12 @@ def test_dag_runs_over_ssh_with_the_same_outputs_as_local(project: Any, daemon: 
     logs = project.flow("logs", result["run_id"])
     assert logs.code == 0, str(logs)
     assert "numbers made 6" in logs.out and "summary ran over ssh" in logs.out
+    metrics = project.flow("metrics", result["run_id"], "--json").json()  # events came back too
+    assert sorted((m["node"], m["value"]) for m in metrics) == [
+        ("square[0]", 0),
+        ("square[1]", 1),
+        ("square[2]", 2),
+    ]
 
     local = project.flow("run", "pipe.py", "--executor", "local", "--no-cache", "--json")
     assert local.code == 0, str(local)
@@ -207,6 +236,19 @@ def test_per_operator_executor_mixes_local_and_ssh(project: Any, daemon: sshd.Ss
     done = project.flow("run", "mixed.py", "--json")
     assert done.code == 0, str(done)
     assert done.json()["outputs"] == [3, 0, 1]  # prep ran locally, train over ssh
+
+
+def test_checkpoints_travel_both_ways(project: Any, daemon: sshd.Sshd) -> None:
+    crash = project.root / "crash-once"
+    crash.write_text("")
+    project.write("train.py", TRAIN.replace("CRASH_FILE", repr(str(crash))))
+    write_config(project, daemon)
+    done = project.flow("run", "train.py", "--executor", "ssh", "--json")
+    assert done.code == 0, str(done)
+    assert done.json()["outputs"] == 100 // 2**5 and done.json()["nodes"][0]["attempts"] == 2
+    logs = project.flow("logs", done.json()["run_id"]).out
+    # The retry started from the checkpoint the crashed attempt saved (fetched back, then shipped again).
+    assert "epoch 3 attempt 2" in logs and "epoch 0 attempt 2" not in logs
 
 
 # -- the executor on its own --------------------------------------------------------------------
