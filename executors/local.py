@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -22,10 +23,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import cloudpickle
-
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.worker import HOST
+from executors.worker import HOST, dumps
 from flowlib.resources import Resources
 
 
@@ -147,7 +146,8 @@ class LocalExecutor(Executor):
         with self._lock:
             self._queue.append(_Task(task, on_event, future, deadline))
             self._dispatch_locked()
-        self._wake()
+        if deadline is not None:
+            self._wake()  # the loop's wait must learn the new deadline
         return future
 
     def cancel(self, task_id: str) -> None:
@@ -182,7 +182,7 @@ class LocalExecutor(Executor):
                     task.deadline = time.monotonic() + task.spec.timeout
                 worker.task = task
                 try:
-                    worker.conn.send_bytes(cloudpickle.dumps(task.spec))
+                    worker.conn.send_bytes(dumps(task.spec))
                 except (OSError, ValueError):
                     worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
                     worker.kill()
@@ -229,7 +229,7 @@ class LocalExecutor(Executor):
         """Take what the worker sent; False when its end closed (it died)."""
         try:
             while worker.conn.poll():
-                message = cloudpickle.loads(worker.conn.recv_bytes())
+                message = pickle.loads(worker.conn.recv_bytes())
                 if message[0] == "event":
                     _, task_id, kind, data = message
                     if worker.task is not None:

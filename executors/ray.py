@@ -123,6 +123,9 @@ def _forget_project_modules(spec: TaskSpec) -> None:
     if spec.run_id == _last_run["id"]:
         return
     _last_run["id"] = spec.run_id
+    from executors import worker
+
+    getattr(worker, "_operators", {}).clear()  # the worker module's operators, resolved once per process
     if not spec.project_root:
         return
     root = os.path.join(os.path.abspath(spec.project_root), "")
@@ -162,8 +165,10 @@ def _route_ray_errors() -> None:
     They would corrupt `flow run --json`, and the failed attempt already says what happened.
     This replaces a private Ray function; where it is missing, Ray prints as before.
     """
-    from ray._private import worker as ray_worker
-
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
     original = getattr(ray_worker, "print_to_stdstream", None)
     if original is None or getattr(original, "flowlib_routed", False):
         return
@@ -315,6 +320,9 @@ class RayExecutor(Executor):
             self._started_ray = True
         _route_ray_errors()
         self._totals = dict(ray.cluster_resources())
+        # Ray queues tasks until their resources are free, so more than capacity may be in flight:
+        # its workers then never idle while the scheduler commits a step.
+        self.prefetch = max(2, int(self._totals.get("CPU", 0)))
         self._remote = ray.remote(_run_attempt)
         self._inbox = ray.remote(num_cpus=0)(_Inbox).remote()
         self._thread = threading.Thread(target=self._loop, name="flowlib-ray", daemon=True)
@@ -484,8 +492,11 @@ class RayExecutor(Executor):
                 waiting = [t for t in self._tasks.values() if t.result is not None]
                 for task in waiting:
                     del self._tasks[task.spec.task_id]
+                running = list(self._tasks)
             for task in waiting:
                 self._settle(task, task.result)  # type: ignore[arg-type]
+            for task_id in running:
+                self._arm_timeout(task_id)  # their "started" events will not come
             return
         for task_id, kind, data, when in batch:
             with self._lock:

@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import os
+import pickle
 import socket
 import sys
 import tempfile
@@ -39,6 +40,16 @@ def store_for(spec: TaskSpec) -> Any:
 
 
 _operators: dict[Any, Any] = {}
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle for the pipe to a worker: the C pickler, cloudpickle only for what it cannot do."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
 
 
 def resolve_operator(spec: TaskSpec) -> Any:
@@ -254,8 +265,6 @@ def serve(conn: Any, sys_path: list[str]) -> None:
     """Loop of a warm worker process: receive pickled specs, send events and results back."""
     import signal
 
-    import cloudpickle
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
     _die_with_parent()
     for entry in reversed(sys_path):
@@ -266,17 +275,17 @@ def serve(conn: Any, sys_path: list[str]) -> None:
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        spec: TaskSpec = cloudpickle.loads(message)
+        spec: TaskSpec = pickle.loads(message)
 
         def emit(kind: str, data: dict[str, Any], _spec: TaskSpec = spec) -> None:
-            conn.send_bytes(cloudpickle.dumps(("event", _spec.task_id, kind, data)))
+            conn.send_bytes(dumps(("event", _spec.task_id, kind, data)))
 
         result = execute(spec, emit)
         try:
-            payload = cloudpickle.dumps(("result", result))
+            payload = dumps(("result", result))
         except Exception as exc:
             result = TaskResult.failure(spec.task_id, "ResultNotPicklable", str(exc))
-            payload = cloudpickle.dumps(("result", result))
+            payload = dumps(("result", result))
         conn.send_bytes(payload)
 
 

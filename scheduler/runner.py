@@ -33,6 +33,7 @@ from scheduler.blobs import Blobs
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
 HEARTBEAT_S = 2.0
+FLUSH_EVERY_S = 0.5  # the longest a completion waits for its commit when nothing forces one
 Progress = Callable[[str, str, dict[str, int]], None]
 
 
@@ -77,6 +78,8 @@ class RunScheduler:
         self.first_error: str | None = None
         self._pending: dict[str, list] = {k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")}
         self._node_updates: dict[int, dict[str, Any]] = {}
+        self._must_flush = False
+        self._flushed_at = time.monotonic()
 
     # -- set-up -------------------------------------------------------------------------------
     def attach(self, node_ids: dict[str, int], reuse: dict[str, dict[str, Any]] | None = None) -> None:
@@ -101,7 +104,8 @@ class RunScheduler:
         try:
             while True:
                 self._advance()
-                self._flush()
+                if self._must_flush or time.monotonic() - self._flushed_at >= FLUSH_EVERY_S or not self.running:
+                    self._flush()  # before any dispatch that depends on a completion
                 if not self.stopping:
                     self._dispatch()
                 if not self.running and not self.timers and not self.ready and not any(self.dispatchable.values()):
@@ -122,9 +126,10 @@ class RunScheduler:
         self.inbox.put(("cancel", "interrupted (Ctrl-C)"))
 
     def _wait(self) -> None:
-        timeout = None
-        if self.timers:
-            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+        deadlines = [self.timers[0][0]] if self.timers else []
+        if self._node_updates or any(self._pending.values()):
+            deadlines.append(self._flushed_at + FLUSH_EVERY_S)
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         try:
             messages = [self.inbox.get(timeout=timeout)]
         except queue.Empty:
@@ -408,6 +413,7 @@ class RunScheduler:
             child.waiting -= 1
             if child.waiting == 0 and child.status == "pending":
                 self.ready.append(user)
+                self._must_flush = True  # the child may run only once this completion is committed
 
     def _fail(self, state: NodeState, error: dict[str, Any], *, host: str | None = None) -> None:
         now = time.time()
@@ -475,6 +481,8 @@ class RunScheduler:
         self._pending["events"].append({"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()})
 
     def _flush(self) -> None:
+        self._must_flush = False
+        self._flushed_at = time.monotonic()
         pending, updates = self._pending, self._node_updates
         if not updates and not any(pending.values()):
             return

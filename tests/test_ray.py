@@ -1,4 +1,4 @@
-"""The `ray` executor on one local Ray (num_cpus=2) started once for the whole test session."""
+"""The `ray` executor on one local Ray (num_cpus=2) started once for all of these tests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -22,11 +23,12 @@ from flowlib.api import run  # noqa: E402
 from flowlib.errors import ConfigError  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> str:
-    """One local Ray for the session; the executors under test find it already initialised.
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray for these tests; the executors under test find it already initialised.
 
-    It declares one GPU, which this machine need not have: Ray only accounts for it.
+    Module-scoped, so its ten processes and ~800 MB are gone before the rest of the
+    suite runs. It declares one GPU, which this machine need not have: Ray only accounts for it.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -238,7 +240,7 @@ def test_warm_workers_run_the_pipeline_as_edited(project, ray_cluster, tmp_path)
     """In one driver process Ray's workers outlive a run: an edit (a fix) must reach them."""
     from flowlib.loading import load_module
 
-    for number in (1, 2):
+    for number in (1, 20):  # not (1, 2): an edit that keeps size and second is missed by .pyc checks
         path = project.write("edited.py", EDITED.replace("VALUE", str(number)))
         sys.modules.pop("edited", None)
         module = load_module(path, "edited")
@@ -256,6 +258,16 @@ from flowlib import current, operator
 def add(x: int, y: int) -> int:
     current.log_metric("x", x)
     return x + y
+
+@operator
+def live(flag: str) -> int:
+    current.log_metric("progress", 1)
+    deadline = time.time() + 30
+    while not os.path.exists(flag):  # the executor creates it when the metric reaches it
+        if time.time() > deadline:
+            raise TimeoutError("the metric did not reach the executor while the task ran")
+        time.sleep(0.02)
+    return 1
 
 @operator
 def nap(path: str) -> int:
@@ -294,6 +306,12 @@ def test_the_executor_contract(project, ray_cluster, tmp_path):
         assert result.ok, result.error
         assert result.outputs["return"]["digest"] and result.pid != os.getpid()
         assert [(e.kind, e.data["name"], e.data["value"]) for e in events] == [("metric", "x", 2.0)]
+
+        flag = tmp_path / "flag"
+        streamed = executor.submit(
+            _spec(project, tmp_path, "live", {"flag": str(flag)}), lambda e: flag.touch()
+        )
+        assert streamed.result(timeout=60).ok, "events are streamed while the task runs, not after"
 
         pid_file = tmp_path / "nap.pid"
         spec = _spec(project, tmp_path, "nap", {"path": str(pid_file)})
