@@ -125,7 +125,7 @@ def _forget_project_modules(spec: TaskSpec) -> None:
     _last_run["id"] = spec.run_id
     from executors import worker
 
-    getattr(worker, "_operators", {}).clear()  # the worker module's operators, resolved once per process
+    worker.forget_operators()  # operators resolved earlier in this warm process are stale
     if not spec.project_root:
         return
     root = os.path.join(os.path.abspath(spec.project_root), "")

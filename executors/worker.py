@@ -61,6 +61,11 @@ def resolve_operator(spec: TaskSpec) -> Any:
     return found
 
 
+def forget_operators() -> None:
+    """Drop the operators this process resolved, so the next task imports the pipeline afresh."""
+    _operators.clear()
+
+
 def _resolve(ref: Any) -> Any:
     if ref.pickled is not None:
         import cloudpickle

@@ -8,38 +8,48 @@ map first and the store second, and every load verifies the digest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
 from typing import Any
 
 from flowlib.store import (
+    MAGIC,
     MANIFEST,
     MANIFEST_VERSION,
     ArtifactRef,
     ArtifactStore,
+    CorruptArtifact,
     encode,
     manifest_payload,
     pack,
 )
 
 INLINE_LIMIT = 64 * 1024
+_MANIFEST_HEADER = MAGIC + MANIFEST.encode() + b" "
 
 
 class Reader:
-    """Loads artifacts by digest from inline bytes, else from the store."""
+    """Loads artifacts by digest from inline bytes, else from the store; every load is verified."""
 
-    def __init__(self, store: ArtifactStore, inline: Mapping[str, bytes] | None = None) -> None:
+    def __init__(self, store: ArtifactStore, inline: Any = None) -> None:
         self.store = store
-        self.inline = inline or {}
+        self.inline = inline if inline is not None else {}
 
     def data(self, digest: str) -> bytes:
         found = self.inline.get(digest)
-        return found if found is not None else self.store.read_verified(digest)
+        if found is None:
+            return self.store.read_verified(digest)
+        if hashlib.sha256(found).hexdigest() != digest:
+            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
+        return found
 
-    def get(self, digest: str) -> Any:
-        data = self.inline.get(digest)
-        if data is None:
-            return self.store.decode(digest, self.store.read_verified(digest), self.get, verified=True)
-        return self.store.decode(digest, data, self.get)
+    def get(self, digest: str, data: bytes | None = None) -> Any:
+        data = self.data(digest) if data is None else data
+        if data.startswith(_MANIFEST_HEADER):
+            elements = self.store.manifest_elements(digest, data)
+            fetch = getattr(self.inline, "get_many", None)  # one query for all elements, not one each
+            known = fetch(elements) if fetch is not None else {}
+            return [self.get(d, known.get(d)) if d in known else self.get(d) for d in elements]
+        return self.store.decode(digest, data, self.get, verified=True)
 
     def elements(self, digest: str) -> list[str]:
         return self.store.manifest_elements(digest, self.data(digest))

@@ -193,6 +193,7 @@ class RunScheduler:
         if wanted:
             with Session(self.engine) as session:
                 entries = repo.cache_entries(session, [s.key for s in wanted if s.key])
+        self.blobs.get_many([d for e in entries.values() for ref in e.outputs.values() for d in ref.get("inline") or ()])
         for state in batch:
             entry = entries.get(state.key or "")
             problem = self._unusable(entry.outputs) if entry is not None else None
