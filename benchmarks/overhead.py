@@ -56,7 +56,10 @@ def time_run(shape: str, n: int, executor: str, extra: list[str]) -> float:
         started = time.perf_counter()
         done = subprocess.run(
             [FLOW, "run", "p.py", "-p", f"n={n}", "--executor", executor, "--no-cache", "--json"],
-            cwd=root, env=env, capture_output=True, text=True,
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         elapsed = time.perf_counter() - started
         if done.returncode != 0:
@@ -65,7 +68,9 @@ def time_run(shape: str, n: int, executor: str, extra: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--executors", default="inline,local")
     parser.add_argument("--shapes", default="fan-out,chain")

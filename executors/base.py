@@ -71,7 +71,9 @@ class TaskResult:
     def failure(cls, task_id: str, kind: str, message: str, **how: Any) -> TaskResult:
         now = time.time()
         how.setdefault("started_at", now)
-        return cls(task_id, False, error={"type": kind, "message": message, "traceback": None}, ended_at=now, **how)
+        return cls(
+            task_id, False, error={"type": kind, "message": message, "traceback": None}, ended_at=now, **how
+        )
 
 
 @dataclass(frozen=True)

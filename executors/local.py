@@ -108,7 +108,9 @@ class LocalExecutor(Executor):
         full_env = {**os.environ, **(env or {}), "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path)}
         process = subprocess.Popen(
             [sys.executable, "-m", "executors.worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno(), *pass_fds], env=full_env, stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno(), *pass_fds],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
         )
         theirs.close()
         return _Worker(process, Connection(ours.detach()))
@@ -137,7 +139,9 @@ class LocalExecutor(Executor):
             self._queue.clear()
         for task in pending:
             if task and not task.future.done():
-                task.future.set_result(TaskResult.failure(task.spec.task_id, "Cancelled", "the executor shut down"))
+                task.future.set_result(
+                    TaskResult.failure(task.spec.task_id, "Cancelled", "the executor shut down")
+                )
 
     # -- tasks --------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
@@ -155,7 +159,9 @@ class LocalExecutor(Executor):
             for task in list(self._queue):
                 if task.spec.task_id == task_id:
                     self._queue.remove(task)
-                    task.future.set_result(TaskResult.failure(task_id, "Cancelled", "cancelled before it started"))
+                    task.future.set_result(
+                        TaskResult.failure(task_id, "Cancelled", "cancelled before it started")
+                    )
                     return
             for worker in self._workers:
                 if worker.task and worker.task.spec.task_id == task_id:
@@ -272,10 +278,18 @@ class LocalExecutor(Executor):
         if task is None or task.future.done():
             return
         kind, message = reason or ("WorkerDied", how)
-        task.future.set_result(TaskResult.failure(
-            task.spec.task_id, kind, message, exit_code=code, signal=number, host=HOST,
-            pid=worker.process.pid, started_at=task.started,
-        ))
+        task.future.set_result(
+            TaskResult.failure(
+                task.spec.task_id,
+                kind,
+                message,
+                exit_code=code,
+                signal=number,
+                host=HOST,
+                pid=worker.process.pid,
+                started_at=task.started,
+            )
+        )
 
     def _release_locked(self, worker: _Worker, task: _Task | None) -> None:
         if task is not None and not worker.one_shot:
@@ -290,5 +304,8 @@ class LocalExecutor(Executor):
             for worker in self._workers:
                 task = worker.task
                 if task and task.deadline is not None and now >= task.deadline and worker.kill_reason is None:
-                    worker.kill_reason = ("Timeout", f"timed out after {task.spec.timeout:g} s and was killed")
+                    worker.kill_reason = (
+                        "Timeout",
+                        f"timed out after {task.spec.timeout:g} s and was killed",
+                    )
                     worker.kill()

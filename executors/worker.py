@@ -179,8 +179,13 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
-def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture: str = "fd",
-            rank: int = 0, world_size: int = 1) -> TaskResult:
+def execute(
+    spec: TaskSpec,
+    emit: Callable[[str, dict[str, Any]], None],
+    capture: str = "fd",
+    rank: int = 0,
+    world_size: int = 1,
+) -> TaskResult:
     """Run one attempt and return its TaskResult; user errors are results, not exceptions."""
     from flowlib import context, typecheck
     from flowlib.errors import OperatorReturnTypeError
@@ -204,8 +209,13 @@ def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture
     gpus = [int(x) for x in spec.env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip().isdigit()]
     with _captured(capture) as log:
         task_context = context.TaskContext(
-            run_id=spec.run_id, node=spec.node, attempt=spec.attempt, gpus=gpus, rank=rank,
-            world_size=world_size, emit=emit,
+            run_id=spec.run_id,
+            node=spec.node,
+            attempt=spec.attempt,
+            gpus=gpus,
+            rank=rank,
+            world_size=world_size,
+            emit=emit,
             checkpoint=context.Checkpoints(save_checkpoint, load_checkpoint),
             logger=_node_logger(),
         )
@@ -223,14 +233,20 @@ def execute(spec: TaskSpec, emit: Callable[[str, dict[str, Any]], None], capture
                 fields = op.output_fields
                 limit = spec.inline_limit
                 if fields:
-                    result.outputs = {name: write_output(store, getattr(value, name), limit) for name in fields}
+                    result.outputs = {
+                        name: write_output(store, getattr(value, name), limit) for name in fields
+                    }
                 else:
                     result.outputs = {"return": write_output(store, value, limit)}
             result.ok = True
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            result.error = {"type": type(exc).__name__, "message": str(exc), "traceback": _user_traceback(exc)}
+            result.error = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": _user_traceback(exc),
+            }
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         finally:
             context.unbind(token)

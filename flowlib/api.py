@@ -35,13 +35,21 @@ def run(
         raise FlowError(f"flowlib.run takes a @workflow, got {wf!r}")
     config = _config(db, executor)
     dag = dag or wf.build(**(params or {}))
-    options = RunOptions(executor=executor, use_cache=cache, fail_fast=fail_fast, max_parallel=max_parallel, progress=progress)
+    options = RunOptions(
+        executor=executor, use_cache=cache, fail_fast=fail_fast, max_parallel=max_parallel, progress=progress
+    )
     run_id = execute_dag(dag, config, options, on_recorded=on_recorded)
     return get_run(run_id, db=db, _config=config, _store=open_store(config))
 
 
-def resume(run_id: str, executor: str | None = None, db: str | None = None, *, progress: Any = None,
-           on_recorded: Any = None) -> RunResult:
+def resume(
+    run_id: str,
+    executor: str | None = None,
+    db: str | None = None,
+    *,
+    progress: Any = None,
+    on_recorded: Any = None,
+) -> RunResult:
     """Re-run a failed or interrupted run, reusing what succeeded; returns the new run's result."""
     from scheduler.resume import resume_run
 
@@ -50,7 +58,9 @@ def resume(run_id: str, executor: str | None = None, db: str | None = None, *, p
     return get_run(new_id, db=db, _config=config)
 
 
-def get_run(run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None) -> RunResult:
+def get_run(
+    run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None
+) -> RunResult:
     """Return a recorded run; its outputs load from the artifact store on first use."""
     from scheduler import db as database
     from scheduler.blobs import Blobs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from flowlib import serializers
 from flowlib.store import (
     MAGIC,
     MANIFEST,
@@ -18,7 +19,6 @@ from flowlib.store import (
     ArtifactRef,
     ArtifactStore,
     CorruptArtifact,
-    encode,
     manifest_payload,
     pack,
 )
@@ -43,6 +43,8 @@ class Reader:
         return found
 
     def get(self, digest: str, data: bytes | None = None) -> Any:
+        if data is None and self.inline.get(digest) is None and self.store.is_large(digest):
+            return self.store.get(digest)  # streamed, verified while it loads
         data = self.data(digest) if data is None else data
         if data.startswith(_MANIFEST_HEADER):
             elements = self.store.manifest_elements(digest, data)
@@ -53,6 +55,16 @@ class Reader:
 
     def elements(self, digest: str) -> list[str]:
         return self.store.manifest_elements(digest, self.data(digest))
+
+
+def _store_one(store: ArtifactStore, value: Any, limit: int, inline: dict[str, bytes]) -> ArtifactRef:
+    serializer = serializers.choose(value)
+    hint = serializer.size_hint(value)
+    if hint is not None and hint > limit:
+        return store.put(value)  # large: streams to the store without a copy in memory
+    ref, data = pack(serializer.name, serializer.version, serializer.dumps(value))
+    _keep(store, ref, data, limit, inline)
+    return ref
 
 
 def _keep(store: ArtifactStore, ref: ArtifactRef, data: bytes, limit: int, inline: dict[str, bytes]) -> None:
@@ -70,18 +82,12 @@ def write_output(store: ArtifactStore, value: Any, inline_limit: int = 0) -> dic
     """
     inline: dict[str, bytes] = {}
     if isinstance(value, list):
-        refs = []
-        for item in value:
-            ref, data = encode(item)
-            _keep(store, ref, data, inline_limit, inline)
-            refs.append(ref)
+        refs = [_store_one(store, item, inline_limit, inline) for item in value]
         manifest, data = pack(MANIFEST, MANIFEST_VERSION, manifest_payload(refs))
         _keep(store, manifest, data, inline_limit, inline)
         shown = {**manifest.to_json(), "elements": [ref.digest for ref in refs]}
     else:
-        ref, data = encode(value)
-        _keep(store, ref, data, inline_limit, inline)
-        shown = ref.to_json()
+        shown = _store_one(store, value, inline_limit, inline).to_json()
     if inline:
         shown["inline"] = inline
     return shown

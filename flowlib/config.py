@@ -107,7 +107,7 @@ def _relative_to(base: Path, value: str) -> str:
 def _sqlite_relative(base: Path, url: str) -> str:
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        return prefix + _relative_to(base, url[len(prefix):])
+        return prefix + _relative_to(base, url[len(prefix) :])
     return url
 
 
@@ -131,7 +131,9 @@ def load(
     else:
         home = Path(_relative_to(base, flow.get("home", ".flow")))
     db_url = db or env.get("FLOW_DB_URL") or (_sqlite_relative(base, flow["db"]) if "db" in flow else None)
-    artifacts = env.get("FLOW_ARTIFACTS") or (_relative_to(base, flow["artifacts"]) if "artifacts" in flow else None)
+    artifacts = env.get("FLOW_ARTIFACTS") or (
+        _relative_to(base, flow["artifacts"]) if "artifacts" in flow else None
+    )
     executors = {name: dict(settings) for name, settings in table.get("executors", {}).items()}
     for name in ("ssh",):
         settings = executors.get(name, {})

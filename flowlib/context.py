@@ -19,7 +19,9 @@ _log = logging.getLogger("flowlib.current")
 class Checkpoints:
     """`current.checkpoint`: save and load progress of a long operator."""
 
-    def __init__(self, save: Callable[[Any, int | None], None] | None, load: Callable[[], Any] | None) -> None:
+    def __init__(
+        self, save: Callable[[Any, int | None], None] | None, load: Callable[[], Any] | None
+    ) -> None:
         self._save, self._load = save, load
 
     def save(self, obj: Any, step: int | None = None) -> None:

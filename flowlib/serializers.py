@@ -39,6 +39,26 @@ class Serializer:
     def loads(self, data: bytes) -> Any:
         raise NotImplementedError
 
+    # Large values stream: written through a file object (hashed as it goes) and read back
+    # from one, so a 1 GiB tensor is never held twice in memory.
+    def size_hint(self, value: Any) -> int | None:
+        """The rough serialized size when it is cheap to know (tensors, arrays), else None."""
+        return None
+
+    def dump(self, value: Any, file: Any) -> None:
+        file.write(self.dumps(value))
+
+    def load(self, file: Any) -> Any:
+        return self.loads(file.read())
+
+    def dump_payload_first(self, value: Any, file: Any) -> bytes | None:
+        """Write the payload so the file can be loaded by path; return the lead bytes, or None."""
+        return None
+
+    def load_path(self, path: str, lead: bytes) -> Any:
+        with open(path, "rb") as file:
+            return self.loads(lead + file.read())
+
     def __repr__(self) -> str:
         return f"<Serializer {self.name} v{self.version}>"
 
@@ -83,29 +103,61 @@ class TorchSerializer(Serializer):
         return self._is_state_dict(torch, value) and all(type(v) in plain for v in value.values())
 
     def dumps(self, value: Any) -> bytes:
-        import torch
-
+        # cloudpickle for a Module, so its class defined in a pipeline file (often
+        # __main__) can be loaded in a worker that never imported that file.
         buf = io.BytesIO()
-        if self._weights_only_safe(torch, value):
-            buf.write(self._WEIGHTS)
-            torch.save(value, buf)
-        else:
-            import cloudpickle
-
-            # cloudpickle so a Module class defined in a pipeline file (often
-            # __main__) can be loaded in a worker that never imported that file.
-            buf.write(self._FULL)
-            torch.save(value, buf, pickle_module=cloudpickle)
+        self.dump(value, buf)
         return buf.getvalue()
 
     def loads(self, data: bytes) -> Any:
+        return self.load(io.BytesIO(data))
+
+    def size_hint(self, value: Any) -> int | None:
         import torch
 
-        mode, body = data[:1], io.BytesIO(data[1:])
+        if isinstance(value, torch.Tensor):
+            return value.element_size() * value.nelement()
+        if self._is_state_dict(torch, value):
+            return sum(v.element_size() * v.nelement() for v in value.values())
+        return None
+
+    def dump(self, value: Any, file: Any) -> None:
+        self._write_mode_and_save(value, file, file)
+
+    def _write_mode_and_save(self, value: Any, file: Any, mode_to: Any) -> None:
+        import torch
+
+        if self._weights_only_safe(torch, value):
+            mode_to.write(self._WEIGHTS)
+            torch.save(value, file)
+        else:
+            import cloudpickle
+
+            mode_to.write(self._FULL)
+            torch.save(value, file, pickle_module=cloudpickle)
+
+    def dump_payload_first(self, value: Any, file: Any) -> bytes | None:
+        # The torch file at offset 0 (a trailer after its zip is ignored by torch), so
+        # `load_path` can memory-map it; the mode byte moves to the trailer.
+        mode = io.BytesIO()
+        self._write_mode_and_save(value, file, mode)
+        return mode.getvalue()
+
+    def load_path(self, path: str, lead: bytes) -> Any:
+        import torch
+
+        if lead not in (self._WEIGHTS, self._FULL):
+            raise FlowError(f"torch artifact has unknown load mode {lead!r}")
+        return torch.load(path, weights_only=lead == self._WEIGHTS, map_location="cpu", mmap=True)
+
+    def load(self, file: Any) -> Any:
+        import torch
+
+        mode = file.read(1)  # torch reads its zip from the file's current position on
         if mode == self._WEIGHTS:
-            return torch.load(body, weights_only=True, map_location="cpu")
+            return torch.load(file, weights_only=True, map_location="cpu")
         if mode == self._FULL:
-            return torch.load(body, weights_only=False, map_location="cpu")
+            return torch.load(file, weights_only=False, map_location="cpu")
         raise FlowError(f"torch artifact has unknown load mode {mode!r}")
 
 
@@ -128,9 +180,20 @@ class NumpySerializer(Serializer):
         return buf.getvalue()
 
     def loads(self, data: bytes) -> Any:
+        return self.load(io.BytesIO(data))
+
+    def size_hint(self, value: Any) -> int | None:
+        return int(value.nbytes)
+
+    def dump(self, value: Any, file: Any) -> None:
         import numpy as np
 
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        np.save(file, value, allow_pickle=False)
+
+    def load(self, file: Any) -> Any:
+        import numpy as np
+
+        return np.load(file, allow_pickle=False)
 
 
 def _json_exact(value: Any) -> bool:

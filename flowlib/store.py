@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -27,6 +28,7 @@ __all__ = ["ArtifactRef", "ArtifactStore", "CorruptArtifact", "InvalidDigest", "
 MAGIC = b"FLOW1 "
 MANIFEST = "manifest"
 MANIFEST_VERSION = 1
+STREAM_MIN = 16 << 20  # tensors and arrays this large stream to and from a local store
 _CHUNK = 1 << 20
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _REF_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -89,6 +91,16 @@ def check_ref_name(name: str) -> str:
     return name
 
 
+def _serializer(digest: str, name: str, version: int) -> serializers.Serializer:
+    serializer = serializers.get(name)
+    if version != serializer.version:
+        raise FlowError(
+            f"artifact {digest} was written by serializer {name!r} version {version}; "
+            f"this flowlib reads version {serializer.version}"
+        )
+    return serializer
+
+
 def pack(serializer: str, version: int, payload: bytes) -> tuple[ArtifactRef, bytes]:
     """Return the artifact bytes (header + payload) and their ref, without storing anything."""
     data = encode_header(serializer, version) + payload
@@ -112,12 +124,62 @@ def encode_header(serializer: str, version: int) -> bytes:
 
 
 def _parse_header(digest: str, data: bytes) -> tuple[str, int, int]:
-    """Return (serializer, version, payload offset)."""
+    """Return (serializer, version, payload offset) of a header-first artifact."""
     end = data.find(b"\n", 0, _HEADER_MAX)
     parts = data[len(MAGIC) : end].split(b" ") if data.startswith(MAGIC) and end > 0 else []
     if len(parts) != 2 or not parts[1].isdigit():
         raise CorruptArtifact(digest, "not a flowlib artifact (bad header)")
     return parts[0].decode("ascii", "replace"), int(parts[1]), end + 1
+
+
+def _parse_trailer(digest: str, tail: bytes) -> tuple[str, int, bytes, int]:
+    """Return (serializer, version, lead bytes, trailer length) of a payload-first artifact.
+
+    A large torch artifact is the torch file itself followed by a trailer line, so
+    torch can map it from disk; the lead bytes logically precede the payload.
+    """
+    start = tail.rfind(b"\n" + MAGIC)
+    parts = tail[start + 1 + len(MAGIC) : -1].split(b" ") if start >= 0 and tail.endswith(b"\n") else []
+    if len(parts) != 3 or not parts[1].isdigit():
+        raise CorruptArtifact(digest, "not a flowlib artifact (bad header or trailer)")
+    return parts[0].decode("ascii", "replace"), int(parts[1]), parts[2], len(tail) - start
+
+
+def _split(digest: str, data: bytes) -> tuple[str, int, bytes]:
+    """Return (serializer, version, payload) of either layout."""
+    if data.startswith(MAGIC):
+        name, version, offset = _parse_header(digest, data)
+        return name, version, data[offset:]
+    name, version, lead, length = _parse_trailer(digest, data[-_HEADER_MAX:])
+    return name, version, lead + data[: len(data) - length]
+
+
+class _HashingWriter:
+    """A write-only file over a descriptor that hashes what passes through it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.sha, self.size = fd, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        hasher = None
+        if total >= _CHUNK:  # both release the GIL: hash in a thread while the bytes go to disk
+            hasher = threading.Thread(target=self.sha.update, args=(view,))
+            hasher.start()
+        else:
+            self.sha.update(view)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        finally:
+            if hasher is not None:
+                hasher.join()
+        self.size += total
+        return total
+
+    def flush(self) -> None:
+        """Writes go straight to the descriptor."""
 
 
 class _LocalFS:
@@ -173,6 +235,35 @@ class _LocalFS:
             raise
         if self.fsync:
             self._fsync_dir(folder)
+
+    def write_stream(self, produce: Any) -> tuple[str, int]:
+        """Write what `produce(file)` writes, hashing as it goes; store it under its digest.
+
+        The bytes are never held in memory nor read back to hash.
+        """
+        objects = os.path.join(self.root, "objects")
+        self._makedirs(objects)
+        tmp = os.path.join(objects, f".tmp-{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+            try:
+                writer = _HashingWriter(fd)
+                produce(writer)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            digest = writer.sha.hexdigest()
+            path = os.path.join(objects, digest[:2], digest)
+            self._makedirs(os.path.dirname(path))
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            self._fsync_dir(os.path.dirname(path))
+        return digest, writer.size
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -296,8 +387,26 @@ class ArtifactStore:
     # -- writing ---------------------------------------------------------------
 
     def put(self, value: Any) -> ArtifactRef:
-        """Serialize ``value`` with the serializer its type selects and store it."""
+        """Serialize ``value`` with the serializer its type selects and store it.
+
+        A large tensor or array in a local store streams to disk, hashed while written.
+        """
         serializer = serializers.choose(value)
+        hint = serializer.size_hint(value)
+        if hint is not None and hint >= STREAM_MIN and isinstance(self._fs, _LocalFS):
+
+            def produce(file: Any) -> None:
+                lead = serializer.dump_payload_first(value, file)
+                if lead is None:  # this serializer cannot be read at an offset: header first
+                    file.write(encode_header(serializer.name, serializer.version))
+                    serializer.dump(value, file)
+                else:
+                    file.write(
+                        b"\n" + encode_header(serializer.name, serializer.version)[:-1] + b" " + lead + b"\n"
+                    )
+
+            digest, size = self._fs.write_stream(produce)
+            return ArtifactRef(digest, serializer.name, serializer.version, size)
         return self.put_bytes(serializer.name, serializer.version, serializer.dumps(value))
 
     def put_bytes(self, serializer: str, version: int, payload: bytes) -> ArtifactRef:
@@ -340,30 +449,65 @@ class ArtifactStore:
 
     def get(self, digest: str) -> Any:
         """Load the value stored under ``digest`` (a manifest loads as the list of its elements)."""
+        if self.is_large(digest):
+            return self._get_large(digest, self.path_for(digest))
         return self.decode(digest, self.read_verified(digest), verified=True)
+
+    def is_large(self, digest: str) -> bool:
+        """Whether `get` streams this artifact (a big file in a local store)."""
+        if not isinstance(self._fs, _LocalFS):
+            return False
+        try:
+            return os.path.getsize(self.path_for(digest)) >= STREAM_MIN
+        except OSError:
+            return False
+
+    def _get_large(self, digest: str, path: str) -> Any:
+        """Load a large artifact while a thread hashes the same file; nothing is returned unverified.
+
+        A payload-first torch artifact is memory-mapped, so the load costs no read of its own.
+        """
+        hashed: list[bool] = []
+        checker = threading.Thread(target=lambda: hashed.append(self.verify(digest)), daemon=True)
+        checker.start()
+        try:
+            with open(path, "rb") as file:
+                head = file.read(len(MAGIC))
+                if head == MAGIC:
+                    file.seek(0)
+                    name, version, offset = _parse_header(digest, file.read(_HEADER_MAX))
+                    file.seek(offset)
+                    value = None if name == MANIFEST else _serializer(digest, name, version).load(file)
+                else:
+                    file.seek(max(0, os.path.getsize(path) - _HEADER_MAX))
+                    name, version, lead, _ = _parse_trailer(digest, file.read())
+                    value = _serializer(digest, name, version).load_path(path, lead)
+        except Exception:
+            checker.join()
+            if not hashed[0]:
+                raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest") from None
+            raise
+        checker.join()
+        if not hashed[0]:
+            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
+        return value if name != MANIFEST else self.decode(digest, self.read_verified(digest), verified=True)
 
     def decode(self, digest: str, data: bytes, element: Any = None, *, verified: bool = False) -> Any:
         """Turn an artifact's bytes into its value; a manifest's elements come from `element(digest)`."""
         if not verified and hashlib.sha256(data).hexdigest() != digest:
             raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
-        name, version, offset = _parse_header(digest, data)
+        name, version, payload = _split(digest, data)
         if name == MANIFEST:
-            return [(element or self.get)(d) for d in self._manifest(digest, version, data[offset:])]
-        serializer = serializers.get(name)
-        if version != serializer.version:
-            raise FlowError(
-                f"artifact {digest} was written by serializer {name!r} version {version}; "
-                f"this flowlib reads version {serializer.version}"
-            )
-        return serializer.loads(data[offset:])
+            return [(element or self.get)(d) for d in self._manifest(digest, version, payload)]
+        return _serializer(digest, name, version).loads(payload)
 
     def manifest_elements(self, digest: str, data: bytes | None = None) -> list[str]:
         """Return the element digests of a manifest artifact without loading the elements."""
         data = self.read_verified(digest) if data is None else data
-        name, version, offset = _parse_header(digest, data)
+        name, version, payload = _split(digest, data)
         if name != MANIFEST:
             raise FlowError(f"artifact {digest} is a {name!r} artifact, not a list manifest")
-        return self._manifest(digest, version, data[offset:])
+        return self._manifest(digest, version, payload)
 
     @staticmethod
     def _manifest(digest: str, version: int, payload: bytes) -> list[str]:

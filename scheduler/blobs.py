@@ -55,7 +55,7 @@ class Blobs:
                     query = select(Artifact.digest, Artifact.data).where(
                         Artifact.digest.in_(missing[start : start + 500]), Artifact.data.is_not(None)
                     )
-                    for digest, data in session.execute(query).tuples():
+                    for digest, data in session.execute(query):
                         if hashlib.sha256(data).hexdigest() == digest:
                             loaded[digest] = data
             self.remember(loaded)

@@ -16,8 +16,14 @@ def list_entries(engine: Engine, operator: str | None = None) -> list[dict[str, 
         query = query.where(CacheEntry.operator == operator)
     with Session(engine) as session:
         return [
-            {"key": e.key, "operator": e.operator, "node": e.node, "run_id": e.run_id, "created_at": e.created_at,
-             "size": sum(int(ref.get("size", 0)) for ref in e.outputs.values())}
+            {
+                "key": e.key,
+                "operator": e.operator,
+                "node": e.node,
+                "run_id": e.run_id,
+                "created_at": e.created_at,
+                "size": sum(int(ref.get("size", 0)) for ref in e.outputs.values()),
+            }
             for e in session.scalars(query)
         ]
 
@@ -58,7 +64,9 @@ def collect_garbage(engine: Engine, store: Any, *, dry_run: bool = False) -> tup
         if not dry_run:
             store.delete(digest)
     with Session(engine) as session:
-        inline = session.execute(select(Artifact.digest, Artifact.size).where(Artifact.data.is_not(None))).tuples().all()
+        inline = session.execute(
+            select(Artifact.digest, Artifact.size).where(Artifact.data.is_not(None))
+        ).all()
     inline_doomed = [digest for digest, _ in inline if digest not in keep]
     freed += sum(size for digest, size in inline if digest not in keep)
     rows = doomed + inline_doomed

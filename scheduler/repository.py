@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 from scheduler.models import Artifact, Attempt, CacheEntry, Checkpoint, Edge, Event, Metric, Node, Run
 
 
-def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: bool = False) -> None:
+def _insert_ignoring_duplicates(
+    session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: bool = False
+) -> None:
     if not rows:
         return
     dialect = session.get_bind().dialect.name
@@ -31,7 +33,9 @@ def _insert_ignoring_duplicates(session: Session, model: Any, rows: list[dict[st
 
 
 # -- runs ----------------------------------------------------------------------------------
-def create_run(session: Session, values: dict[str, Any], nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
+def create_run(
+    session: Session, values: dict[str, Any], nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+) -> dict[str, int]:
     """Record a run with its nodes and edges; return node name -> row id."""
     session.execute(insert(Run), [values])
     run_id = values["id"]
@@ -44,10 +48,12 @@ def create_run(session: Session, values: dict[str, Any], nodes: list[dict[str, A
 
 
 def node_ids(session: Session, run_id: str) -> dict[str, int]:
-    return dict(session.execute(select(Node.name, Node.id).where(Node.run_id == run_id)).tuples().all())
+    return dict(session.execute(select(Node.name, Node.id).where(Node.run_id == run_id)).all())
 
 
-def add_nodes(session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
+def add_nodes(
+    session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+) -> dict[str, int]:
     """Add nodes discovered at run time (map items); return their ids."""
     if nodes:
         session.execute(insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
@@ -56,7 +62,7 @@ def add_nodes(session: Session, run_id: str, nodes: list[dict[str, Any]], edges:
         session.execute(insert(Edge.__table__), edge_rows)
     names = [row["name"] for row in nodes]
     found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
-    return dict(found.tuples().all())
+    return dict(found.all())
 
 
 def update_run(session: Session, run_id: str, **values: Any) -> None:
@@ -92,7 +98,9 @@ def find_run(session: Session, run_id: str) -> Run | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def list_runs(session: Session, *, workflow: str | None = None, status: str | None = None, limit: int | None = None) -> list[Run]:
+def list_runs(
+    session: Session, *, workflow: str | None = None, status: str | None = None, limit: int | None = None
+) -> list[Run]:
     query = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
     if workflow:
         query = query.where(Run.workflow == workflow)

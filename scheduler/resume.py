@@ -75,7 +75,9 @@ def _old_status(old: Node | None) -> list[str]:
     return []
 
 
-def make_plan(dag: DAG, old_nodes: dict[str, Node], session: Session, fingerprints: Fingerprints) -> list[Step]:
+def make_plan(
+    dag: DAG, old_nodes: dict[str, Node], session: Session, fingerprints: Fingerprints
+) -> list[Step]:
     """Decide, in build order (a topological order), whether each node is reused or rerun."""
     steps: dict[str, Step] = {}
     states: dict[str, NodeState] = {}
@@ -92,7 +94,9 @@ def make_plan(dag: DAG, old_nodes: dict[str, Node], session: Session, fingerprin
                 digests = {param: input_spec(value, states)[1] for param, value in node.inputs.items()}
                 old_inputs = (old.inputs or {}) if old is not None else {}
                 if old is not None and old.inputs is not None:
-                    reasons += [f"input changed: {p}" for p in sorted(digests) if old_inputs.get(p) != digests[p]]
+                    reasons += [
+                        f"input changed: {p}" for p in sorted(digests) if old_inputs.get(p) != digests[p]
+                    ]
                 key = node_key(fingerprint.digest, digests)
         if upstream_reruns:
             reasons.append("upstream reruns")
@@ -100,11 +104,21 @@ def make_plan(dag: DAG, old_nodes: dict[str, Node], session: Session, fingerprin
         if not reasons and old is not None:
             step = Step(name, "reuse", ["succeeded before"])
             outputs = old.outputs
-            step.reuse = {"outputs": old.outputs, "cache_key": old.cache_key, "fingerprint": old.fingerprint, "inputs": old.inputs}
+            step.reuse = {
+                "outputs": old.outputs,
+                "cache_key": old.cache_key,
+                "fingerprint": old.fingerprint,
+                "inputs": old.inputs,
+            }
         elif key is not None and (entry := repo.cache_entries(session, [key]).get(key)) is not None:
             step = Step(name, "reuse", ["cache hit"])
             outputs = entry.outputs
-            step.reuse = {"outputs": entry.outputs, "cache_key": key, "fingerprint": entry.fingerprint, "inputs": entry.inputs}
+            step.reuse = {
+                "outputs": entry.outputs,
+                "cache_key": key,
+                "fingerprint": entry.fingerprint,
+                "inputs": entry.inputs,
+            }
         else:
             step = Step(name, "rerun", reasons or ["upstream reruns"])
         steps[name] = step
@@ -129,8 +143,9 @@ def plan_for(run_id: str, config: Config) -> tuple[Run, DAG, list[Step]]:
     return run, dag, plan
 
 
-def resume_run(run_id: str, config: Config, *, executor: str | None = None, progress: Any = None,
-               on_recorded: Any = None) -> str:
+def resume_run(
+    run_id: str, config: Config, *, executor: str | None = None, progress: Any = None, on_recorded: Any = None
+) -> str:
     """Resume `run_id`: record a new run linked to it, reuse what the plan keeps, run the rest."""
     from scheduler.service import RunOptions, execute_dag
 
@@ -138,9 +153,23 @@ def resume_run(run_id: str, config: Config, *, executor: str | None = None, prog
     engine = db.connect(config.db)
     if run.status in ("running", "pending"):
         with Session(engine) as session, session.begin():
-            repo.update_run(session, run.id, status="failed", error="interrupted: its scheduler died", ended_at=time.time())
+            repo.update_run(
+                session,
+                run.id,
+                status="failed",
+                error="interrupted: its scheduler died",
+                ended_at=time.time(),
+            )
     reuse = {step.name: step.reuse for step in plan if step.action == "reuse" and step.reuse is not None}
     reasons = {step.name: step.reasons for step in plan}
     options = RunOptions(executor=executor or run.executor, use_cache=True, progress=progress)
-    return execute_dag(dag, config, options, resumed_from=run.id, root_run_id=run.root_run_id or run.id,
-                       reuse=reuse, reasons=reasons, on_recorded=on_recorded)
+    return execute_dag(
+        dag,
+        config,
+        options,
+        resumed_from=run.id,
+        root_run_id=run.root_run_id or run.id,
+        reuse=reuse,
+        reasons=reasons,
+        on_recorded=on_recorded,
+    )

@@ -60,7 +60,12 @@ class RunScheduler:
         self.dag, self.run_id, self.root_run_id = dag, run_id, root_run_id
         self.engine, self.store, self.executors = engine, store, executors
         self.default_executor, self.fingerprints = default_executor, fingerprints
-        self.use_cache, self.fail_fast, self.max_parallel, self.fsync = use_cache, fail_fast, max_parallel, fsync
+        self.use_cache, self.fail_fast, self.max_parallel, self.fsync = (
+            use_cache,
+            fail_fast,
+            max_parallel,
+            fsync,
+        )
         self.progress = progress
         self.blobs = Blobs(engine)
         self.states: dict[str, NodeState] = {}
@@ -76,7 +81,9 @@ class RunScheduler:
         self.cancelled = False  # by the user: Ctrl-C or `flow cancel`
         self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
-        self._pending: dict[str, list] = {k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")}
+        self._pending: dict[str, list] = {
+            k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
+        }
         self._node_updates: dict[int, dict[str, Any]] = {}
         self._must_flush = False
         self._flushed_at = time.monotonic()
@@ -104,11 +111,20 @@ class RunScheduler:
         try:
             while True:
                 self._advance()
-                if self._must_flush or time.monotonic() - self._flushed_at >= FLUSH_EVERY_S or not self.running:
+                if (
+                    self._must_flush
+                    or time.monotonic() - self._flushed_at >= FLUSH_EVERY_S
+                    or not self.running
+                ):
                     self._flush()  # before any dispatch that depends on a completion
                 if not self.stopping:
                     self._dispatch()
-                if not self.running and not self.timers and not self.ready and not any(self.dispatchable.values()):
+                if (
+                    not self.running
+                    and not self.timers
+                    and not self.ready
+                    and not any(self.dispatchable.values())
+                ):
                     break
                 self._wait()
         except KeyboardInterrupt:
@@ -193,7 +209,9 @@ class RunScheduler:
         if wanted:
             with Session(self.engine) as session:
                 entries = repo.cache_entries(session, [s.key for s in wanted if s.key])
-        self.blobs.get_many([d for e in entries.values() for ref in e.outputs.values() for d in ref.get("inline") or ()])
+        self.blobs.get_many(
+            [d for e in entries.values() for ref in e.outputs.values() for d in ref.get("inline") or ()]
+        )
         for state in batch:
             entry = entries.get(state.key or "")
             problem = self._unusable(entry.outputs) if entry is not None else None
@@ -203,7 +221,13 @@ class RunScheduler:
             if problem is not None:
                 self._note(state, f"cache entry not used: {problem}; recomputed")
             # recorded now, so a resume can tell what changed even if this node fails or is interrupted
-            self._set(state, status="queued", cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
+            self._set(
+                state,
+                status="queued",
+                cache_key=state.key,
+                fingerprint=state.fingerprint,
+                inputs=state.input_digests,
+            )
             self._enqueue(state)
 
     def _unusable(self, outputs: dict[str, Any]) -> str | None:
@@ -233,7 +257,9 @@ class RunScheduler:
             return
         items = [self.states[name] for name in node.items]
         refs = [item.outputs["return"] for item in items]  # type: ignore[index]
-        ref, data = pack(MANIFEST, MANIFEST_VERSION, manifest_payload([ArtifactRef.from_json(r) for r in refs]))
+        ref, data = pack(
+            MANIFEST, MANIFEST_VERSION, manifest_payload([ArtifactRef.from_json(r) for r in refs])
+        )
         inline = [digest for r in refs for digest in r.get("inline") or ()]
         if ref.size <= INLINE_LIMIT:
             self._keep_inline(node.name, {ref.digest: data}, ref)
@@ -259,10 +285,25 @@ class RunScheduler:
         fixed = {k: v for k, v in node.inputs.items() if k != node.map_param}
         items = []
         for index in range(len(elements)):
-            item = Node(f"{node.name}[{index}]", node.operator, {node.map_param: Ref(source.node, source.output, index), **fixed}, node.call_site)  # type: ignore[dict-item]
+            item = Node(
+                f"{node.name}[{index}]",
+                node.operator,
+                {node.map_param: Ref(source.node, source.output, index), **fixed},
+                node.call_site,
+            )  # type: ignore[dict-item]
             items.append(item)
         position = len(self.states)
-        rows = [{"name": item.name, "operator": item.operator.qualname, "status": "pending", "map_parent": node.name, "position": position + i, "executor": state.executor} for i, item in enumerate(items)]
+        rows = [
+            {
+                "name": item.name,
+                "operator": item.operator.qualname,
+                "status": "pending",
+                "map_parent": node.name,
+                "position": position + i,
+                "executor": state.executor,
+            }
+            for i, item in enumerate(items)
+        ]
         edges = [(source.node, item.name) for item in items] + [(item.name, node.name) for item in items]
         self._flush()
         with Session(self.engine) as session, session.begin():
@@ -313,13 +354,24 @@ class RunScheduler:
         node, op = state.node, state.node.operator
         state.attempts += 1
         task_id = uuid.uuid4().hex
-        inputs = {param: input_spec(value, self.states, self.blobs)[0] for param, value in node.inputs.items()}
+        inputs = {
+            param: input_spec(value, self.states, self.blobs)[0] for param, value in node.inputs.items()
+        }
         spec = TaskSpec(
-            task_id=task_id, run_id=self.run_id, node=node.name, attempt=state.attempts,
-            operator=self.fingerprints.ref(op), inputs=inputs, resources=op.resources, timeout=op.timeout,
-            distributed=op.distributed, store_url=self.store.url, fsync=self.fsync,
+            task_id=task_id,
+            run_id=self.run_id,
+            node=node.name,
+            attempt=state.attempts,
+            operator=self.fingerprints.ref(op),
+            inputs=inputs,
+            resources=op.resources,
+            timeout=op.timeout,
+            distributed=op.distributed,
+            store_url=self.store.url,
+            fsync=self.fsync,
             checkpoint_ref=checkpoint_name(self.root_run_id, node.name),
-            project_root=str(self.fingerprints.project_root), inline_limit=INLINE_LIMIT,
+            project_root=str(self.fingerprints.project_root),
+            inline_limit=INLINE_LIMIT,
         )
         executor = self.executors[state.executor]  # type: ignore[index]
         cpus, gpus = self._demand(state)
@@ -329,7 +381,13 @@ class RunScheduler:
         state.task_id, state.started_at = task_id, time.time()
         state.first_started_at = state.first_started_at or state.started_at
         self.running[task_id] = node.name
-        self._set(state, status="running", attempts=state.attempts, started_at=state.first_started_at, executor=state.executor)
+        self._set(
+            state,
+            status="running",
+            attempts=state.attempts,
+            started_at=state.first_started_at,
+            executor=state.executor,
+        )
         self._notify(node.name, "running")
 
         def on_event(event: Event, _name: str = node.name, _attempt: int = state.attempts) -> None:
@@ -343,10 +401,38 @@ class RunScheduler:
         event, attempt = payload
         data = dict(event.data)
         if event.kind == "metric":
-            self._pending["metrics"].append({"run_id": self.run_id, "node": name, "attempt": attempt, "name": data["name"], "value": data["value"], "step": data.get("step"), "time": data.get("time", event.time)})
+            self._pending["metrics"].append(
+                {
+                    "run_id": self.run_id,
+                    "node": name,
+                    "attempt": attempt,
+                    "name": data["name"],
+                    "value": data["value"],
+                    "step": data.get("step"),
+                    "time": data.get("time", event.time),
+                }
+            )
         elif event.kind == "checkpoint":
-            self._pending["checkpoints"].append({"root_run_id": self.root_run_id, "node": name, "run_id": self.run_id, "attempt": attempt, "step": data.get("step"), "digest": data["digest"], "time": event.time})
-            self._artifact_row(name, {"digest": data["digest"], "serializer": "checkpoint", "serializer_version": 0, "size": data.get("size", 0)})
+            self._pending["checkpoints"].append(
+                {
+                    "root_run_id": self.root_run_id,
+                    "node": name,
+                    "run_id": self.run_id,
+                    "attempt": attempt,
+                    "step": data.get("step"),
+                    "digest": data["digest"],
+                    "time": event.time,
+                }
+            )
+            self._artifact_row(
+                name,
+                {
+                    "digest": data["digest"],
+                    "serializer": "checkpoint",
+                    "serializer_version": 0,
+                    "size": data.get("size", 0),
+                },
+            )
         self._event(name, event.kind, data)
 
     def _on_result(self, task_id: str, result: TaskResult) -> None:
@@ -359,12 +445,22 @@ class RunScheduler:
         used = self.used[state.executor]  # type: ignore[index]
         used[0] -= cpus
         used[1] -= gpus
-        self._pending["attempts"].append({
-            "run_id": self.run_id, "node": name, "number": state.attempts,
-            "status": "succeeded" if result.ok else "failed", "started_at": result.started_at or state.started_at,
-            "ended_at": result.ended_at or time.time(), "host": result.host, "pid": result.pid,
-            "exit_code": result.exit_code, "signal": result.signal, "error": result.error, "log": result.log,
-        })
+        self._pending["attempts"].append(
+            {
+                "run_id": self.run_id,
+                "node": name,
+                "number": state.attempts,
+                "status": "succeeded" if result.ok else "failed",
+                "started_at": result.started_at or state.started_at,
+                "ended_at": result.ended_at or time.time(),
+                "host": result.host,
+                "pid": result.pid,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "error": result.error,
+                "log": result.log,
+            }
+        )
         if state.status != "running":
             return  # cancelled meanwhile
         if result.ok:
@@ -376,27 +472,51 @@ class RunScheduler:
             self._complete(state, result.outputs, cached=False, host=result.host)
             return
         state.error = result.error
-        if state.attempts <= op.retries and not self.stopping and result.error and result.error.get("type") != "Cancelled":
+        if (
+            state.attempts <= op.retries
+            and not self.stopping
+            and result.error
+            and result.error.get("type") != "Cancelled"
+        ):
             delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
             heapq.heappush(self.timers, (time.monotonic() + delay, name))
             self._set(state, status="queued", error=result.error)
             self._event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
             return
-        self._fail(state, result.error or {"type": "Error", "message": "failed", "traceback": None}, host=result.host)
+        self._fail(
+            state, result.error or {"type": "Error", "message": "failed", "traceback": None}, host=result.host
+        )
 
-    def _complete(self, state: NodeState, outputs: dict[str, Any], *, cached: bool, host: str | None = None,
-                  reuse: dict[str, Any] | None = None, attempts: int | None = None) -> None:
+    def _complete(
+        self,
+        state: NodeState,
+        outputs: dict[str, Any],
+        *,
+        cached: bool,
+        host: str | None = None,
+        reuse: dict[str, Any] | None = None,
+        attempts: int | None = None,
+    ) -> None:
         now = time.time()
         state.outputs = outputs
         state.status = "cached" if cached else "succeeded"
         started = state.first_started_at
         duration = 0.0 if cached or started is None else round(now - started, 6)
         columns: dict[str, Any] = {
-            "status": state.status, "cached": cached, "outputs": outputs, "ended_at": now, "duration_s": duration,
-            "attempts": (0 if cached else state.attempts) if attempts is None else attempts, "error": None,
+            "status": state.status,
+            "cached": cached,
+            "outputs": outputs,
+            "ended_at": now,
+            "duration_s": duration,
+            "attempts": (0 if cached else state.attempts) if attempts is None else attempts,
+            "error": None,
         }
         if reuse is not None:
-            columns.update(cache_key=reuse.get("cache_key"), fingerprint=reuse.get("fingerprint"), inputs=reuse.get("inputs"))
+            columns.update(
+                cache_key=reuse.get("cache_key"),
+                fingerprint=reuse.get("fingerprint"),
+                inputs=reuse.get("inputs"),
+            )
         elif state.key is not None:
             columns.update(cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
         if host:
@@ -407,7 +527,21 @@ class RunScheduler:
                 if ref["digest"] not in (ref.get("inline") or ()):
                     self._artifact_row(state.node.name, ref)
             if state.node.operator.cache:
-                self._pending["cache"].append({"key": state.key, "operator": state.node.operator.qualname, "fingerprint": state.fingerprint, "inputs": state.input_digests, "outputs": outputs, "serializers": {n: [r["serializer"], r["serializer_version"]] for n, r in outputs.items()}, "created_at": now, "run_id": self.run_id, "node": state.node.name})
+                self._pending["cache"].append(
+                    {
+                        "key": state.key,
+                        "operator": state.node.operator.qualname,
+                        "fingerprint": state.fingerprint,
+                        "inputs": state.input_digests,
+                        "outputs": outputs,
+                        "serializers": {
+                            n: [r["serializer"], r["serializer_version"]] for n, r in outputs.items()
+                        },
+                        "created_at": now,
+                        "run_id": self.run_id,
+                        "node": state.node.name,
+                    }
+                )
         self._notify(state.node.name, state.status)
         for user in self.users.get(state.node.name, ()):
             child = self.states[user]
@@ -420,11 +554,23 @@ class RunScheduler:
         now = time.time()
         state.status, state.error = "failed", error
         started = state.first_started_at or now
-        self._set(state, status="failed", error=error, ended_at=now, duration_s=round(now - started, 6), host=host, attempts=state.attempts)
+        self._set(
+            state,
+            status="failed",
+            error=error,
+            ended_at=now,
+            duration_s=round(now - started, 6),
+            host=host,
+            attempts=state.attempts,
+        )
         self._notify(state.node.name, "failed")
         if self.first_error is None:
             self.first_error = f"node '{state.node.name}' failed: {error.get('type')}: {error.get('message')}"
-        self._cascade(state.node.name, "upstream_failed", {"type": "UpstreamFailed", "message": f"upstream node '{state.node.name}' failed"})
+        self._cascade(
+            state.node.name,
+            "upstream_failed",
+            {"type": "UpstreamFailed", "message": f"upstream node '{state.node.name}' failed"},
+        )
         if self.fail_fast:
             self._cancel_all("--fail-fast: a node failed", by_user=False)
 
@@ -465,21 +611,34 @@ class RunScheduler:
         self._node_updates.setdefault(state.row_id, {"id": state.row_id}).update(columns)
 
     def _artifact_row(self, node: str, ref: dict[str, Any], data: bytes | None = None) -> None:
-        self._pending["artifacts"].append({
-            "digest": ref["digest"], "serializer": ref["serializer"], "serializer_version": ref["serializer_version"],
-            "size": ref["size"], "created_at": time.time(), "run_id": self.run_id, "node": node, "data": data,
-        })
+        self._pending["artifacts"].append(
+            {
+                "digest": ref["digest"],
+                "serializer": ref["serializer"],
+                "serializer_version": ref["serializer_version"],
+                "size": ref["size"],
+                "created_at": time.time(),
+                "run_id": self.run_id,
+                "node": node,
+                "data": data,
+            }
+        )
 
     def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:
         """Record small artifacts in the database (with this step's commit) and in memory."""
         self.blobs.remember(blobs)
         for digest, data in blobs.items():
-            shown = ref.to_json() if ref is not None and ref.digest == digest else {
-                "digest": digest, "serializer": "inline", "serializer_version": 0, "size": len(data)}
+            shown = (
+                ref.to_json()
+                if ref is not None and ref.digest == digest
+                else {"digest": digest, "serializer": "inline", "serializer_version": 0, "size": len(data)}
+            )
             self._artifact_row(node, shown, data)
 
     def _event(self, node: str | None, kind: str, data: dict[str, Any]) -> None:
-        self._pending["events"].append({"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()})
+        self._pending["events"].append(
+            {"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()}
+        )
 
     def _flush(self) -> None:
         self._must_flush = False
@@ -522,9 +681,26 @@ class RunScheduler:
             if self.first_error is None:
                 self.first_error = "some nodes did not finish"
         with Session(self.engine) as session, session.begin():
-            repo.update_run(session, self.run_id, status=status, ended_at=time.time(), heartbeat_at=time.time(),
-                            error=None if status == "succeeded" else self.first_error)
-            repo.add_events(session, [{"run_id": self.run_id, "node": None, "kind": "run_" + status, "data": None, "time": time.time()}])
+            repo.update_run(
+                session,
+                self.run_id,
+                status=status,
+                ended_at=time.time(),
+                heartbeat_at=time.time(),
+                error=None if status == "succeeded" else self.first_error,
+            )
+            repo.add_events(
+                session,
+                [
+                    {
+                        "run_id": self.run_id,
+                        "node": None,
+                        "kind": "run_" + status,
+                        "data": None,
+                        "time": time.time(),
+                    }
+                ],
+            )
         return status
 
 

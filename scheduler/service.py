@@ -68,7 +68,7 @@ def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> N
         nprocs = op.distributed.nprocs if op.distributed else 1
         cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
         if cpus > capacity.cpus or gpus > capacity.gpus:
-            hint = "; run GPU nodes with --executor gpu or executor=\"gpu\"" if gpus and name != "gpu" else ""
+            hint = '; run GPU nodes with --executor gpu or executor="gpu"' if gpus and name != "gpu" else ""
             raise ConfigError(
                 f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {cpus:g} CPUs and "
                 f"{gpus} GPUs, but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs{hint}"
@@ -97,10 +97,19 @@ def execute_dag(
         run_id = new_run_id()
         project_root = find_project_root(dag.file)
         scheduler = RunScheduler(
-            dag, run_id=run_id, root_run_id=root_run_id or run_id, engine=engine, store=store,
-            executors=executors, default_executor=default, fingerprints=Fingerprints(project_root),
-            use_cache=options.use_cache, fail_fast=options.fail_fast, max_parallel=options.max_parallel,
-            fsync=config.fsync, progress=options.progress,
+            dag,
+            run_id=run_id,
+            root_run_id=root_run_id or run_id,
+            engine=engine,
+            store=store,
+            executors=executors,
+            default_executor=default,
+            fingerprints=Fingerprints(project_root),
+            use_cache=options.use_cache,
+            fail_fast=options.fail_fast,
+            max_parallel=options.max_parallel,
+            fsync=config.fsync,
+            progress=options.progress,
         )
         ids = record_run(engine, dag, run_id, default, resumed_from, root_run_id or run_id, reasons, options)
         if on_recorded:
@@ -113,19 +122,44 @@ def execute_dag(
             executor.shutdown()
 
 
-def record_run(engine: Engine, dag: DAG, run_id: str, executor: str, resumed_from: str | None, root_run_id: str,
-               reasons: dict[str, list[str]] | None, options: RunOptions) -> dict[str, int]:
+def record_run(
+    engine: Engine,
+    dag: DAG,
+    run_id: str,
+    executor: str,
+    resumed_from: str | None,
+    root_run_id: str,
+    reasons: dict[str, list[str]] | None,
+    options: RunOptions,
+) -> dict[str, int]:
     now = time.time()
     run = {
-        "id": run_id, "workflow": dag.workflow, "file": str(Path(dag.file).resolve()),
-        "params": _jsonable_params(dag.params), "status": "running", "created_at": now, "started_at": now,
-        "host": socket.gethostname(), "user": _user(), "pid": os.getpid(), "heartbeat_at": now,
-        "resumed_from": resumed_from, "root_run_id": root_run_id, "executor": executor,
-        "outputs": _with_classes(dag), "options": {"use_cache": options.use_cache, "fail_fast": options.fail_fast},
+        "id": run_id,
+        "workflow": dag.workflow,
+        "file": str(Path(dag.file).resolve()),
+        "params": _jsonable_params(dag.params),
+        "status": "running",
+        "created_at": now,
+        "started_at": now,
+        "host": socket.gethostname(),
+        "user": _user(),
+        "pid": os.getpid(),
+        "heartbeat_at": now,
+        "resumed_from": resumed_from,
+        "root_run_id": root_run_id,
+        "executor": executor,
+        "outputs": _with_classes(dag),
+        "options": {"use_cache": options.use_cache, "fail_fast": options.fail_fast},
     }
     nodes = [
-        {"name": name, "operator": node.operator.qualname, "status": "pending", "position": index,
-         "executor": node.operator.executor or executor, "reasons": (reasons or {}).get(name)}
+        {
+            "name": name,
+            "operator": node.operator.qualname,
+            "status": "pending",
+            "position": index,
+            "executor": node.operator.executor or executor,
+            "reasons": (reasons or {}).get(name),
+        }
         for index, (name, node) in enumerate(dag.nodes.items())
     ]
     with Session(engine) as session, session.begin():
@@ -153,7 +187,11 @@ def _with_classes(dag: DAG) -> Any:
             node_name, output = spec["ref"]
             op = dag.nodes[node_name].operator
             if output == "return" and op.output_fields:
-                return {**spec, "cls": [op.return_type.__module__, op.return_type.__qualname__], "fields": list(op.output_fields)}
+                return {
+                    **spec,
+                    "cls": [op.return_type.__module__, op.return_type.__qualname__],
+                    "fields": list(op.output_fields),
+                }
             return spec
         for key in ("list", "tuple"):
             if key in spec:

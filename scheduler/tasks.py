@@ -66,7 +66,9 @@ class Fingerprints:
             fn = op.fn
             module = sys.modules.get(fn.__module__)
             file = getattr(module, "__file__", None) or fn.__code__.co_filename
-            importable = fn.__module__ != "__main__" and "<locals>" not in op.qualname and _resolves(module, op)
+            importable = (
+                fn.__module__ != "__main__" and "<locals>" not in op.qualname and _resolves(module, op)
+            )
             pickled = None if importable else cloudpickle.dumps(op)
             found = OperatorRef(str(file), fn.__module__, op.qualname, pickled)
             self._refs[id(op)] = found
@@ -82,7 +84,9 @@ def _resolves(module: Any, op: Operator) -> bool:
     return getattr(obj, "fn", None) is op.fn
 
 
-def input_spec(value: Ref | Literal, states: dict[str, NodeState], blobs: Any = None) -> tuple[dict[str, Any], str]:
+def input_spec(
+    value: Ref | Literal, states: dict[str, NodeState], blobs: Any = None
+) -> tuple[dict[str, Any], str]:
     """Return (what the worker gets, the digest that enters the cache key) for one input.
 
     With `blobs`, the bytes of inline artifacts the worker needs travel in the spec.
@@ -96,7 +100,9 @@ def input_spec(value: Ref | Literal, states: dict[str, NodeState], blobs: Any = 
     if value.index is not None:
         ref = outputs[value.output]
         digest = ref["elements"][value.index]
-        return _with_inline({"digest": digest}, [digest] if digest in (ref.get("inline") or ()) else [], blobs), digest
+        return _with_inline(
+            {"digest": digest}, [digest] if digest in (ref.get("inline") or ()) else [], blobs
+        ), digest
     if value.output in outputs:
         ref = outputs[value.output]
         return _with_inline({"digest": ref["digest"]}, ref.get("inline") or [], blobs), ref["digest"]

@@ -24,15 +24,23 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
             names = ", ".join(n.name for n in repo.nodes_of(session, run.id)[:20])
             raise FlowError(f"run {run.id} has no node '{node_name}'; its nodes: {names}")
         if node.fingerprint is None:
-            return _answer(node, f"node '{node_name}' never computed a cache key in run {run.id} ({node.status})", [])
+            return _answer(
+                node, f"node '{node_name}' never computed a cache key in run {run.id} ({node.status})", []
+            )
         earlier = _nearest_earlier(session, run, node)
     if earlier is None:
-        return _answer(node, f"node '{node_name}' ({node.status}): no earlier cache entry for operator "
-                             f"'{node.operator}' — this was its first computation", [])
+        return _answer(
+            node,
+            f"node '{node_name}' ({node.status}): no earlier cache entry for operator "
+            f"'{node.operator}' — this was its first computation",
+            [],
+        )
     source, fingerprint, inputs, key = earlier
     if key == node.cache_key:
         verb = "was reused from" if node.cached else "has the same key as"
-        return _answer(node, f"node '{node_name}' ({node.status}) {verb} {source}: the keys are equal", [], source)
+        return _answer(
+            node, f"node '{node_name}' ({node.status}) {verb} {source}: the keys are equal", [], source
+        )
     differences = diff_fingerprints(fingerprint or {}, node.fingerprint)
     old_inputs, new_inputs = inputs or {}, node.inputs or {}
     for param in sorted(set(old_inputs) | set(new_inputs)):
@@ -43,7 +51,13 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
 
 
 def _answer(node: Node, summary: str, differences: list[str], source: str | None = None) -> dict[str, Any]:
-    return {"node": node.name, "status": node.status, "summary": summary, "differences": differences, "compared_with": source}
+    return {
+        "node": node.name,
+        "status": node.status,
+        "summary": summary,
+        "differences": differences,
+        "compared_with": source,
+    }
 
 
 def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, Any, str] | None:
@@ -66,4 +80,9 @@ def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, 
             if hit is not None:
                 return f"the cache entry of run {hit.run_id}", hit.fingerprint, hit.inputs, hit.key
         return None
-    return f"the cache entry of run {entry.run_id} (node '{entry.node}')", entry.fingerprint, entry.inputs, entry.key
+    return (
+        f"the cache entry of run {entry.run_id} (node '{entry.node}')",
+        entry.fingerprint,
+        entry.inputs,
+        entry.key,
+    )

@@ -44,15 +44,26 @@ class Project:
 
     def flow(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Done:
         done = subprocess.run(
-            [FLOW, *args], cwd=self.root, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+            [FLOW, *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         return Done(done.returncode, done.stdout, done.stderr)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(
-            [FLOW, *args], cwd=self.root, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            [FLOW, *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
 
     def marks(self, name: str) -> list[str]:

@@ -52,14 +52,22 @@ def test_run_resume_and_status_on_postgresql(tmp_path, pg_url):
 def test_configuration_precedence(tmp_path):
     (tmp_path / "flow.toml").write_text(
         '[flow]\nhome = "h"\ndb = "sqlite:///rel.db"\nexecutor = "inline"\nfsync = false\n'
-        '[executors.local]\nworkers = 3\n'
+        "[executors.local]\nworkers = 3\n"
     )
     config = load(tmp_path, environ={})
     assert config.home == tmp_path / "h"
     assert config.db == f"sqlite:///{tmp_path / 'rel.db'}"
     assert config.artifacts == str(tmp_path / "h" / "artifacts")
-    assert (config.executor, config.fsync, config.executor_settings("local")) == ("inline", False, {"workers": 3})
-    env = {"FLOW_HOME": str(tmp_path / "envhome"), "FLOW_DB_URL": "sqlite:///env.db", "FLOW_EXECUTOR": "local"}
+    assert (config.executor, config.fsync, config.executor_settings("local")) == (
+        "inline",
+        False,
+        {"workers": 3},
+    )
+    env = {
+        "FLOW_HOME": str(tmp_path / "envhome"),
+        "FLOW_DB_URL": "sqlite:///env.db",
+        "FLOW_EXECUTOR": "local",
+    }
     config = load(tmp_path, environ=env)
     assert (config.home, config.db, config.executor) == (tmp_path / "envhome", "sqlite:///env.db", "local")
     config = load(tmp_path, environ=env, db="sqlite:///flag.db", executor="inline")
@@ -75,7 +83,7 @@ def test_home_alone_derives_db_and_artifacts(tmp_path):
 def test_pyproject_tool_flow_table(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.flow.flow]\nexecutor = "inline"\n')
     assert load(tmp_path, environ={}).executor == "inline"
-    (tmp_path / "pyproject.toml").write_text('[tool.flow.executors.local]\nworkerz = 2\n')
+    (tmp_path / "pyproject.toml").write_text("[tool.flow.executors.local]\nworkerz = 2\n")
     with pytest.raises(ConfigError, match=r"pyproject.toml.*workerz"):
         load(tmp_path, environ={})
 
@@ -85,7 +93,7 @@ def test_pyproject_tool_flow_table(tmp_path):
     [
         ('[flow]\nexecuter = "local"\n', ["flow.toml", "executer"]),
         ("[flow]\nfsync = 1\n", ["flow.toml", "fsync", "bool"]),
-        ("[executors.local]\nworkers = \"two\"\n", ["flow.toml", "workers", "int"]),
+        ('[executors.local]\nworkers = "two"\n', ["flow.toml", "workers", "int"]),
         ("[flw]\n", ["flow.toml", "flw"]),
         ("[flow\n", ["flow.toml"]),
     ],
@@ -123,12 +131,24 @@ def test_an_installed_wheel_upgrades_its_database_and_runs_hello(tmp_path):
     env.pop("PYTHONPATH", None)
     flow = str(venv / "bin" / "flow")
     where = subprocess.run(
-        [venv / "bin" / "python", "-c", "import flowlib, migrations; print(flowlib.__file__, migrations.__file__)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import flowlib, migrations; print(flowlib.__file__, migrations.__file__)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert str(REPO) not in where, f"expected the wheel's flowlib, got {where}"
-    upgrade = subprocess.run([flow, "db", "upgrade"], cwd=project.root, env=env, capture_output=True, text=True)
+    upgrade = subprocess.run(
+        [flow, "db", "upgrade"], cwd=project.root, env=env, capture_output=True, text=True
+    )
     assert upgrade.returncode == 0 and "revision" in upgrade.stdout, upgrade.stderr
-    run = subprocess.run([flow, "run", "pipeline.py", "--json"], cwd=project.root, env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [flow, "run", "pipeline.py", "--json"], cwd=project.root, env=env, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     assert '"outputs": 28' in run.stdout

@@ -24,7 +24,9 @@ def scale(x):
     return x * 2
 """
 
-PIPELINE = MARK + '''
+PIPELINE = (
+    MARK
+    + """
 from flowlib import operator, workflow
 from helpers import scale
 
@@ -59,7 +61,8 @@ def total(a: list[int], b: list[int], k: int) -> int:
 def pipe(n: int = 4, k: int = 0) -> int:
     xs = load(n)
     return total(double(xs), shift(xs), k)
-'''
+"""
+)
 NAMES = ("load", "double", "shift", "total")
 
 
@@ -107,7 +110,7 @@ def test_editing_a_helper_reruns_its_callers(project):
 
 def test_comments_and_formatting_do_not_invalidate(project):
     run(project)
-    edit(project, "    mark(\"shift\")\n", "    # a comment\n\n    mark( 'shift' )  # another\n")
+    edit(project, '    mark("shift")\n', "    # a comment\n\n    mark( 'shift' )  # another\n")
     edit(project, "def load(n: int) -> list[int]:", 'def load(n: int) -> list[int]:\n    """Docstring."""')
     run(project)
     assert counts(project) == dict.fromkeys(NAMES, 1)
@@ -152,7 +155,11 @@ def test_version_bump_invalidates(project):
 
 
 def _artifacts(project: Project) -> list[Path]:
-    return [p for p in (project.root / ".flow" / "artifacts").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return [
+        p
+        for p in (project.root / ".flow" / "artifacts").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    ]
 
 
 def _corrupt_files(project: Project) -> None:
@@ -167,8 +174,13 @@ def _corrupt_everything(project: Project) -> None:
     _corrupt_files(project)
     db = sqlite3.connect(project.root / ".flow" / "flow.db")
     with db:
-        for digest, data in db.execute("select digest, data from artifacts where data is not null").fetchall():
-            db.execute("update artifacts set data = ? where digest = ?", (data[:-1] + bytes([data[-1] ^ 0xFF]), digest))
+        for digest, data in db.execute(
+            "select digest, data from artifacts where data is not null"
+        ).fetchall():
+            db.execute(
+                "update artifacts set data = ? where digest = ?",
+                (data[:-1] + bytes([data[-1] ^ 0xFF]), digest),
+            )
     db.close()
 
 
@@ -184,7 +196,10 @@ def test_a_corrupt_artifact_is_recomputed_never_used(project):
 
 def test_a_corrupt_large_artifact_file_is_recomputed(tmp_path):
     project = make_project(tmp_path / "proj")
-    project.write("p.py", MARK + """
+    project.write(
+        "p.py",
+        MARK
+        + """
 from flowlib import operator, workflow
 
 @operator
@@ -200,7 +215,8 @@ def size(s: str) -> int:
 @workflow
 def sized(n: int = 100_000) -> int:
     return size(big(n))
-""")
+""",
+    )
     assert project.flow("run", "p.py").code == 0
     files = _artifacts(project)
     assert files, "a 100 kB output is stored as a file"
@@ -227,7 +243,9 @@ def test_cache_ls_clear_and_gc(project):
     assert run(project)["outputs"] is not None and counts(project)["load"] == 2
 
 
-FRAGILE = MARK + '''
+FRAGILE = (
+    MARK
+    + """
 from flowlib import operator, workflow
 
 @operator
@@ -254,7 +272,8 @@ def finish(xs: list[int], n: int) -> int:
 def fragile(n: int = 3) -> int:
     xs = load(n)
     return finish(explode(xs), side(xs))
-'''
+"""
+)
 
 
 def test_resume_after_a_fix_reruns_only_the_broken_part(tmp_path):
@@ -273,7 +292,11 @@ def test_resume_after_a_fix_reruns_only_the_broken_part(tmp_path):
     assert resumed.code == 0, resumed
     assert resumed.json()["outputs"] == 3 + 3
     assert {n: len(project.marks(n)) for n in ("load", "side", "explode", "finish")} == {
-        "load": 1, "side": 1, "explode": 2, "finish": 1}
+        "load": 1,
+        "side": 1,
+        "explode": 2,
+        "finish": 1,
+    }
     why = project.flow("why", resumed.json()["run_id"], "explode")
     assert why.code == 0 and "code changed: explode" in why.out, why
     again = project.flow("resume", resumed.json()["run_id"], "--json")
@@ -286,7 +309,11 @@ def test_dry_run_after_editing_one_operator_names_it_and_downstream(project):
     edit(project, "return [scale(x) for x in xs]", "return [scale(x) + 0 for x in xs]")
     plan = {s["name"]: s for s in project.flow("resume", first["run_id"], "--dry-run", "--json").json()}
     assert {n: s["action"] for n, s in plan.items()} == {
-        "load": "reuse", "double": "rerun", "shift": "reuse", "total": "rerun"}
+        "load": "reuse",
+        "double": "rerun",
+        "shift": "reuse",
+        "total": "rerun",
+    }
     assert plan["double"]["reasons"] == ["code changed: double"]
     assert plan["total"]["reasons"] == ["upstream reruns"]
     edit(project, "return x * 2", "return x * 5", file="helpers.py")
@@ -320,13 +347,17 @@ def test_resuming_a_live_run_is_refused(tmp_path):
         assert _wait(lambda: project.marks("nap"))
         run_id = project.flow("runs", "--json").json()[0]["run_id"]
         refused = project.flow("resume", run_id)
-        assert refused.code == 2 and str(process.pid) in refused.err and "still running" in refused.err, refused
+        assert refused.code == 2 and str(process.pid) in refused.err and "still running" in refused.err, (
+            refused
+        )
     finally:
         process.kill()
         process.wait()
 
 
-SLEEPY = MARK + '''
+SLEEPY = (
+    MARK
+    + """
 import time
 from flowlib import operator, workflow
 
@@ -351,7 +382,8 @@ def chain(seconds: float = 0.4) -> int:
     e = add(c, d)
     f = nap(4, seconds)
     return add(e, f)
-'''
+"""
+)
 
 
 def _wait(predicate, timeout=30.0):  # type: ignore[no-untyped-def]

@@ -6,7 +6,9 @@ import sqlite3
 
 from e2e import MARK, make_project
 
-TRAIN = MARK + '''
+TRAIN = (
+    MARK
+    + """
 import os, pathlib
 from flowlib import operator, workflow, current
 
@@ -25,7 +27,8 @@ def train(epochs: int) -> int:
 @workflow
 def training(epochs: int = 5) -> int:
     return train(epochs)
-'''
+"""
+)
 
 
 def epochs(project) -> list[str]:  # type: ignore[no-untyped-def]

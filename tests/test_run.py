@@ -16,7 +16,9 @@ def project(tmp_path) -> Project:
     return make_project(tmp_path / "proj")
 
 
-BRANCHES = MARK + '''
+BRANCHES = (
+    MARK
+    + """
 from flowlib import operator, workflow, current
 
 @operator
@@ -43,7 +45,8 @@ def both(a: int, b: int) -> int:
 def branches(n: int = 3) -> int:
     xs = load(n)
     return both(broken(xs), count(xs))
-'''
+"""
+)
 
 
 def test_success_records_outputs_logs_and_metrics(project):
@@ -56,7 +59,9 @@ def test_success_records_outputs_logs_and_metrics(project):
     logs = project.flow("logs", result["run_id"], "load")
     assert "loading 5" in logs.out and "logger line for 5" in logs.out, logs
     metrics = project.flow("metrics", result["run_id"], "--json").json()
-    assert metrics == [{"node": "load", "attempt": 1, "name": "rows", "value": 5.0, "step": 1, "time": metrics[0]["time"]}]
+    assert metrics == [
+        {"node": "load", "attempt": 1, "name": "rows", "value": 5.0, "step": 1, "time": metrics[0]["time"]}
+    ]
     outputs = project.flow("outputs", result["run_id"], "load", "--json").json()
     assert outputs == {"return": [0, 1, 2, 3, 4]}
 
@@ -67,7 +72,11 @@ def test_failure_propagates_and_the_independent_branch_finishes(project):
     assert done.code == 1, done
     nodes = {n["name"]: n for n in done.json()["nodes"]}
     assert {k: v["status"] for k, v in nodes.items()} == {
-        "load": "succeeded", "broken": "failed", "count": "succeeded", "both": "upstream_failed"}
+        "load": "succeeded",
+        "broken": "failed",
+        "count": "succeeded",
+        "both": "upstream_failed",
+    }
     assert "broken-marker 3" in nodes["broken"]["error"]["message"]
     # the user's traceback names their file and line, not our worker
     assert 'p.py", line' in nodes["broken"]["error"]["traceback"]
@@ -77,7 +86,10 @@ def test_failure_propagates_and_the_independent_branch_finishes(project):
 
 
 def test_fail_fast_stops_early(project):
-    project.write("p.py", MARK + '''
+    project.write(
+        "p.py",
+        MARK
+        + """
 import time
 from flowlib import operator, workflow
 
@@ -94,7 +106,8 @@ def slow(x: int) -> int:
 @workflow
 def ff() -> list[int]:
     return [boom(0), slow(20)]
-''')
+""",
+    )
     started = time.monotonic()
     done = project.flow("run", "p.py", "--fail-fast", "--json")
     assert done.code == 1, done
@@ -103,7 +116,7 @@ def ff() -> list[int]:
     assert project.marks("slow") == []
 
 
-RETRY = '''
+RETRY = """
 from flowlib import operator, workflow, current
 
 @operator(retries=2, retry_delay=0.1)
@@ -115,7 +128,7 @@ def flaky(x: int) -> int:
 @workflow
 def retrying(x: int = 2) -> int:
     return flaky(x)
-'''
+"""
 
 
 def test_retries_count_attempts(project):
@@ -134,11 +147,15 @@ def test_retries_exhausted_fail(project):
     done = project.flow("run", "p.py", "--json")
     assert done.code == 1
     node = done.json()["nodes"][0]
-    assert node["status"] == "failed" and node["attempts"] == 2 and "attempt 2 fails" in node["error"]["message"]
+    assert (
+        node["status"] == "failed" and node["attempts"] == 2 and "attempt 2 fails" in node["error"]["message"]
+    )
 
 
 def test_timeout_kills_the_attempt(project):
-    project.write("p.py", '''
+    project.write(
+        "p.py",
+        """
 import time
 from flowlib import operator, workflow
 
@@ -154,19 +171,25 @@ def quick(x: int) -> int:
 @workflow
 def timing() -> list[int]:
     return [sleepy(1), quick(2)]
-''')
+""",
+    )
     started = time.monotonic()
     done = project.flow("run", "p.py", "--json")
     assert time.monotonic() - started < 20
     nodes = {n["name"]: n for n in done.json()["nodes"]}
     assert done.code == 1
     assert nodes["sleepy"]["status"] == "failed"
-    assert nodes["sleepy"]["error"]["type"] == "Timeout" and "timed out after 1 s" in nodes["sleepy"]["error"]["message"]
+    assert (
+        nodes["sleepy"]["error"]["type"] == "Timeout"
+        and "timed out after 1 s" in nodes["sleepy"]["error"]["message"]
+    )
     assert nodes["quick"]["status"] == "succeeded"
 
 
 def test_worker_death_fails_only_its_attempt(project):
-    project.write("p.py", '''
+    project.write(
+        "p.py",
+        """
 import os, signal
 from flowlib import operator, workflow
 
@@ -192,7 +215,8 @@ def fine(x: int) -> int:
 @workflow
 def deaths() -> list[int]:
     return [killed(1), exits(2), segfault(3), fine(4)]
-''')
+""",
+    )
     done = project.flow("run", "p.py", "--json")
     assert done.code == 1, done
     nodes = {n["name"]: n for n in done.json()["nodes"]}
@@ -202,7 +226,9 @@ def deaths() -> list[int]:
     assert nodes["fine"]["status"] == "succeeded"
 
 
-SLEEPER = MARK + '''
+SLEEPER = (
+    MARK
+    + """
 import os, time
 from flowlib import operator, workflow
 
@@ -215,7 +241,8 @@ def nap(seconds: float) -> float:
 @workflow
 def sleeper(seconds: float = 30.0) -> list[float]:
     return [nap(seconds), nap(seconds + 1)]
-'''
+"""
+)
 
 
 def _wait_for(predicate, timeout=30.0):  # type: ignore[no-untyped-def]
@@ -232,7 +259,9 @@ def _worker_pids(project: Project) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    return {pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+    return {
+        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    }
 
 
 def test_ctrl_c_cancels_the_run(project):
@@ -273,7 +302,9 @@ def test_sigkill_of_the_scheduler_leaves_no_orphan_workers(project):
 
 
 def test_four_concurrent_runs_share_one_sqlite_home(project):
-    project.write("p.py", '''
+    project.write(
+        "p.py",
+        """
 from flowlib import operator, workflow
 
 @operator
@@ -283,7 +314,8 @@ def square(x: int) -> int:
 @workflow
 def many(n: int = 20) -> list[int]:
     return square.map(list(range(n)))
-''')
+""",
+    )
     processes = [project.popen("run", "p.py", "-p", f"n={20 + i}", "--no-cache", "--json") for i in range(4)]
     results = [process.communicate(timeout=120) for process in processes]
     for process, (_, err) in zip(processes, results, strict=True):
@@ -293,7 +325,9 @@ def many(n: int = 20) -> list[int]:
 
 
 def test_unsatisfiable_resources_exit_2_before_recording(project):
-    project.write("p.py", '''
+    project.write(
+        "p.py",
+        """
 from flowlib import operator, workflow, Resources
 
 @operator(resources=Resources(cpus=64))
@@ -303,7 +337,8 @@ def huge(x: int) -> int:
 @workflow
 def greedy() -> int:
     return huge(1)
-''')
+""",
+    )
     done = project.flow("run", "p.py")
     assert done.code == 2 and "huge" in done.err and "64" in done.err, done
     assert re.search(TRACEBACK, done.err, re.MULTILINE) is None
@@ -311,7 +346,10 @@ def greedy() -> int:
 
 
 def test_dynamic_map_expands_when_the_list_resolves(project):
-    project.write("p.py", MARK + '''
+    project.write(
+        "p.py",
+        MARK
+        + """
 from flowlib import operator, workflow
 
 @operator
@@ -330,7 +368,8 @@ def total(xs: list[int]) -> int:
 @workflow
 def squares(n: int = 4) -> int:
     return total(square.map(numbers(n), offset=1))
-''')
+""",
+    )
     done = project.flow("run", "p.py", "--json")
     assert done.code == 0, done
     assert done.json()["outputs"] == sum(x * x + 1 for x in range(4))
@@ -345,7 +384,9 @@ def squares(n: int = 4) -> int:
 
 
 def test_empty_dynamic_map(project):
-    project.write("p.py", '''
+    project.write(
+        "p.py",
+        """
 from flowlib import operator, workflow
 
 @operator
@@ -359,7 +400,8 @@ def square(x: int) -> int:
 @workflow
 def squares(n: int = 0) -> list[int]:
     return square.map(numbers(n))
-''')
+""",
+    )
     done = project.flow("run", "p.py", "--json")
     assert done.code == 0 and done.json()["outputs"] == [], done
 

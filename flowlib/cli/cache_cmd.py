@@ -36,7 +36,9 @@ def ls(operator: str | None, db: str | None, as_json: bool) -> None:
         click.echo(json.dumps(entries))
         return
     for entry in entries:
-        click.echo(f"{entry['key'][:16]}  {entry['operator']:<24} {entry['node']:<24} run {entry['run_id']}  {entry['size']} B")
+        click.echo(
+            f"{entry['key'][:16]}  {entry['operator']:<24} {entry['node']:<24} run {entry['run_id']}  {entry['size']} B"
+        )
 
 
 @cache_group.command("clear")
@@ -64,7 +66,11 @@ def gc(dry_run: bool, db: str | None) -> None:
     engine, store = _open(db)
     count, freed = collect_garbage(engine, store, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {count} artifacts, {freed} bytes freed" if not dry_run else f"{verb} {count} artifacts ({freed} bytes)")
+    click.echo(
+        f"{verb} {count} artifacts, {freed} bytes freed"
+        if not dry_run
+        else f"{verb} {count} artifacts ({freed} bytes)"
+    )
 
 
 COMMANDS = [cache_group]

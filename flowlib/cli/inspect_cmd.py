@@ -26,8 +26,15 @@ def _engine_and_store(db: str | None) -> tuple[Any, Any]:
 
 @click.command("runs")
 @click.option("--workflow", default=None, help="Only runs of this workflow.")
-@click.option("--status", default=None, type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]), help="Only runs in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs, newest first.")
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]),
+    help="Only runs in this state.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs, newest first."
+)
 @db_option
 @json_option
 def runs(workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool) -> None:
@@ -71,7 +78,9 @@ def status(run_id: str, db: str | None, as_json: bool) -> None:
         click.echo(f"resumed from {result.resumed_from}")
     for node in result.nodes:
         duration = f"{node.duration_s:.2f}s" if node.duration_s is not None else "-"
-        error = f"  {node.error.get('type')}: {node.error.get('message')}" if isinstance(node.error, dict) else ""
+        error = (
+            f"  {node.error.get('type')}: {node.error.get('message')}" if isinstance(node.error, dict) else ""
+        )
         click.echo(f"  {node.name:<30} {node.status!s:<16} attempts={node.attempts} {duration}{error}")
 
 
@@ -142,7 +151,14 @@ def metrics(run_id: str, db: str | None, as_json: bool) -> None:
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         rows = [
-            {"node": m.node, "attempt": m.attempt, "name": m.name, "value": m.value, "step": m.step, "time": m.time}
+            {
+                "node": m.node,
+                "attempt": m.attempt,
+                "name": m.name,
+                "value": m.value,
+                "step": m.step,
+                "time": m.time,
+            }
             for m in repo.metrics_of(session, run.id)
         ]
     if as_json:

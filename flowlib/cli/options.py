@@ -10,7 +10,9 @@ from flowlib.config import Config, load
 
 
 def db_option(fn: Any) -> Any:
-    return click.option("--db", "db", metavar="URL", default=None, help="Database URL (overrides FLOW_DB_URL and flow.toml).")(fn)
+    return click.option(
+        "--db", "db", metavar="URL", default=None, help="Database URL (overrides FLOW_DB_URL and flow.toml)."
+    )(fn)
 
 
 def json_option(fn: Any) -> Any:
@@ -18,8 +20,20 @@ def json_option(fn: Any) -> Any:
 
 
 def params_options(fn: Any) -> Any:
-    fn = click.option("--params-file", type=click.Path(dir_okay=False), default=None, help="Parameters from a JSON or TOML file; -p beats it.")(fn)
-    return click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A workflow parameter, parsed by its annotation (repeatable).")(fn)
+    fn = click.option(
+        "--params-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Parameters from a JSON or TOML file; -p beats it.",
+    )(fn)
+    return click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A workflow parameter, parsed by its annotation (repeatable).",
+    )(fn)
 
 
 def config(db: str | None = None, executor: str | None = None) -> Config:

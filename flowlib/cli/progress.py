@@ -29,7 +29,9 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
-            self._display = Live(self._render(), console=Console(stderr=True), refresh_per_second=8, transient=True)
+            self._display = Live(
+                self._render(), console=Console(stderr=True), refresh_per_second=8, transient=True
+            )
             self._display.start()
         else:
             print(f"run {run_id} started", file=sys.stderr, flush=True)

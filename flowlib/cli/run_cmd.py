@@ -33,14 +33,28 @@ def report(result: RunResult, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("workflow", required=False)
 @params_options
-@click.option("--executor", default=None, help="Default executor for nodes that name none (local, inline, gpu, ssh, ray).")
+@click.option(
+    "--executor",
+    default=None,
+    help="Default executor for nodes that name none (local, inline, gpu, ssh, ray).",
+)
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Run at most N nodes at once.")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached results (new results are still stored).")
 @click.option("--fail-fast", is_flag=True, help="Stop the run at the first failed node.")
 @db_option
 @json_option
-def run(file: str, workflow: str | None, params: tuple[str, ...], params_file: str | None, executor: str | None,
-        max_parallel: int | None, no_cache: bool, fail_fast: bool, db: str | None, as_json: bool) -> None:
+def run(
+    file: str,
+    workflow: str | None,
+    params: tuple[str, ...],
+    params_file: str | None,
+    executor: str | None,
+    max_parallel: int | None,
+    no_cache: bool,
+    fail_fast: bool,
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Build, validate, record and run WORKFLOW from FILE.
 
     Exit code 0 when the run succeeded, 1 when it failed, 2 for a usage,
@@ -53,8 +67,16 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_file: s
     wf, dag = build_from_cli(file, workflow, params, params_file)
     progress = Progress(len(dag.nodes))
     result = api.run(
-        wf, params=dag.params, executor=executor, db=settings.db, cache=not no_cache, fail_fast=fail_fast,
-        max_parallel=max_parallel, progress=progress, on_recorded=progress.recorded, dag=dag,
+        wf,
+        params=dag.params,
+        executor=executor,
+        db=settings.db,
+        cache=not no_cache,
+        fail_fast=fail_fast,
+        max_parallel=max_parallel,
+        progress=progress,
+        on_recorded=progress.recorded,
+        dag=dag,
     )
     progress.close(str(result.status))
     report(result, as_json)
@@ -63,7 +85,9 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_file: s
 @click.command("resume")
 @click.argument("run_id")
 @click.option("--executor", default=None, help="Default executor for the rerun nodes.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (reuse or rerun, and why) without running anything.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (reuse or rerun, and why) without running anything."
+)
 @db_option
 @json_option
 def resume(run_id: str, executor: str | None, dry_run: bool, db: str | None, as_json: bool) -> None:
@@ -87,7 +111,9 @@ def resume(run_id: str, executor: str | None, dry_run: bool, db: str | None, as_
     from flowlib import api
 
     progress = Progress()
-    result = api.resume(run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded)
+    result = api.resume(
+        run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded
+    )
     progress.close(str(result.status))
     if result.status == "succeeded" and all(node.cached for node in result.nodes):
         click.echo("nothing needed to run: every node was reused", err=True)
