@@ -185,11 +185,18 @@ def execute(
     capture: str = "fd",
     rank: int = 0,
     world_size: int = 1,
+    in_group: bool = False,
 ) -> TaskResult:
     """Run one attempt and return its TaskResult; user errors are results, not exceptions."""
     from flowlib import context, typecheck
     from flowlib.errors import OperatorReturnTypeError
 
+    if spec.distributed is not None and not in_group:
+        from executors.distributed import run_group
+
+        result = run_group(spec, emit)
+        result.host, result.pid = HOST, os.getpid()
+        return result
     started = time.time()
     result = TaskResult(spec.task_id, False, host=HOST, pid=os.getpid(), started_at=started)
     store = store_for(spec)
@@ -260,7 +267,7 @@ def execute(
     return result
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Make this process stop when the process that started it dies (no orphans)."""
     parent = os.getppid()
     try:
@@ -287,7 +294,7 @@ def serve(conn: Any, sys_path: list[str]) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
-    _die_with_parent()
+    die_with_parent()
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
