@@ -16,10 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -107,11 +103,12 @@ def current_revision(engine: Engine) -> str | None:
     return _revision_of(engine)
 
 
+HEAD = "0001"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
+
+
 def head_revision() -> str:
-    """Return the newest migration this code ships."""
-    head = _script().get_current_head()
-    assert head is not None, "migrations/versions holds no revision"
-    return head
+    """Return the newest migration this code ships (known without importing alembic)."""
+    return HEAD
 
 
 def upgrade(url: str) -> str:
@@ -130,8 +127,10 @@ def dispose(url: str | None = None) -> None:
             _at_head.discard(cached)
 
 
-def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
     """Build the alembic Config in code, pointing at the installed `migrations` package."""
+    from alembic.config import Config
+
     import migrations
 
     cfg = Config()
@@ -146,7 +145,9 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
 
 
 @functools.cache
-def _script() -> ScriptDirectory:
+def _script() -> Any:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -237,7 +238,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    # Plain SQL rather than alembic's MigrationContext: alembic is imported only to migrate.
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _revision_of(engine: Engine) -> str | None:
@@ -276,6 +280,8 @@ def _check_schema(engine: Engine, *, upgrade: bool) -> str | None:
                 if revision is None:
                     _refuse_foreign_tables(conn, url)
                 if revision != head:
+                    from alembic import command
+
                     command.upgrade(alembic_config(conn), "head")
             return head
     except DBAPIError as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "Checkpoint",
     "Edge",
     "Event",
+    "Fingerprint",
     "Metric",
     "Node",
     "Run",
@@ -102,7 +103,7 @@ class Node(Base):
     operator: Mapped[str] = mapped_column(String)
     status: Mapped[str] = mapped_column(String(16))
     cache_key: Mapped[str | None] = mapped_column(String(64), index=True)
-    fingerprint: Mapped[Any | None] = mapped_column(_JSON)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # digest; the parts are in `fingerprints`
     inputs: Mapped[Any | None] = mapped_column(_JSON)
     outputs: Mapped[Any | None] = mapped_column(_JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -163,6 +164,16 @@ class Artifact(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class Fingerprint(Base):
+    """An operator fingerprint's parts (flowlib.hashing.Fingerprint), stored once per digest."""
+
+    __tablename__ = "fingerprints"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator: Mapped[str] = mapped_column(String)
+    data: Mapped[Any] = mapped_column(_JSON)
+
+
 class CacheEntry(Base):
     """A node's outputs keyed by its cache key, shared by every run."""
 
@@ -170,7 +181,7 @@ class CacheEntry(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     operator: Mapped[str] = mapped_column(String)
-    fingerprint: Mapped[Any] = mapped_column(_JSON)
+    fingerprint: Mapped[str] = mapped_column(String(64))
     inputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
     outputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
     serializers: Mapped[Any] = mapped_column(_JSON)

@@ -25,7 +25,7 @@ def load_run(engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = Tru
         run = repo.find_run(session, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
-        nodes = repo.nodes_of(session, run.id) if with_nodes or run.status == "succeeded" else []
+        nodes = repo.node_summaries(session, run.id) if with_nodes or run.status == "succeeded" else []
     return result_of(run, nodes, reader, with_nodes=with_nodes)
 
 

@@ -10,7 +10,18 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from scheduler.models import Artifact, Attempt, CacheEntry, Checkpoint, Edge, Event, Metric, Node, Run
+from scheduler.models import (
+    Artifact,
+    Attempt,
+    CacheEntry,
+    Checkpoint,
+    Edge,
+    Event,
+    Fingerprint,
+    Metric,
+    Node,
+    Run,
+)
 
 
 def _insert_ignoring_duplicates(
@@ -19,17 +30,26 @@ def _insert_ignoring_duplicates(
     if not rows:
         return
     dialect = session.get_bind().dialect.name
+    session.execute(_upsert(dialect, model.__table__, key, tuple(rows[0]), replace), rows)
+
+
+@functools.cache
+def _upsert(dialect: str, table: Any, key: str, columns: tuple[str, ...], replace: bool) -> Any:
+    """INSERT ... ON CONFLICT, built once per shape: building it per batch cost more than running it."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(model.__table__)
+    statement = dialect_insert(table)
     if replace:
-        columns = {name: statement.excluded[name] for name in rows[0] if name != key}
-        statement = statement.on_conflict_do_update(index_elements=[key], set_=columns)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=[key])
-    session.execute(statement, rows)
+        updates = {name: statement.excluded[name] for name in columns if name != key}
+        return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+    return statement.on_conflict_do_nothing(index_elements=[key])
+
+
+@functools.cache
+def _insert(table: Any) -> Any:
+    return insert(table)
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -111,6 +131,23 @@ def list_runs(
     return list(session.scalars(query))
 
 
+def node_summaries(session: Session, run_id: str) -> list[Any]:
+    """What a RunResult shows of each node (plain rows: reading 10,000 ORM objects is slow)."""
+    columns = (
+        Node.name,
+        Node.operator,
+        Node.status,
+        Node.cached,
+        Node.attempts,
+        Node.duration_s,
+        Node.error,
+        Node.reasons,
+        Node.outputs,
+    )
+    query = select(*columns).where(Node.run_id == run_id).order_by(Node.position, Node.id)
+    return list(session.execute(query))
+
+
 def nodes_of(session: Session, run_id: str) -> list[Node]:
     return list(session.scalars(select(Node).where(Node.run_id == run_id).order_by(Node.position, Node.id)))
 
@@ -125,7 +162,7 @@ def heartbeat(engine: Engine, run_id: str) -> bool:
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
 def add_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(model.__table__), rows)
+        session.execute(_insert(model.__table__), rows)
 
 
 def add_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -187,3 +224,18 @@ def delete_cache_entries(session: Session, keys: Sequence[str]) -> None:
 
 def count(session: Session, model: Any) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def add_fingerprints(session: Session, rows: list[dict[str, Any]]) -> None:
+    _insert_ignoring_duplicates(session, Fingerprint, _last_per(rows, "digest"), "digest")
+
+
+def fingerprint_parts(session: Session, digests: Sequence[str | None]) -> dict[str, dict[str, Any]]:
+    """digest -> the fingerprint's parts (see flowlib.hashing.Fingerprint.to_json)."""
+    wanted = sorted({d for d in digests if d})
+    if not wanted:
+        return {}
+    found = session.execute(
+        select(Fingerprint.digest, Fingerprint.data).where(Fingerprint.digest.in_(wanted))
+    )
+    return dict(found.all())

@@ -81,6 +81,7 @@ def make_plan(
     """Decide, in build order (a topological order), whether each node is reused or rerun."""
     steps: dict[str, Step] = {}
     states: dict[str, NodeState] = {}
+    old_parts = repo.fingerprint_parts(session, [old.fingerprint for old in old_nodes.values()])
     for name, node in dag.nodes.items():
         old = old_nodes.get(name)
         reasons = _old_status(old)
@@ -88,8 +89,9 @@ def make_plan(
         key = None
         if node.kind == "task":
             fingerprint = fingerprints.of(node.operator)
-            if old is not None and old.fingerprint:
-                reasons += diff_fingerprints(old.fingerprint, fingerprint.to_json())
+            if old is not None and old.fingerprint and old.fingerprint != fingerprint.digest:
+                before = old_parts.get(old.fingerprint, {})
+                reasons += diff_fingerprints(before, fingerprints.json_of(node.operator))
             if not upstream_reruns:
                 digests = {param: input_spec(value, states)[1] for param, value in node.inputs.items()}
                 old_inputs = (old.inputs or {}) if old is not None else {}

@@ -82,11 +82,13 @@ class RunScheduler:
         self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
         self._pending: dict[str, list] = {
-            k: [] for k in ("attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
+            k: []
+            for k in ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
         }
         self._node_updates: dict[int, dict[str, Any]] = {}
         self._must_flush = False
         self._flushed_at = time.monotonic()
+        self._recorded_fingerprints: set[str] = set()
 
     # -- set-up -------------------------------------------------------------------------------
     def attach(self, node_ids: dict[str, int], reuse: dict[str, dict[str, Any]] | None = None) -> None:
@@ -192,7 +194,13 @@ class RunScheduler:
 
     def _prepare(self, state: NodeState) -> None:
         fingerprint = self.fingerprints.of(state.node.operator)
-        state.fingerprint = self.fingerprints.json_of(state.node.operator)
+        state.fingerprint = fingerprint.digest
+        if fingerprint.digest not in self._recorded_fingerprints:
+            self._recorded_fingerprints.add(fingerprint.digest)
+            parts = self.fingerprints.json_of(state.node.operator)
+            self._pending["fingerprints"].append(
+                {"digest": fingerprint.digest, "operator": fingerprint.qualname, "data": parts}
+            )
         digests = {}
         for param, value in state.node.inputs.items():
             _, digests[param] = input_spec(value, self.states)
@@ -517,7 +525,7 @@ class RunScheduler:
                 fingerprint=reuse.get("fingerprint"),
                 inputs=reuse.get("inputs"),
             )
-        elif state.key is not None:
+        elif state.key is not None and cached:
             columns.update(cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
         if host:
             columns["host"] = host
@@ -647,6 +655,7 @@ class RunScheduler:
         if not updates and not any(pending.values()):
             return
         with Session(self.engine) as session, session.begin():
+            repo.add_fingerprints(session, pending["fingerprints"])
             repo.update_nodes(session, list(updates.values()))
             repo.add_attempts(session, pending["attempts"])
             repo.add_artifacts(session, pending["artifacts"])

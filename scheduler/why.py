@@ -36,12 +36,16 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
             [],
         )
     source, fingerprint, inputs, key = earlier
+    with Session(engine) as session:
+        parts = repo.fingerprint_parts(session, [fingerprint, node.fingerprint])
     if key == node.cache_key:
         verb = "was reused from" if node.cached else "has the same key as"
         return _answer(
             node, f"node '{node_name}' ({node.status}) {verb} {source}: the keys are equal", [], source
         )
-    differences = diff_fingerprints(fingerprint or {}, node.fingerprint)
+    differences = []
+    if fingerprint != node.fingerprint:
+        differences = diff_fingerprints(parts.get(fingerprint, {}), parts.get(node.fingerprint, {}))
     old_inputs, new_inputs = inputs or {}, node.inputs or {}
     for param in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(param) != new_inputs.get(param):

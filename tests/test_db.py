@@ -320,3 +320,9 @@ def test_unopenable_sqlite_path_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "flow.db").mkdir()  # a folder where the file should be
     with pytest.raises(ConfigError, match="cannot open database"):
         db.connect(f"sqlite:///{tmp_path / 'flow.db'}")
+
+
+def test_the_head_constant_matches_the_migration_scripts():
+    from scheduler import db
+
+    assert db.head_revision() == db._script().get_current_head()

@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("operator", sa.String(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("cache_key", sa.String(length=64), nullable=True),
-        sa.Column("fingerprint", JSON, nullable=True),
+        sa.Column("fingerprint", sa.String(length=64), nullable=True),
         sa.Column("inputs", JSON, nullable=True),
         sa.Column("outputs", JSON, nullable=True),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
@@ -129,10 +129,18 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "fingerprints",
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("operator", sa.String(), nullable=False),
+        sa.Column("data", JSON, nullable=False),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_fingerprints")),
+    )
+
+    op.create_table(
         "cache_entries",
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("operator", sa.String(), nullable=False),
-        sa.Column("fingerprint", JSON, nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("inputs", JSON, nullable=False),
         sa.Column("outputs", JSON, nullable=False),
         sa.Column("serializers", JSON, nullable=False),
@@ -196,6 +204,7 @@ def downgrade() -> None:
         "cache_entries",
         "artifacts",
         "attempts",
+        "fingerprints",
         "edges",
         "nodes",
         "runs",

@@ -1,0 +1,151 @@
+"""flowlib's benchmark table (run by hand): scheduling overhead, caching, build, artifacts.
+
+    .venv/bin/python -m benchmarks [--sizes 100,1000,10000] [--executors inline,local] [--repeat 3]
+                                   [--quick] [--peers] [--skip-artifacts]
+
+Every DAG row is a real `flow run` (a fresh process, SQLite in a fresh FLOW_HOME,
+fsync on, --no-cache) of no-op operators; "ms/node" is wall time over node count,
+so it includes interpreter start and the run's recording. Medians of --repeat runs.
+Peak RSS is the scheduler process's (workers are separate processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.shapes import PIPELINES
+
+REPO = Path(__file__).resolve().parents[1]
+FLOW = str(Path(sys.executable).with_name("flow"))
+
+# Runs `flow` in this interpreter and reports the scheduler's peak RSS (MiB) on stderr's last line.
+_MEASURED_FLOW = """
+import resource, sys
+from flowlib.cli.main import cli
+try:
+    cli.main(args=sys.argv[1:], prog_name="flow", standalone_mode=False)
+finally:
+    print("PEAK_RSS_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+"""
+
+
+def flow_run(shape: str, n: int, executor: str, *, cached: bool = False) -> tuple[float, float]:
+    """Return (wall seconds, scheduler peak RSS MiB) of one `flow run`; with `cached`, of the second run."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "flow.toml").write_text("")
+        (root / "p.py").write_text(PIPELINES[shape])
+        env = {**os.environ, "FLOW_HOME": str(root / ".flow")}
+        for key in ("FLOW_DB_URL", "FLOW_ARTIFACTS", "FLOW_EXECUTOR"):
+            env.pop(key, None)
+        argv = [
+            sys.executable,
+            "-c",
+            _MEASURED_FLOW,
+            "run",
+            "p.py",
+            "-p",
+            f"n={n}",
+            "--executor",
+            executor,
+            "--json",
+        ]
+        if not cached:
+            argv.append("--no-cache")
+        else:
+            subprocess.run(argv, cwd=root, env=env, capture_output=True, check=True)
+        started = time.perf_counter()
+        done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"{shape} n={n} {executor} failed:\n{done.stderr[-3000:]}")
+        peak = float(done.stderr.rsplit("PEAK_RSS_MIB", 1)[1].split()[0])
+        return wall, peak
+
+
+def command_time(argv: list[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def row(
+    what: str, nodes: int | str, executor: str, wall: float, per_node: float | None, rss: float | None
+) -> None:
+    per = f"{per_node:9.3f}" if per_node is not None else f"{'':>9}"
+    mem = f"{rss:8.0f}" if rss is not None else f"{'':>8}"
+    print(f"{what:<22} {nodes!s:>7} {executor:<8} {wall:8.2f} {per} {mem}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--executors", default="inline,local")
+    parser.add_argument("--shapes", default="fan-out,chain,diamond")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="sizes 100,1000 and one repeat")
+    parser.add_argument("--peers", action="store_true", help="also run the peers (installs their own venv)")
+    parser.add_argument("--skip-artifacts", action="store_true", help="skip the 1 GiB tensor row")
+    args = parser.parse_args()
+    sizes = [100, 1000] if args.quick else [int(x) for x in args.sizes.split(",")]
+    repeat = 1 if args.quick else args.repeat
+    print(f"flowlib benchmarks: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, median of {repeat}")
+    print(f"{'what':<22} {'nodes':>7} {'executor':<8} {'wall s':>8} {'ms/node':>9} {'RSS MiB':>8}")
+    per_node: dict[tuple[str, int, str], float] = {}
+    for shape in args.shapes.split(","):
+        for n in sizes:
+            for executor in args.executors.split(","):
+                runs = [flow_run(shape, n, executor) for _ in range(repeat)]
+                wall = statistics.median(r[0] for r in runs)
+                per_node[(shape, n, executor)] = 1000 * wall / n
+                row(shape, n, executor, wall, 1000 * wall / n, max(r[1] for r in runs))
+    biggest = max(sizes)
+    runs = [flow_run("fan-out", biggest, "local", cached=True) for _ in range(repeat)]
+    wall = statistics.median(r[0] for r in runs)
+    row("fan-out, fully cached", biggest, "local", wall, 1000 * wall / biggest, max(r[1] for r in runs))
+    build = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "build_dag.py"),
+            "--one",
+            "map",
+            "--nodes",
+            "100000",
+            "--repeat",
+            str(repeat),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    built = json.loads(build.stdout)
+    row("DAG build (map)", built["nodes"], "-", built["build_s"], None, built["maxrss_mib"])
+    row("flow --help", "-", "-", command_time([FLOW, "--help"], 5), None, None)
+    row("import flowlib", "-", "-", command_time([sys.executable, "-c", "import flowlib"], 5), None, None)
+    row("python (bare)", "-", "-", command_time([sys.executable, "-c", "pass"], 5), None, None)
+    if not args.skip_artifacts:
+        print("--- artifacts (benchmarks/artifacts.py) ---", flush=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "artifacts.py"), "--repeat", str(repeat)], check=True
+        )
+    if args.peers:
+        from benchmarks.peers import compare
+
+        compare(per_node, sizes, repeat)
+
+
+if __name__ == "__main__":
+    main()
