@@ -112,6 +112,21 @@ def make_plan(
                 "fingerprint": old.fingerprint,
                 "inputs": old.inputs,
             }
+            if (
+                node.kind == "map" and node.items is None
+            ):  # its items were added at run time: keep them listed
+                step.reuse["items"] = [
+                    {
+                        "name": item.name,
+                        "operator": item.operator,
+                        "outputs": item.outputs,
+                        "cache_key": item.cache_key,
+                        "fingerprint": item.fingerprint,
+                        "inputs": item.inputs,
+                    }
+                    for item in old_nodes.values()
+                    if item.map_parent == name
+                ]
         elif key is not None and (entry := repo.cache_entries(session, [key]).get(key)) is not None:
             step = Step(name, "reuse", ["cache hit"])
             outputs = entry.outputs

@@ -181,6 +181,7 @@ class RunScheduler:
                 if state.reuse is not None:
                     problem = self._unusable(state.reuse["outputs"])
                     if problem is None:
+                        self._record_reused_items(state, state.reuse.get("items") or [])
                         self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
                         continue
                     state.reuse = None
@@ -325,6 +326,28 @@ class RunScheduler:
             self.ready.append(item.name)
         if not items:
             self.ready.append(node.name)
+
+    def _record_reused_items(self, state: NodeState, items: list[dict[str, Any]]) -> None:
+        """A reused map over a future keeps its items, recorded as cached in the new run."""
+        if not items:
+            return
+        position = len(self.states)
+        rows = [
+            {
+                **item,
+                "status": "cached",
+                "cached": True,
+                "attempts": 0,
+                "duration_s": 0.0,
+                "map_parent": state.node.name,
+                "position": position + i,
+                "executor": state.executor,
+            }
+            for i, item in enumerate(items)
+        ]
+        self._flush()
+        with Session(self.engine) as session, session.begin():
+            repo.add_nodes(session, self.run_id, rows, [(item["name"], state.node.name) for item in items])
 
     # -- dispatch -----------------------------------------------------------------------------------------
     def _enqueue(self, state: NodeState) -> None:
