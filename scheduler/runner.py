@@ -29,6 +29,7 @@ from flowlib.dag import DAG, Node, Ref
 from flowlib.results import DONE, FINAL
 from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, manifest_payload, pack
 from scheduler import repository as repo
+from scheduler.batch import Batch
 from scheduler.blobs import Blobs
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
@@ -81,11 +82,7 @@ class RunScheduler:
         self.cancelled = False  # by the user: Ctrl-C or `flow cancel`
         self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
-        self._pending: dict[str, list] = {
-            k: []
-            for k in ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
-        }
-        self._node_updates: dict[int, dict[str, Any]] = {}
+        self.batch = Batch(engine, run_id)
         self._must_flush = False
         self._flushed_at = time.monotonic()
         self._recorded_fingerprints: set[str] = set()
@@ -145,7 +142,7 @@ class RunScheduler:
 
     def _wait(self) -> None:
         deadlines = [self.timers[0][0]] if self.timers else []
-        if self._node_updates or any(self._pending.values()):
+        if self.batch:
             deadlines.append(self._flushed_at + FLUSH_EVERY_S)
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         try:
@@ -199,8 +196,9 @@ class RunScheduler:
         if fingerprint.digest not in self._recorded_fingerprints:
             self._recorded_fingerprints.add(fingerprint.digest)
             parts = self.fingerprints.json_of(state.node.operator)
-            self._pending["fingerprints"].append(
-                {"digest": fingerprint.digest, "operator": fingerprint.qualname, "data": parts}
+            self.batch.add(
+                "fingerprints",
+                {"digest": fingerprint.digest, "operator": fingerprint.qualname, "data": parts},
             )
         digests = {}
         for param, value in state.node.inputs.items():
@@ -255,8 +253,8 @@ class RunScheduler:
 
     def _note(self, state: NodeState, reason: str) -> None:
         """Record why a node did something unusual, in its `reasons` and the event log."""
-        self._set(state, reasons=[*(self._node_updates.get(state.row_id, {}).get("reasons") or []), reason])
-        self._event(state.node.name, "note", {"reason": reason})
+        self._set(state, reasons=[*(self.batch.pending_column(state.row_id, "reasons") or []), reason])
+        self.batch.event(state.node.name, "note", {"reason": reason})
 
     # -- maps -----------------------------------------------------------------------------------------
     def _map_step(self, state: NodeState) -> None:
@@ -275,7 +273,7 @@ class RunScheduler:
             inline.append(ref.digest)
         else:
             self.store.write(ref, data)
-            self._artifact_row(node.name, ref.to_json())
+            self.batch.artifact(node.name, ref.to_json())
         outputs = {"return": {**ref.to_json(), "elements": [r["digest"] for r in refs], "inline": inline}}
         cached = bool(items) and all(item.status == "cached" for item in items)
         self._complete(state, outputs, cached=cached, attempts=0 if cached else 1)
@@ -432,7 +430,8 @@ class RunScheduler:
         event, attempt = payload
         data = dict(event.data)
         if event.kind == "metric":
-            self._pending["metrics"].append(
+            self.batch.add(
+                "metrics",
                 {
                     "run_id": self.run_id,
                     "node": name,
@@ -441,10 +440,11 @@ class RunScheduler:
                     "value": data["value"],
                     "step": data.get("step"),
                     "time": data.get("time", event.time),
-                }
+                },
             )
         elif event.kind == "checkpoint":
-            self._pending["checkpoints"].append(
+            self.batch.add(
+                "checkpoints",
                 {
                     "root_run_id": self.root_run_id,
                     "node": name,
@@ -453,9 +453,9 @@ class RunScheduler:
                     "step": data.get("step"),
                     "digest": data["digest"],
                     "time": event.time,
-                }
+                },
             )
-            self._artifact_row(
+            self.batch.artifact(
                 name,
                 {
                     "digest": data["digest"],
@@ -464,7 +464,7 @@ class RunScheduler:
                     "size": data.get("size", 0),
                 },
             )
-        self._event(name, event.kind, data)
+        self.batch.event(name, event.kind, data)
 
     def _on_result(self, task_id: str, result: TaskResult) -> None:
         name = self.running.pop(task_id, None)
@@ -476,7 +476,8 @@ class RunScheduler:
         used = self.used[state.executor]  # type: ignore[index]
         used[0] -= cpus
         used[1] -= gpus
-        self._pending["attempts"].append(
+        self.batch.add(
+            "attempts",
             {
                 "run_id": self.run_id,
                 "node": name,
@@ -490,7 +491,7 @@ class RunScheduler:
                 "signal": result.signal,
                 "error": result.error,
                 "log": result.log,
-            }
+            },
         )
         if state.status != "running":
             return  # cancelled meanwhile
@@ -512,7 +513,7 @@ class RunScheduler:
             delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
             heapq.heappush(self.timers, (time.monotonic() + delay, name))
             self._set(state, status="queued", error=result.error)
-            self._event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
+            self.batch.event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
             return
         self._fail(
             state, result.error or {"type": "Error", "message": "failed", "traceback": None}, host=result.host
@@ -556,9 +557,10 @@ class RunScheduler:
         if not cached and state.key is not None:
             for ref in outputs.values():
                 if ref["digest"] not in (ref.get("inline") or ()):
-                    self._artifact_row(state.node.name, ref)
+                    self.batch.artifact(state.node.name, ref)
             if state.node.operator.cache:
-                self._pending["cache"].append(
+                self.batch.add(
+                    "cache",
                     {
                         "key": state.key,
                         "operator": state.node.operator.qualname,
@@ -571,7 +573,7 @@ class RunScheduler:
                         "created_at": now,
                         "run_id": self.run_id,
                         "node": state.node.name,
-                    }
+                    },
                 )
         self._notify(state.node.name, state.status)
         for user in self.users.get(state.node.name, ()):
@@ -639,21 +641,7 @@ class RunScheduler:
     def _set(self, state: NodeState, **columns: Any) -> None:
         if "status" in columns:
             state.status = columns["status"]
-        self._node_updates.setdefault(state.row_id, {"id": state.row_id}).update(columns)
-
-    def _artifact_row(self, node: str, ref: dict[str, Any], data: bytes | None = None) -> None:
-        self._pending["artifacts"].append(
-            {
-                "digest": ref["digest"],
-                "serializer": ref["serializer"],
-                "serializer_version": ref["serializer_version"],
-                "size": ref["size"],
-                "created_at": time.time(),
-                "run_id": self.run_id,
-                "node": node,
-                "data": data,
-            }
-        )
+        self.batch.node(state.row_id, **columns)
 
     def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:
         """Record small artifacts in the database (with this step's commit) and in memory."""
@@ -664,30 +652,12 @@ class RunScheduler:
                 if ref is not None and ref.digest == digest
                 else {"digest": digest, "serializer": "inline", "serializer_version": 0, "size": len(data)}
             )
-            self._artifact_row(node, shown, data)
-
-    def _event(self, node: str | None, kind: str, data: dict[str, Any]) -> None:
-        self._pending["events"].append(
-            {"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()}
-        )
+            self.batch.artifact(node, shown, data)
 
     def _flush(self) -> None:
         self._must_flush = False
         self._flushed_at = time.monotonic()
-        pending, updates = self._pending, self._node_updates
-        if not updates and not any(pending.values()):
-            return
-        with Session(self.engine) as session, session.begin():
-            repo.add_fingerprints(session, pending["fingerprints"])
-            repo.update_nodes(session, list(updates.values()))
-            repo.add_attempts(session, pending["attempts"])
-            repo.add_artifacts(session, pending["artifacts"])
-            repo.put_cache_entries(session, _last_per_key(pending["cache"]))
-            repo.add_metrics(session, pending["metrics"])
-            repo.add_checkpoints(session, pending["checkpoints"])
-            repo.add_events(session, pending["events"])
-        self._node_updates = {}
-        self._pending = {k: [] for k in pending}
+        self.batch.flush()
 
     def _heartbeat(self) -> None:
         while self._beating:
@@ -734,7 +704,3 @@ class RunScheduler:
                 ],
             )
         return status
-
-
-def _last_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return list({row["key"]: row for row in rows}.values())

@@ -61,7 +61,9 @@ def main() -> None:
             return chain, None
 
         def run() -> tuple[int, float]:
-            (definition, run_config), build_s = timed(build_fan_out if args.shape == "fan-out" else build_chain)
+            (definition, run_config), build_s = timed(
+                build_fan_out if args.shape == "fan-out" else build_chain
+            )
             outcome = definition.execute_in_process(run_config=run_config, instance=instance)
             last = "gather" if args.shape == "fan-out" else f"step_{args.n - 1}"
             return outcome.output_for_node(last), build_s

@@ -18,7 +18,7 @@ import time
 from .common import parse_args, report, timed
 
 POLL_S = 0.05
-PERSIST_TIMEOUT_S = 120.0
+PERSIST_TIMEOUT_S = 60.0
 
 
 def _configure(home: str) -> None:

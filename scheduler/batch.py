@@ -1,0 +1,71 @@
+"""What one scheduling step learned, written to the database in one transaction."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from scheduler import repository as repo
+
+KINDS = ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
+
+
+class Batch:
+    """Pending rows of one run; `flush` commits them together (crash safety depends on its order)."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine, self.run_id = engine, run_id
+        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+        self.nodes: dict[int, dict[str, Any]] = {}  # node row id -> columns to set
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes) or any(self.rows.values())
+
+    def node(self, row_id: int, **columns: Any) -> None:
+        self.nodes.setdefault(row_id, {"id": row_id}).update(columns)
+
+    def pending_column(self, row_id: int, column: str) -> Any:
+        return self.nodes.get(row_id, {}).get(column)
+
+    def add(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows[kind].append(row)
+
+    def artifact(self, node: str, ref: dict[str, Any], data: bytes | None = None) -> None:
+        """Index an artifact; `data` holds the bytes of one kept in the database."""
+        self.add(
+            "artifacts",
+            {
+                "digest": ref["digest"],
+                "serializer": ref["serializer"],
+                "serializer_version": ref["serializer_version"],
+                "size": ref["size"],
+                "created_at": time.time(),
+                "run_id": self.run_id,
+                "node": node,
+                "data": data,
+            },
+        )
+
+    def event(self, node: str | None, kind: str, data: dict[str, Any] | None) -> None:
+        self.add(
+            "events", {"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()}
+        )
+
+    def flush(self) -> None:
+        if not self:
+            return
+        rows = self.rows
+        with Session(self.engine) as session, session.begin():
+            repo.add_fingerprints(session, rows["fingerprints"])
+            repo.update_nodes(session, list(self.nodes.values()))
+            repo.add_attempts(session, rows["attempts"])
+            repo.add_artifacts(session, rows["artifacts"])
+            repo.put_cache_entries(session, list({row["key"]: row for row in rows["cache"]}.values()))
+            repo.add_metrics(session, rows["metrics"])
+            repo.add_checkpoints(session, rows["checkpoints"])
+            repo.add_events(session, rows["events"])
+        self.rows = {kind: [] for kind in KINDS}
+        self.nodes = {}
