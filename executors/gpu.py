@@ -38,7 +38,7 @@ from typing import Any
 import cloudpickle
 
 from executors.base import EventSink, TaskResult, TaskSpec
-from executors.local import LocalExecutor, _Task, _Worker
+from executors.local import LocalExecutor, _Task, _Worker, machine_memory
 from flowlib.errors import ConfigError
 from flowlib.resources import Resources
 
@@ -230,7 +230,7 @@ class GpuExecutor(LocalExecutor):
         super().start(settings)
 
     def capacity(self) -> Resources:
-        return Resources(cpus=self._size, gpus=len(self.devices))
+        return Resources(cpus=self._size, gpus=len(self.devices), memory=machine_memory())
 
     def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> _Worker:
         # An empty CUDA_VISIBLE_DEVICES hides every GPU: a gpus=0 attempt cannot take one by accident.

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.local import machine_memory
 from executors.worker import execute
 from flowlib.resources import Resources
 
@@ -22,7 +23,7 @@ class InlineExecutor(Executor):
         self._cpus = os.cpu_count() or 1
 
     def capacity(self) -> Resources:
-        return Resources(cpus=self._cpus, gpus=0)
+        return Resources(cpus=self._cpus, gpus=0, memory=machine_memory())
 
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
@@ -30,7 +31,7 @@ class InlineExecutor(Executor):
         def emit(kind: str, data: dict[str, Any]) -> None:
             on_event(Event(task.task_id, kind, data))
 
-        future.set_result(execute(task, emit, capture="sys"))
+        future.set_result(execute(task, emit, capture="inline"))
         return future
 
     def cancel(self, task_id: str) -> None:

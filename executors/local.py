@@ -58,8 +58,23 @@ class _Worker:
             self.kill()
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """Kill the worker and every process it started (it leads its own process group)."""
+        # Before the worker is reaped its pid (and so its group id) cannot be reused:
+        # the group goes down even when the worker itself has already died.
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def machine_memory() -> int:
+    """This machine's memory in bytes: no single node may ask for more."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:
@@ -111,12 +126,13 @@ class LocalExecutor(Executor):
             pass_fds=[theirs.fileno(), *pass_fds],
             env=full_env,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: a kill takes what the operator started too
         )
         theirs.close()
         return _Worker(process, Connection(ours.detach()))
 
     def capacity(self) -> Resources:
-        return Resources(cpus=self._size, gpus=0)
+        return Resources(cpus=self._size, gpus=0, memory=machine_memory())
 
     def shutdown(self) -> None:
         self._closing = True

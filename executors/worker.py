@@ -109,35 +109,37 @@ def checkpoint_name(root_run_id: str, node: str) -> str:
 
 @contextlib.contextmanager
 def _captured(mode: str):
-    """Capture what the attempt prints: at the fd level in a worker process, sys-level inline."""
-    if mode == "fd":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with tempfile.TemporaryFile() as sink:
-            saved = os.dup(1), os.dup(2)
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            box = {"text": ""}
-            try:
-                yield box
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                os.close(saved[0])
-                os.close(saved[1])
-                size = sink.seek(0, os.SEEK_END)
-                sink.seek(max(0, size - LOG_LIMIT))
-                box["text"] = sink.read().decode("utf-8", "replace")
-    else:
-        buffer = io.StringIO()
+    """Capture what the attempt prints into its log.
+
+    "fd" (a worker process): file descriptors 1 and 2, so child processes and C code
+    are caught too. "inline" (the scheduler's own process): descriptor 1 only, plus
+    Python's sys.stdout/sys.stderr, since descriptor 2 carries the run's progress.
+    """
+    fds = (1, 2) if mode == "fd" else (1,)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    buffer = io.StringIO()
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(fd) for fd in fds]
+        for fd in fds:
+            os.dup2(sink.fileno(), fd)
         box = {"text": ""}
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            try:
+        try:
+            if mode == "fd":
                 yield box
-            finally:
-                box["text"] = buffer.getvalue()[-LOG_LIMIT:]
+            else:
+                with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                    yield box
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip(fds, saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            size = sink.seek(0, os.SEEK_END)
+            sink.seek(max(0, size - LOG_LIMIT))
+            text = sink.read().decode("utf-8", "replace") + buffer.getvalue()
+            box["text"] = text[-LOG_LIMIT:]
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -267,24 +269,37 @@ def execute(
     return result
 
 
-def die_with_parent() -> None:
-    """Make this process stop when the process that started it dies (no orphans)."""
-    parent = os.getppid()
-    try:
-        import ctypes
-        import signal
+def die_with_parent(*, group: bool = False) -> None:
+    """Make this process stop when the process that started it dies (no orphans).
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    With `group`, this process leads its own process group (the executor starts it
+    in a new session) and takes the whole group down: whatever an operator started too.
+    """
+    import signal
     import threading
 
-    def watch() -> None:
+    parent = os.getppid()
+
+    def end() -> None:
+        if group:
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if group:
+            signal.signal(signal.SIGTERM, lambda *_: end())
+        libc.prctl(1, signal.SIGTERM if group else signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # also covers a main thread stuck where signal handlers cannot run
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
-                os._exit(1)
+                end()
 
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
@@ -294,7 +309,7 @@ def serve(conn: Any, sys_path: list[str]) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
-    die_with_parent()
+    die_with_parent(group=True)
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)

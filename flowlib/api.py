@@ -62,13 +62,12 @@ def get_run(
     run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None
 ) -> RunResult:
     """Return a recorded run; its outputs load from the artifact store on first use."""
-    from scheduler import db as database
     from scheduler.blobs import Blobs
     from scheduler.readback import load_run
-    from scheduler.service import open_store
+    from scheduler.service import connect, open_store
 
     config = _config or load(db=db)
-    engine = database.connect(config.db)
+    engine = connect(config)
     return load_run(engine, Blobs(engine).reader(_store or open_store(config)), str(run_id))
 
 

@@ -38,6 +38,11 @@ class Config:
     fsync: bool = True
     executors: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # "db" -> where its value came from
+
+    def origin(self, key: str) -> str:
+        """Where a setting came from, for error messages ("FLOW_DB_URL", "flow.toml [flow] db", ...)."""
+        return self.origins.get(key, "the default")
 
     def executor_settings(self, name: str) -> dict[str, Any]:
         settings = dict(self.executors.get(name, {}))
@@ -66,7 +71,12 @@ def find_file(folder: Path) -> tuple[Path | None, dict[str, Any]]:
     if pyproject.is_file():
         table = _read_toml(pyproject).get("tool", {}).get("flow")
         if table is not None:
-            return pyproject, table
+            # [tool.flow] holds the [flow] keys itself (`[tool.flow.flow]` works too)
+            scalars = {key: value for key, value in table.items() if not isinstance(value, dict)}
+            sections = {key: value for key, value in table.items() if isinstance(value, dict)}
+            if scalars:
+                sections["flow"] = {**scalars, **sections.get("flow", {})}
+            return pyproject, sections
     return None, {}
 
 
@@ -79,7 +89,8 @@ def _validate(path: Path, table: dict[str, Any]) -> None:
             continue
         if section not in ("flow",):
             raise ConfigError(f"{path}: unknown section [{prefix}{section}]; known: [flow], [executors.NAME]")
-        _check_section(path, f"{prefix}{section}", section, values)
+        shown = "tool.flow" if prefix and section == "flow" else f"{prefix}{section}"
+        _check_section(path, shown, section, values)
 
 
 def _check_section(path: Path, shown: str, section: str, values: Any) -> None:
@@ -134,6 +145,20 @@ def load(
     artifacts = env.get("FLOW_ARTIFACTS") or (
         _relative_to(base, flow["artifacts"]) if "artifacts" in flow else None
     )
+    section = f"{path} [{'tool.flow' if path is not None and path.name == 'pyproject.toml' else 'flow'}]"
+
+    def origin(key: str, flag: str | None, variable: str, fallback: str) -> str:
+        if flag:
+            return f"--{key}"
+        if env.get(variable):
+            return variable
+        return f"{section} {key}" if key in flow else fallback
+
+    origins = {
+        "db": origin("db", db, "FLOW_DB_URL", "FLOW_HOME"),
+        "artifacts": origin("artifacts", None, "FLOW_ARTIFACTS", "FLOW_HOME"),
+        "executor": origin("executor", executor, "FLOW_EXECUTOR", "the default"),
+    }
     executors = {name: dict(settings) for name, settings in table.get("executors", {}).items()}
     for name in ("ssh",):
         settings = executors.get(name, {})
@@ -148,4 +173,5 @@ def load(
         fsync=flow.get("fsync", True),
         executors=executors,
         source=str(path) if path else None,
+        origins=origins,
     )

@@ -60,7 +60,7 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
         raise PipelineLoadError(f"{where}: syntax error: {exc.msg}") from None
     except BaseException as exc:
         sys.modules.pop(name, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, KeyboardInterrupt):
             raise
         raise PipelineLoadError(
             f"{innermost_site(exc, file)}: cannot load the pipeline: {one_line(exc)}"

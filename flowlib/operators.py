@@ -111,13 +111,28 @@ class Operator(Generic[P, R]):
                 f"{where}: operator '{self.qualname}': name {options.name!r} must be a non-empty string "
                 "without '/', '[' or ']' (they separate sub-workflows and map items)"
             )
-        if (
-            options.retries < 0
-            or options.retry_delay < 0
-            or (options.timeout is not None and options.timeout <= 0)
-        ):
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        checks = {
+            "cache": isinstance(options.cache, bool),
+            "version": options.version is None or isinstance(options.version, str),
+            "retries": isinstance(options.retries, int)
+            and not isinstance(options.retries, bool)
+            and options.retries >= 0,
+            "retry_delay": number(options.retry_delay) and options.retry_delay >= 0,
+            "timeout": options.timeout is None or (number(options.timeout) and options.timeout > 0),
+            "executor": options.executor is None
+            or (isinstance(options.executor, str) and bool(options.executor)),
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            name = wrong[0]
             raise WorkflowDefinitionError(
-                f"{where}: operator '{self.qualname}': retries and retry_delay must be >= 0 and timeout > 0"
+                f"{where}: operator '{self.qualname}': {name}={getattr(options, name)!r} is not valid; "
+                "cache is a bool, version and executor strings, retries an int >= 0, "
+                "retry_delay seconds >= 0, timeout seconds > 0"
             )
         if not isinstance(options.resources, Resources):
             raise WorkflowDefinitionError(

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowlib.errors import FlowError
+
 
 class RunStatus(str, enum.Enum):
     PENDING = "pending"
@@ -90,7 +92,10 @@ class RunResult:
 
     def outputs_json(self) -> Any:
         """The outputs as JSON can hold them: NamedTuples by field, others by repr."""
-        return self._outputs()[1]
+        try:
+            return self._outputs()[1]
+        except FlowError as exc:
+            return f"<{exc}>"
 
     def to_json(self, *, with_nodes: bool = True, with_outputs: bool = True) -> dict[str, Any]:
         loaded = with_outputs and self.status == RunStatus.SUCCEEDED

@@ -36,7 +36,11 @@ def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = Tru
     def load() -> tuple[Any, Any]:
         if run.status != "succeeded" or spec is None:
             return None, None
-        value = resolve(spec, outputs_by_node, store)
+        import_pipeline(run.file)
+        try:
+            value = resolve(spec, outputs_by_node, store)
+        except Exception as exc:
+            raise FlowError(f"cannot load the outputs of run {run.id}: {type(exc).__name__}: {exc}") from None
         return value, jsonable(value)
 
     return RunResult(
@@ -48,6 +52,17 @@ def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = Tru
         error=run.error,
         _load_outputs=load,
     )
+
+
+def import_pipeline(file: str) -> None:
+    """Import the run's pipeline under the module name its workers used, so values of its
+    classes unpickle here too; a pipeline that no longer imports is left out."""
+    from flowlib.loading import load_module
+
+    try:
+        load_module(file)
+    except Exception:
+        pass
 
 
 def node_result(node: Node) -> NodeResult:

@@ -25,16 +25,17 @@ from scheduler.models import (
 
 
 def _insert_ignoring_duplicates(
-    session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: bool = False
+    session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
 ) -> None:
+    """Insert rows; a row whose key exists already updates only the `replace` columns."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    session.execute(_upsert(dialect, model.__table__, key, tuple(rows[0]), replace), rows)
+    session.execute(_upsert(dialect, model.__table__, key, replace), rows)
 
 
 @functools.cache
-def _upsert(dialect: str, table: Any, key: str, columns: tuple[str, ...], replace: bool) -> Any:
+def _upsert(dialect: str, table: Any, key: str, replace: tuple[str, ...]) -> Any:
     """INSERT ... ON CONFLICT, built once per shape: building it per batch cost more than running it."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
@@ -42,7 +43,7 @@ def _upsert(dialect: str, table: Any, key: str, columns: tuple[str, ...], replac
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     statement = dialect_insert(table)
     if replace:
-        updates = {name: statement.excluded[name] for name in columns if name != key}
+        updates = {name: statement.excluded[name] for name in replace}
         return statement.on_conflict_do_update(index_elements=[key], set_=updates)
     return statement.on_conflict_do_nothing(index_elements=[key])
 
@@ -105,6 +106,17 @@ def _node_update(columns: tuple[str, ...]) -> Any:
     return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
+def cancel_dead_run(session: Session, run_id: str, why: str) -> None:
+    """Mark a run whose scheduler died, and its unfinished nodes, cancelled."""
+    now = time.time()
+    session.execute(
+        update(Node)
+        .where(Node.run_id == run_id, Node.status.in_(("pending", "queued", "running")))
+        .values(status="cancelled", error={"type": "Cancelled", "message": why}, ended_at=now)
+    )
+    update_run(session, run_id, status="cancelled", error=why, ended_at=now, cancel_requested=True)
+
+
 def get_run(session: Session, run_id: str) -> Run | None:
     return session.get(Run, run_id)
 
@@ -115,7 +127,11 @@ def find_run(session: Session, run_id: str) -> Run | None:
     if run is not None:
         return run
     matches = session.scalars(select(Run).where(Run.id.like(f"{run_id}%")).limit(2)).all()
-    return matches[0] if len(matches) == 1 else None
+    if len(matches) > 1:
+        from flowlib.errors import FlowError
+
+        raise FlowError(f"run id prefix '{run_id}' is ambiguous: give more of the id")
+    return matches[0] if matches else None
 
 
 def list_runs(
@@ -195,7 +211,7 @@ def metrics_of(session: Session, run_id: str) -> list[Metric]:
 # -- artifacts and the cache -------------------------------------------------------------
 def add_artifacts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Record artifacts; a row seen again is replaced, which repairs damaged inline bytes."""
-    _insert_ignoring_duplicates(session, Artifact, _last_per(rows, "digest"), "digest", replace=True)
+    _insert_ignoring_duplicates(session, Artifact, _last_per(rows, "digest"), "digest", replace=("data",))
 
 
 def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -203,7 +219,8 @@ def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 
 def put_cache_entries(session: Session, rows: list[dict[str, Any]]) -> None:
-    _insert_ignoring_duplicates(session, CacheEntry, rows, "key", replace=True)
+    # A recomputed entry repairs the outputs; which run first made it stays (for `flow why`).
+    _insert_ignoring_duplicates(session, CacheEntry, rows, "key", replace=("outputs", "serializers"))
 
 
 def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, CacheEntry]:

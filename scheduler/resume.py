@@ -16,10 +16,10 @@ from flowlib.errors import FlowError
 from flowlib.hashing import diff_fingerprints, find_project_root, node_key
 from flowlib.loading import select_workflow
 from flowlib.params import parse_params
-from scheduler import db
 from scheduler import repository as repo
 from scheduler.models import Node, Run
 from scheduler.readback import RunNotFound
+from scheduler.service import connect
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
 STALE_HEARTBEAT_S = 30.0
@@ -144,7 +144,7 @@ def make_plan(
 
 
 def plan_for(run_id: str, config: Config) -> tuple[Run, DAG, list[Step]]:
-    engine = db.connect(config.db)
+    engine = connect(config)
     with Session(engine) as session:
         run = repo.find_run(session, run_id)
         if run is None:
@@ -167,7 +167,7 @@ def resume_run(
     from scheduler.service import RunOptions, execute_dag
 
     run, dag, plan = plan_for(run_id, config)
-    engine = db.connect(config.db)
+    engine = connect(config)
     if run.status in ("running", "pending"):
         with Session(engine) as session, session.begin():
             repo.update_run(

@@ -42,14 +42,33 @@ def new_run_id() -> str:
 
 
 def open_store(config: Config) -> ArtifactStore:
-    return ArtifactStore(config.artifacts, fsync=config.fsync)
+    """The artifact store the configuration names; a bad URL is a configuration error."""
+    try:
+        return ArtifactStore(config.artifacts, fsync=config.fsync)
+    except (ValueError, ImportError, OSError) as exc:
+        raise ConfigError(
+            f"artifact store {config.artifacts!r} (from {config.origin('artifacts')}): {exc}"
+        ) from None
+
+
+def connect(config: Config, *, upgrade: bool = True) -> Engine:
+    """The run database the configuration names; errors say where its URL came from."""
+    try:
+        return db.connect(config.db, upgrade=upgrade)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from {config.origin('db')})") from None
 
 
 def start_executors(names: set[str], config: Config) -> dict[str, Executor]:
     started: dict[str, Executor] = {}
     try:
         for name in sorted(names):
-            executor = executor_class(name)()
+            try:
+                cls = executor_class(name)
+            except ConfigError as exc:
+                origin = config.origin("executor") if name == config.executor else "an operator's executor="
+                raise ConfigError(f"{exc} (from {origin})") from None
+            executor = cls()
             executor.start(config.executor_settings(name))
             started[name] = executor
     except BaseException:
@@ -67,6 +86,12 @@ def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> N
         capacity = executors[name].capacity()
         nprocs = op.distributed.nprocs if op.distributed else 1
         cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
+        memory = (op.resources.memory or 0) * nprocs
+        if capacity.memory is not None and memory > capacity.memory:
+            raise ConfigError(
+                f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {memory} bytes of memory, "
+                f"but executor '{name}' has at most {capacity.memory}"
+            )
         if cpus > capacity.cpus or gpus > capacity.gpus:
             hint = '; run GPU nodes with --executor gpu or executor="gpu"' if gpus and name != "gpu" else ""
             raise ConfigError(
@@ -87,7 +112,7 @@ def execute_dag(
     on_recorded: Callable[[str], None] | None = None,
 ) -> str:
     """Record a run of `dag`, execute it to the end and return its run id."""
-    engine = db.connect(config.db)
+    engine = connect(config)
     store = open_store(config)
     default = options.executor or config.executor
     names = {node.operator.executor or default for node in dag.nodes.values()} or {default}

@@ -65,24 +65,47 @@ def _answer(node: Node, summary: str, differences: list[str], source: str | None
 
 
 def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, Any, str] | None:
-    """The same node in the run this one resumed, else the newest other cache entry of its operator."""
+    """What to compare a node's key with: the entry it hit, else its nearest earlier computation.
+
+    Earlier means the run this one resumed, else the newest run before this one that
+    computed a node of that name and operator, else the newest earlier cache entry of the operator.
+    """
+    if node.cached and node.cache_key:
+        hit = session.get(CacheEntry, node.cache_key)
+        if hit is not None:
+            return (
+                f"the cache entry of run {hit.run_id} (node '{hit.node}')",
+                hit.fingerprint,
+                hit.inputs,
+                hit.key,
+            )
     if run.resumed_from:
         old = session.scalar(select(Node).where(Node.run_id == run.resumed_from, Node.name == node.name))
         if old is not None and old.fingerprint is not None:
             return f"run {run.resumed_from}", old.fingerprint, old.inputs, old.cache_key or ""
-    query = (
-        select(CacheEntry)
-        .where(CacheEntry.operator == node.operator, CacheEntry.run_id != run.id)
-        .order_by(CacheEntry.created_at.desc())
+    before = (
+        select(Node, Run.id)
+        .join(Run, Run.id == Node.run_id)
+        .where(
+            Node.name == node.name,
+            Node.operator == node.operator,
+            Node.fingerprint.is_not(None),
+            Run.created_at < run.created_at,
+        )
+        .order_by(Run.created_at.desc())
+        .limit(1)
     )
-    entries = list(session.scalars(query.limit(50)))
-    same_name = [entry for entry in entries if entry.node == node.name]
-    entry = (same_name or entries or [None])[0]
+    found = session.execute(before).first()
+    if found is not None:
+        old, old_run = found
+        return f"run {old_run}", old.fingerprint, old.inputs, old.cache_key or ""
+    entry = session.scalars(
+        select(CacheEntry)
+        .where(CacheEntry.operator == node.operator, CacheEntry.created_at < run.created_at)
+        .order_by(CacheEntry.created_at.desc())
+        .limit(1)
+    ).first()
     if entry is None:
-        if node.cached and node.cache_key:
-            hit = session.get(CacheEntry, node.cache_key)
-            if hit is not None:
-                return f"the cache entry of run {hit.run_id}", hit.fingerprint, hit.inputs, hit.key
         return None
     return (
         f"the cache entry of run {entry.run_id} (node '{entry.node}')",

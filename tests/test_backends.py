@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pg
@@ -81,8 +82,13 @@ def test_home_alone_derives_db_and_artifacts(tmp_path):
 
 
 def test_pyproject_tool_flow_table(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.flow.flow]\nexecutor = "inline"\n')
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.flow]\nexecutor = "inline"\n')
     assert load(tmp_path, environ={}).executor == "inline"
+    (tmp_path / "pyproject.toml").write_text('[tool.flow.flow]\nexecutor = "inline"\nfsync = false\n')
+    assert (load(tmp_path, environ={}).executor, load(tmp_path, environ={}).fsync) == ("inline", False)
+    (tmp_path / "pyproject.toml").write_text('[tool.flow]\nexecuter = "inline"\n')
+    with pytest.raises(ConfigError, match=r"pyproject.toml.*'executer'.*\[tool.flow\]"):
+        load(tmp_path, environ={})
     (tmp_path / "pyproject.toml").write_text("[tool.flow.executors.local]\nworkerz = 2\n")
     with pytest.raises(ConfigError, match=r"pyproject.toml.*workerz"):
         load(tmp_path, environ={})
@@ -152,3 +158,61 @@ def test_an_installed_wheel_upgrades_its_database_and_runs_hello(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert '"outputs": 28' in run.stdout
+
+
+def test_flow_cancel_marks_a_run_whose_scheduler_died(tmp_path):
+    project = make_project(tmp_path / "proj")
+    project.write("p.py", SLOW)
+    process = project.popen("run", "p.py")
+    deadline = time.monotonic() + 30
+    while not (project.root / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=10)
+    run_id = project.flow("runs", "--json").json()[0]["run_id"]
+    assert project.flow("status", run_id, "--json").json()["status"] == "running"
+    done = project.flow("cancel", run_id[:6])
+    assert done.code == 0 and "scheduler was gone" in done.err, done
+    status = project.flow("status", run_id, "--json").json()
+    assert status["status"] == "cancelled" and status["nodes"][0]["status"] == "cancelled"
+
+
+SLOW = """
+import pathlib, time
+from flowlib import operator, workflow
+
+@operator
+def slow(x: int) -> int:
+    pathlib.Path("started").write_text("")
+    time.sleep(60)
+    return x
+
+@workflow
+def w(x: int = 1) -> int:
+    return slow(x)
+"""
+
+
+def test_reading_commands_name_missing_nodes_and_ambiguous_ids(tmp_path):
+    project = make_project(tmp_path / "proj")
+    shutil.copy(HELLO, project.root / "pipeline.py")
+    run_id = project.flow("run", "pipeline.py", "--json").json()["run_id"]
+    missing = project.flow("logs", run_id, "nosuchnode")
+    assert missing.code == 2 and "nosuchnode" in missing.err, missing
+    assert project.flow("logs", run_id, "total").code == 0
+    project.flow("run", "pipeline.py", "-p", "n=3", "--json")
+    ambiguous = project.flow("status", "")
+    assert ambiguous.code == 2 and "ambiguous" in ambiguous.err, ambiguous
+
+
+def test_a_memory_request_beyond_the_machine_is_exit_2(tmp_path):
+    project = make_project(tmp_path / "proj")
+    project.write(
+        "p.py",
+        SLOW.replace("@operator\n", '@operator(resources=Resources(memory="64TiB"))\n').replace(
+            "from flowlib import operator, workflow", "from flowlib import Resources, operator, workflow"
+        ),
+    )
+    done = project.flow("run", "p.py")
+    assert done.code == 2 and "memory" in done.err and "slow" in done.err, done
+    assert project.flow("runs", "--json").json() == []

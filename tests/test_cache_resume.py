@@ -422,3 +422,16 @@ def test_sigkill_at_several_points_then_resume(tmp_path, kill_after):
     for name in succeeded:
         if name.startswith("nap"):
             assert finished_before, "a committed nap must have finished"
+
+
+def test_why_looks_only_backwards_and_names_the_entry_a_hit_came_from(project):
+    first = run(project)
+    edit(project, "return [x + OFFSET for x in xs]", "return [x + OFFSET + 1 for x in xs]")
+    second = run(project)
+    early = project.flow("why", first["run_id"], "shift")
+    assert "no earlier" in early.out, early  # a later run is not "earlier"
+    third = run(project)
+    hit = project.flow("why", third["run_id"], "shift")
+    assert "reused from" in hit.out and second["run_id"] in hit.out and "equal" in hit.out, hit
+    missed = project.flow("why", second["run_id"], "shift", "--json").json()
+    assert missed["differences"] == ["code changed: shift"] and first["run_id"] in missed["compared_with"]

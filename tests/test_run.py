@@ -416,3 +416,45 @@ def test_unknown_executor_is_exit_2(project):
     project.write("p.py", RETRY)
     done = project.flow("run", "p.py", "--executor", "nope")
     assert done.code == 2 and "unknown executor 'nope'" in done.err and "local" in done.err
+
+
+SPAWNER = (
+    MARK
+    + """
+import subprocess, time
+from flowlib import operator, workflow
+
+@operator(timeout=TIMEOUT)
+def spawner(seconds: int) -> int:
+    child = subprocess.Popen(["sleep", str(seconds)])
+    mark("child", str(child.pid))
+    time.sleep(seconds)
+    return child.pid
+
+@workflow
+def spawning(seconds: int = 30) -> int:
+    return spawner(seconds)
+"""
+)
+
+
+def _child_pids(project: Project) -> set[int]:
+    return {int(line.split()[1]) for line in project.marks("child")}
+
+
+def test_a_timeout_kills_what_the_operator_started(project):
+    project.write("p.py", SPAWNER.replace("TIMEOUT", "1"))
+    done = project.flow("run", "p.py", "--json")
+    assert done.code == 1
+    children = _child_pids(project)
+    assert children and _wait_for(lambda: not _alive(children), 10), f"left behind: {_alive(children)}"
+
+
+def test_sigkill_of_the_scheduler_kills_what_operators_started(project):
+    project.write("p.py", SPAWNER.replace("TIMEOUT", "None"))
+    process = project.popen("run", "p.py")
+    assert _wait_for(lambda: project.marks("child"))
+    process.kill()
+    process.wait(timeout=10)
+    children = _child_pids(project)
+    assert _wait_for(lambda: not _alive(children), 10), f"left behind: {_alive(children)}"

@@ -10,11 +10,10 @@ from flowlib.cli.options import config, db_option, json_option
 
 
 def _open(db: str | None):  # type: ignore[no-untyped-def]
-    from scheduler import db as database
-    from scheduler.service import open_store
+    from scheduler.service import connect, open_store
 
     settings = config(db)
-    return database.connect(settings.db), open_store(settings)
+    return connect(settings), open_store(settings)
 
 
 @click.group("cache")

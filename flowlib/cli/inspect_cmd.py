@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 from typing import Any
 
 import click
 
 from flowlib.cli.options import config, db_option, json_option
+from flowlib.errors import FlowError
 
 
 def _engine_and_store(db: str | None) -> tuple[Any, Any]:
     """The database engine and a reader of artifacts (store files and inline database rows)."""
-    from scheduler import db as database
     from scheduler.blobs import Blobs
-    from scheduler.service import open_store
+    from scheduler.service import connect, open_store
 
     settings = config(db)
-    engine = database.connect(settings.db)
+    engine = connect(settings)
     return engine, Blobs(engine).reader(open_store(settings))
 
 
@@ -47,11 +44,15 @@ def runs(workflow: str | None, status: str | None, limit: int, db: str | None, a
     engine, store = _engine_and_store(db)
     with Session(engine) as session:
         found = repo.list_runs(session, workflow=workflow, status=status, limit=limit)
-    results = [(run, result_of(run, [], store, with_nodes=False)) for run in found]
+        summaries = {
+            run.id: repo.node_summaries(session, run.id) if as_json and run.status == "succeeded" else []
+            for run in found
+        }
+    results = [(run, result_of(run, summaries[run.id], store, with_nodes=False)) for run in found]
     if as_json:
         objects = []
         for run, result in results:
-            shown = result.to_json(with_nodes=False, with_outputs=False)  # listing never loads artifacts
+            shown = result.to_json(with_nodes=False)
             shown.update(created_at=run.created_at, ended_at=run.ended_at, file=run.file, params=run.params)
             objects.append(shown)
         click.echo(json.dumps(objects, default=repr))
@@ -101,6 +102,8 @@ def logs(run_id: str, node: str | None, db: str | None) -> None:
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         attempts = repo.attempts_of(session, run.id, node)
+        if node is not None and not attempts and node not in repo.node_ids(session, run.id):
+            raise RunNotFound(f"run {run.id} has no node '{node}'")
     for attempt in attempts:
         click.echo(f"=== {attempt.node} (attempt {attempt.number}, {attempt.status}) ===")
         if attempt.log:
@@ -130,8 +133,27 @@ def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> Non
             rows = {row.name: row for row in repo.nodes_of(session, result.run_id)}
         if node not in rows:
             raise RunNotFound(f"run {result.run_id} has no node '{node}'")
-        value = {name: jsonable(store.get(ref["digest"])) for name, ref in (rows[node].outputs or {}).items()}
+        from scheduler.readback import import_pipeline
+
+        import_pipeline(_run_file(engine, result.run_id))
+        try:
+            value = {
+                name: jsonable(store.get(ref["digest"])) for name, ref in (rows[node].outputs or {}).items()
+            }
+        except Exception as exc:
+            raise FlowError(
+                f"cannot load the outputs of node '{node}': {type(exc).__name__}: {exc}"
+            ) from None
     click.echo(json.dumps(value, default=repr, indent=None if as_json else 2))
+
+
+def _run_file(engine: Any, run_id: str) -> str:
+    from sqlalchemy.orm import Session
+
+    from scheduler import repository as repo
+
+    with Session(engine) as session:
+        return repo.get_run(session, run_id).file  # type: ignore[union-attr]
 
 
 @click.command("metrics")
@@ -192,28 +214,32 @@ def why(run_id: str, node: str, db: str | None, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 def cancel(run_id: str, db: str | None) -> None:
-    """Cancel a running run: its running nodes are stopped and it ends `cancelled`."""
+    """Cancel a running run: its running nodes are stopped and it ends `cancelled`.
+
+    A live scheduler sees the request within a couple of seconds (its `flow run`
+    then exits 130); a run whose scheduler is gone is marked cancelled at once.
+    """
     from sqlalchemy.orm import Session
 
     from scheduler import repository as repo
     from scheduler.readback import RunNotFound
+    from scheduler.resume import scheduler_alive
 
     engine, _ = _engine_and_store(db)
     with Session(engine) as session, session.begin():
         run = repo.find_run(session, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
-        if run.status not in ("running", "pending"):
-            click.echo(f"run {run.id} is already {run.status}", err=True)
+        found, status = run.id, run.status
+        if status not in ("running", "pending"):
+            click.echo(f"run {found} is already {status}", err=True)
             return
-        found, pid, host = run.id, run.pid, run.host
-        repo.update_run(session, found, cancel_requested=True)
-    if pid and host == socket.gethostname():
-        try:
-            os.kill(pid, signal.SIGINT)
-        except (ProcessLookupError, PermissionError):
-            pass
-    click.echo(f"cancel requested for run {found}", err=True)
+        if scheduler_alive(run):
+            repo.update_run(session, found, cancel_requested=True)
+            click.echo(f"cancel requested for run {found}", err=True)
+            return
+        repo.cancel_dead_run(session, found, "cancelled by `flow cancel` (its scheduler was gone)")
+    click.echo(f"run {found} cancelled (its scheduler was gone)", err=True)
 
 
 COMMANDS = [runs, status, logs, outputs, metrics, why, cancel]
