@@ -4,29 +4,27 @@ One connection per host, opened on first use and reused by every attempt, all
 owned by one asyncio loop in a background thread. Per attempt: ship the
 project's code (once per content hash) and the input artifacts the host lacks
 to its workdir over SFTP, run `python -m executors.remote` with the pickled spec
-on stdin, relay its events, then fetch the outputs back into the local store.
-With a shared (non-local fsspec) artifact store the host reads and writes it directly.
+on stdin, relay its events, then fetch the outputs back into the local store
+(the moving of files is `executors.ssh_transfer`). With a shared (non-local
+fsspec) artifact store the host reads and writes it directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-import hashlib
-import json
 import logging
 import math
 import os
 import posixpath
-import secrets
 import shlex
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -38,25 +36,23 @@ except ImportError as exc:  # the registry reports this message as the reason `s
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
 from executors.remote import HEADER, MAX_FRAME
+from executors.ssh_transfer import CODE_MAX_BYTES as CODE_MAX_BYTES
+from executors.ssh_transfer import CODE_MAX_FILES as CODE_MAX_FILES
+from executors.ssh_transfer import MARKER as MARKER
+from executors.ssh_transfer import SKIP_DIRS as SKIP_DIRS
+from executors.ssh_transfer import ShipError as ShipError
+from executors.ssh_transfer import Transfer
 from flowlib.errors import ConfigError
 from flowlib.resources import Resources
-from flowlib.store import ArtifactStore
 
 log = logging.getLogger("flowlib.executors.ssh")
 
 COOLDOWN_S = 30.0  # a host that failed is tried again only after this, unless no other is left
 CONNECT_TIMEOUT_S = 15.0
-CODE_MAX_FILES, CODE_MAX_BYTES = 5000, 32 << 20
-MARKER = ".flowlib-workdir"
-SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "build", "dist"}
 
 
 class _Unusable(Exception):
     """A host could not be used for an attempt before anything ran there."""
-
-
-class ShipError(Exception):
-    """Code or artifacts could not be moved between this machine and a host."""
 
 
 @dataclass
@@ -119,63 +115,9 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _shared_store(url: str) -> bool:
-    return "://" in url and not url.startswith(("file://", "memory://"))
-
-
 def _frame(obj: Any) -> bytes:
     payload = cloudpickle.dumps(obj)
     return HEADER.pack(len(payload)) + payload
-
-
-def _input_digests(spec: TaskSpec) -> list[tuple[str, Mapping[str, bytes]]]:
-    """(digest, the input's inline bytes by digest) for every artifact input of `spec`."""
-    found = []
-    for value in spec.inputs.values():
-        inline = value.get("inline") or {}
-        digests = [value["digest"]] if "digest" in value else list(value.get("fields", {}).values())
-        found.extend((digest, inline) for digest in digests)
-    return found
-
-
-def _manifest_digests(data: bytes) -> list[str]:
-    """The element digests of a list manifest artifact's bytes; [] for any other artifact."""
-    if not data.startswith(b"FLOW1 manifest "):
-        return []
-    return [str(entry[0]) for entry in json.loads(data.partition(b"\n")[2])]
-
-
-def _project_files(spec: TaskSpec) -> tuple[str | None, list[tuple[str, bytes]]]:
-    """Return (code root, [(relative path, bytes)]) of the .py files a remote attempt needs."""
-    op_file = os.path.abspath(spec.operator.file)
-    root = os.path.abspath(spec.project_root) if spec.project_root else None
-    if root is None or not op_file.startswith(root + os.sep):
-        root = os.path.dirname(op_file) if os.path.isfile(op_file) else root
-    if root is None or not os.path.isdir(root):
-        return None, []
-    files, total = [], 0
-    for folder, dirs, names in os.walk(root):
-        # A host's workdir may sit inside the project when the host is this machine: never ship it.
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".")
-            and d not in SKIP_DIRS
-            and not os.path.exists(os.path.join(folder, d, MARKER))
-        )
-        for name in sorted(names):
-            path = os.path.join(folder, name)
-            if name.endswith(".py") or path == op_file:
-                with open(path, "rb") as f:
-                    data = f.read()
-                total += len(data)
-                files.append((os.path.relpath(path, root).replace(os.sep, "/"), data))
-        if len(files) > CODE_MAX_FILES or total > CODE_MAX_BYTES:
-            raise ShipError(
-                f"the project at {root} holds more than {CODE_MAX_FILES} .py files or "
-                f"{CODE_MAX_BYTES >> 20} MiB of them, too much to ship to ssh hosts"
-            )
-    return root, files
 
 
 class SshExecutor(Executor):
@@ -185,8 +127,7 @@ class SshExecutor(Executor):
         self._hosts: list[_Host] = []
         self._queue: deque[_Task] = deque()
         self._tasks: dict[str, _Task] = {}
-        self._stores: dict[tuple[str, bool], ArtifactStore] = {}
-        self._code: dict[tuple[str, str], tuple[str | None, list[tuple[str, bytes]], str]] = {}
+        self._transfer = Transfer()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -430,7 +371,7 @@ class SshExecutor(Executor):
     # -- one attempt on a connected host ------------------------------------------------
     async def _run(self, task: _Task, host: _Host) -> TaskResult:
         spec, started = task.spec, time.time()
-        remote_spec, sys_path = await self._ship(host, spec)
+        remote_spec, sys_path = await self._transfer.ship(host, spec)
         command = f"cd {shlex.quote(host.workdir)} && exec " + shlex.join(
             [self._python, "-m", "executors.remote"]
         )
@@ -473,7 +414,7 @@ class SshExecutor(Executor):
                 log=tail,
             )
         stderr.cancel()
-        await self._fetch(host, spec, result)
+        await self._transfer.fetch(host, spec, result)
         if task.tried:
             notes = "".join(f"flowlib: {why}; ran on ssh host {host.label}\n" for why in task.tried.values())
             result.log = notes + result.log
@@ -505,112 +446,3 @@ class SshExecutor(Executor):
                 return message[1]
             _, task_id, kind, data = message
             task.on_event(Event(task_id, kind, data))
-
-    # -- shipping code and artifacts -----------------------------------------------------
-    def _store(self, spec: TaskSpec) -> ArtifactStore:
-        key = (spec.store_url, spec.fsync)
-        if key not in self._stores:
-            self._stores[key] = ArtifactStore(spec.store_url, fsync=spec.fsync)
-        return self._stores[key]
-
-    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-    async def _put(self, host: _Host, path: str, data: bytes) -> None:
-        """Write a remote file under a temporary name and rename it into place."""
-        folder = posixpath.dirname(path)
-        if "dir:" + folder not in host.have:
-            await host.sftp.makedirs(folder, exist_ok=True)
-            host.have.add("dir:" + folder)
-        tmp = f"{folder}/.tmp-{secrets.token_hex(8)}"
-        async with host.sftp.open(tmp, "wb") as f:
-            await f.write(data)
-        await host.sftp.posix_rename(tmp, path)
-
-    async def _ship(self, host: _Host, spec: TaskSpec) -> tuple[TaskSpec, list[str]]:
-        key = (spec.project_root, spec.operator.file)
-        if key not in self._code:
-            root, files = await self._blocking(_project_files, spec)
-            h = hashlib.sha256()
-            for rel, data in files:
-                h.update(b"%d:%s%d:" % (len(rel.encode()), rel.encode(), len(data)) + data)
-            digest = h.hexdigest()[:24]
-            self._code[key] = (root, files, digest)
-        root, files, digest = self._code[key]
-        code_dir = f"{host.workdir}/code/{digest}"
-
-        # Concurrent first attempts may both upload: harmless, every file lands by an atomic rename.
-        if digest not in host.have and not await host.sftp.exists(f"{code_dir}/.complete"):
-            await asyncio.gather(*(self._put(host, f"{code_dir}/{rel}", data) for rel, data in files))
-            await self._put(host, f"{code_dir}/.complete", b"")
-        host.have.add(digest)
-        operator, sys_path = spec.operator, [code_dir] if root else []
-        if root and os.path.abspath(operator.file).startswith(root + os.sep):
-            remote_file = posixpath.join(code_dir, os.path.relpath(os.path.abspath(operator.file), root))
-            operator = replace(operator, file=remote_file.replace(os.sep, "/"))
-        if _shared_store(spec.store_url):
-            return replace(spec, operator=operator, project_root=code_dir if root else ""), sys_path
-        store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
-        ref = await self._blocking(store.get_ref, spec.checkpoint_ref) if spec.checkpoint_ref else None
-        wanted = [*_input_digests(spec), *([(ref, {})] if ref else [])]
-        await asyncio.gather(*(self._send_artifact(host, store, digest, inline) for digest, inline in wanted))
-        if ref:
-            await self._put(host, f"{remote_store}/refs/{spec.checkpoint_ref}", ref.encode() + b"\n")
-        remote = replace(
-            spec, operator=operator, store_url=remote_store, project_root=code_dir if root else ""
-        )
-        return remote, sys_path
-
-    async def _send_artifact(
-        self, host: _Host, store: ArtifactStore, digest: str, inline: Mapping[str, bytes]
-    ) -> None:
-        """Copy an artifact (and a list's elements) unless the host has it or it travels inline."""
-        if digest in host.have:
-            return  # there with all its elements
-        data = inline.get(digest)
-        if data is None:
-            data = await self._blocking(store.read_verified, digest)
-            path = f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}"
-            if not await host.sftp.exists(path):
-                await self._put(host, path, data)
-        elements = _manifest_digests(data)
-        await asyncio.gather(*(self._send_artifact(host, store, d, inline) for d in elements))
-        if digest not in inline:
-            host.have.add(digest)
-
-    async def _fetch(self, host: _Host, spec: TaskSpec, result: TaskResult) -> None:
-        """Bring outputs (and a newer checkpoint) back into the local store."""
-        if _shared_store(spec.store_url):
-            return
-        store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
-        wanted = [
-            digest
-            for out in result.outputs.values()
-            for digest in [out["digest"], *out.get("elements", [])]
-            if digest not in (out.get("inline") or {})
-        ]
-        if spec.checkpoint_ref:
-            try:
-                async with host.sftp.open(f"{remote_store}/refs/{spec.checkpoint_ref}", "rb") as f:
-                    ref = (await f.read()).decode("ascii", "replace").strip()
-            except asyncssh.SFTPNoSuchFile:
-                ref = None
-            if ref and ref != await self._blocking(store.get_ref, spec.checkpoint_ref):
-                wanted.append(ref)
-        else:
-            ref = None
-        await asyncio.gather(*(self._fetch_artifact(host, store, d) for d in wanted))
-        if ref:
-            await self._blocking(store.set_ref, spec.checkpoint_ref, ref)
-
-    async def _fetch_artifact(self, host: _Host, store: ArtifactStore, digest: str) -> None:
-        if await self._blocking(store.exists, digest):
-            return
-        async with host.sftp.open(f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}", "rb") as f:
-            data: bytes = await f.read()
-        header, _, payload = data.partition(b"\n")
-        parts = header.split(b" ")
-        if len(parts) != 3 or not parts[2].isdigit() or hashlib.sha256(data).hexdigest() != digest:
-            raise ShipError(f"artifact {digest} fetched from the host is corrupt")
-        await self._blocking(store.put_bytes, parts[1].decode(), int(parts[2]), payload)
-        host.have.add(digest)

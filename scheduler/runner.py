@@ -9,12 +9,12 @@ success is always committed before anything downstream of it starts.
 from __future__ import annotations
 
 import heapq
+import json
 import queue
 import random
 import signal
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +27,7 @@ from executors.worker import checkpoint_name
 from flowlib.artifacts import INLINE_LIMIT, Reader
 from flowlib.dag import DAG, Node, Ref
 from flowlib.results import DONE, FINAL
-from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, manifest_payload, pack
+from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, pack
 from scheduler import repository as repo
 from scheduler.batch import Batch
 from scheduler.blobs import Blobs
@@ -83,6 +83,7 @@ class RunScheduler:
         self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
         self.batch = Batch(engine, run_id)
+        self._tasks_submitted = 0
         self._must_flush = False
         self._flushed_at = time.monotonic()
         self._recorded_fingerprints: set[str] = set()
@@ -264,9 +265,8 @@ class RunScheduler:
             return
         items = [self.states[name] for name in node.items]
         refs = [item.outputs["return"] for item in items]  # type: ignore[index]
-        ref, data = pack(
-            MANIFEST, MANIFEST_VERSION, manifest_payload([ArtifactRef.from_json(r) for r in refs])
-        )
+        payload = json.dumps([[r["digest"], r["serializer"]] for r in refs], separators=(",", ":")).encode()
+        ref, data = pack(MANIFEST, MANIFEST_VERSION, payload)
         inline = [digest for r in refs for digest in r.get("inline") or ()]
         if ref.size <= INLINE_LIMIT:
             self._keep_inline(node.name, {ref.digest: data}, ref)
@@ -382,7 +382,8 @@ class RunScheduler:
     def _submit(self, state: NodeState) -> None:
         node, op = state.node, state.node.operator
         state.attempts += 1
-        task_id = uuid.uuid4().hex
+        self._tasks_submitted += 1
+        task_id = f"{self.run_id}-{self._tasks_submitted}"
         inputs = {
             param: input_spec(value, self.states, self.blobs)[0] for param, value in node.inputs.items()
         }

@@ -80,10 +80,11 @@ def start_executors(names: set[str], config: Config) -> dict[str, Executor]:
 
 def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> None:
     """Refuse, before anything is recorded, a request no executor here could ever meet."""
+    capacities = {name: executor.capacity() for name, executor in executors.items()}
     for node in dag.nodes.values():
         op = node.operator
         name = op.executor or default
-        capacity = executors[name].capacity()
+        capacity = capacities[name]
         nprocs = op.distributed.nprocs if op.distributed else 1
         cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
         memory = (op.resources.memory or 0) * nprocs

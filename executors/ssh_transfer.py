@@ -1,0 +1,213 @@
+"""Moving code and artifacts between this machine and an `ssh` host's workdir over SFTP.
+
+The project's .py files go to `code/<content hash>/` once per host; input artifacts
+the host lacks go to its `artifacts/` store, and outputs (and a newer checkpoint)
+come back into the local store. Every remote file lands by an atomic rename.
+With a shared (non-local fsspec) artifact store only the code is shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import posixpath
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+import asyncssh
+
+from executors.base import TaskResult, TaskSpec
+from flowlib.store import ArtifactStore
+
+CODE_MAX_FILES, CODE_MAX_BYTES = 5000, 32 << 20
+MARKER = ".flowlib-workdir"
+SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "build", "dist"}
+
+
+class ShipError(Exception):
+    """Code or artifacts could not be moved between this machine and a host."""
+
+
+class Remote(Protocol):
+    """What shipping needs of a connected host."""
+
+    sftp: Any
+    workdir: str
+    have: set[str]  # keys of files known to be on the host
+
+
+def _shared_store(url: str) -> bool:
+    return "://" in url and not url.startswith(("file://", "memory://"))
+
+
+def _input_digests(spec: TaskSpec) -> list[tuple[str, Mapping[str, bytes]]]:
+    """(digest, the input's inline bytes by digest) for every artifact input of `spec`."""
+    found = []
+    for value in spec.inputs.values():
+        inline = value.get("inline") or {}
+        digests = [value["digest"]] if "digest" in value else list(value.get("fields", {}).values())
+        found.extend((digest, inline) for digest in digests)
+    return found
+
+
+def _manifest_digests(data: bytes) -> list[str]:
+    """The element digests of a list manifest artifact's bytes; [] for any other artifact."""
+    if not data.startswith(b"FLOW1 manifest "):
+        return []
+    return [str(entry[0]) for entry in json.loads(data.partition(b"\n")[2])]
+
+
+def _project_files(spec: TaskSpec) -> tuple[str | None, list[tuple[str, bytes]]]:
+    """Return (code root, [(relative path, bytes)]) of the .py files a remote attempt needs."""
+    op_file = os.path.abspath(spec.operator.file)
+    root = os.path.abspath(spec.project_root) if spec.project_root else None
+    if root is None or not op_file.startswith(root + os.sep):
+        root = os.path.dirname(op_file) if os.path.isfile(op_file) else root
+    if root is None or not os.path.isdir(root):
+        return None, []
+    files, total = [], 0
+    for folder, dirs, names in os.walk(root):
+        # A host's workdir may sit inside the project when the host is this machine: never ship it.
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d not in SKIP_DIRS
+            and not os.path.exists(os.path.join(folder, d, MARKER))
+        )
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if name.endswith(".py") or path == op_file:
+                with open(path, "rb") as f:
+                    data = f.read()
+                total += len(data)
+                files.append((os.path.relpath(path, root).replace(os.sep, "/"), data))
+        if len(files) > CODE_MAX_FILES or total > CODE_MAX_BYTES:
+            raise ShipError(
+                f"the project at {root} holds more than {CODE_MAX_FILES} .py files or "
+                f"{CODE_MAX_BYTES >> 20} MiB of them, too much to ship to ssh hosts"
+            )
+    return root, files
+
+
+async def _blocking(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _put(host: Remote, path: str, data: bytes) -> None:
+    """Write a remote file under a temporary name and rename it into place."""
+    folder = posixpath.dirname(path)
+    if "dir:" + folder not in host.have:
+        await host.sftp.makedirs(folder, exist_ok=True)
+        host.have.add("dir:" + folder)
+    tmp = f"{folder}/.tmp-{secrets.token_hex(8)}"
+    async with host.sftp.open(tmp, "wb") as f:
+        await f.write(data)
+    await host.sftp.posix_rename(tmp, path)
+
+
+class Transfer:
+    """Ship code and inputs to hosts and fetch outputs back, caching local stores and code walks."""
+
+    def __init__(self) -> None:
+        self._stores: dict[tuple[str, bool], ArtifactStore] = {}
+        self._code: dict[tuple[str, str], tuple[str | None, list[tuple[str, bytes]], str]] = {}
+
+    def _store(self, spec: TaskSpec) -> ArtifactStore:
+        key = (spec.store_url, spec.fsync)
+        if key not in self._stores:
+            self._stores[key] = ArtifactStore(spec.store_url, fsync=spec.fsync)
+        return self._stores[key]
+
+    async def ship(self, host: Remote, spec: TaskSpec) -> tuple[TaskSpec, list[str]]:
+        """Put the code and inputs on the host; return the spec as the host sees it and its sys.path."""
+        key = (spec.project_root, spec.operator.file)
+        if key not in self._code:
+            root, files = await _blocking(_project_files, spec)
+            h = hashlib.sha256()
+            for rel, data in files:
+                h.update(b"%d:%s%d:" % (len(rel.encode()), rel.encode(), len(data)) + data)
+            digest = h.hexdigest()[:24]
+            self._code[key] = (root, files, digest)
+        root, files, digest = self._code[key]
+        code_dir = f"{host.workdir}/code/{digest}"
+
+        # Concurrent first attempts may both upload: harmless, every file lands by an atomic rename.
+        if digest not in host.have and not await host.sftp.exists(f"{code_dir}/.complete"):
+            await asyncio.gather(*(_put(host, f"{code_dir}/{rel}", data) for rel, data in files))
+            await _put(host, f"{code_dir}/.complete", b"")
+        host.have.add(digest)
+        operator, sys_path = spec.operator, [code_dir] if root else []
+        if root and os.path.abspath(operator.file).startswith(root + os.sep):
+            remote_file = posixpath.join(code_dir, os.path.relpath(os.path.abspath(operator.file), root))
+            operator = replace(operator, file=remote_file.replace(os.sep, "/"))
+        if _shared_store(spec.store_url):
+            return replace(spec, operator=operator, project_root=code_dir if root else ""), sys_path
+        store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
+        ref = await _blocking(store.get_ref, spec.checkpoint_ref) if spec.checkpoint_ref else None
+        wanted = [*_input_digests(spec), *([(ref, {})] if ref else [])]
+        await asyncio.gather(*(self._send_artifact(host, store, digest, inline) for digest, inline in wanted))
+        if ref:
+            await _put(host, f"{remote_store}/refs/{spec.checkpoint_ref}", ref.encode() + b"\n")
+        remote = replace(
+            spec, operator=operator, store_url=remote_store, project_root=code_dir if root else ""
+        )
+        return remote, sys_path
+
+    async def _send_artifact(
+        self, host: Remote, store: ArtifactStore, digest: str, inline: Mapping[str, bytes]
+    ) -> None:
+        """Copy an artifact (and a list's elements) unless the host has it or it travels inline."""
+        if digest in host.have:
+            return  # there with all its elements
+        data = inline.get(digest)
+        if data is None:
+            data = await _blocking(store.read_verified, digest)
+            path = f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}"
+            if not await host.sftp.exists(path):
+                await _put(host, path, data)
+        elements = _manifest_digests(data)
+        await asyncio.gather(*(self._send_artifact(host, store, d, inline) for d in elements))
+        if digest not in inline:
+            host.have.add(digest)
+
+    async def fetch(self, host: Remote, spec: TaskSpec, result: TaskResult) -> None:
+        """Bring outputs (and a newer checkpoint) back into the local store."""
+        if _shared_store(spec.store_url):
+            return
+        store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
+        wanted = [
+            digest
+            for out in result.outputs.values()
+            for digest in [out["digest"], *out.get("elements", [])]
+            if digest not in (out.get("inline") or {})
+        ]
+        if spec.checkpoint_ref:
+            try:
+                async with host.sftp.open(f"{remote_store}/refs/{spec.checkpoint_ref}", "rb") as f:
+                    ref = (await f.read()).decode("ascii", "replace").strip()
+            except asyncssh.SFTPNoSuchFile:
+                ref = None
+            if ref and ref != await _blocking(store.get_ref, spec.checkpoint_ref):
+                wanted.append(ref)
+        else:
+            ref = None
+        await asyncio.gather(*(self._fetch_artifact(host, store, d) for d in wanted))
+        if ref:
+            await _blocking(store.set_ref, spec.checkpoint_ref, ref)
+
+    async def _fetch_artifact(self, host: Remote, store: ArtifactStore, digest: str) -> None:
+        if await _blocking(store.exists, digest):
+            return
+        async with host.sftp.open(f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}", "rb") as f:
+            data: bytes = await f.read()
+        header, _, payload = data.partition(b"\n")
+        parts = header.split(b" ")
+        if len(parts) != 3 or not parts[2].isdigit() or hashlib.sha256(data).hexdigest() != digest:
+            raise ShipError(f"artifact {digest} fetched from the host is corrupt")
+        await _blocking(store.put_bytes, parts[1].decode(), int(parts[2]), payload)
+        host.have.add(digest)
