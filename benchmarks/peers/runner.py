@@ -34,7 +34,7 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 PEERS: tuple[str, ...] = tuple(_COMMANDS)
 SHAPES: tuple[str, ...] = ("fan-out", "chain")
 # Prefect and Dagster take minutes at 10,000 nodes (issue 7): compare them at 1,000.
-# Luigi's scheduler is superlinear (14 ms/node at 1,000, > 2 min at 10,000 here).
+# Luigi's scheduler is superlinear (8-13 ms/node at 1,000, > 2 min for a 10,000 fan-out here).
 MAX_N: dict[str, int] = {"prefect": 1_000, "dagster": 1_000, "luigi": 1_000}
 DEFAULT_MAX_N = 10_000
 INSTALL_TIMEOUT_S = 1_200
@@ -77,7 +77,7 @@ def available(venv: Path = DEFAULT_VENV) -> bool:
 def ensure_venv(path: Path = DEFAULT_VENV) -> Path:
     """Create the peers' venv at path and install requirements.txt into it, unless already done.
 
-    Returns path. Takes about half a minute and ~350 MB on a first install.
+    Returns path. A first install takes 30 to 60 s and ~350 MB.
     """
     path = Path(path)
     if available(path):
@@ -146,10 +146,12 @@ def _run_once(venv: Path, peer: str, shape: str, n: int, timeout_s: float) -> di
         open(Path(cwd) / "stderr.log", "w+") as stderr,
     ):
         # A bare benchmarks/ namespace holding only this package, so that neither the bench
-        # nor the processes Dask spawns (which re-import it) run benchmarks/__init__.py,
-        # should one appear: it may import flowlib, which the peers' venv lacks.
+        # nor the processes Dask spawns (which re-import it) run benchmarks/__init__.py:
+        # it may import flowlib, which the peers' venv lacks.
         (Path(cwd) / "benchmarks").mkdir()
         (Path(cwd) / "benchmarks" / "peers").symlink_to(HERE, target_is_directory=True)
+        # Temp files of the bench and its libraries go here too, so that a killed run leaves none.
+        env["TMPDIR"] = cwd
         proc = subprocess.Popen(
             command,
             cwd=cwd,
