@@ -1,0 +1,106 @@
+"""One conformance suite for the executors that run on this machine without a server.
+
+Each executor runs the same tasks through the same five methods (ssh and ray have
+their own suites in test_ssh.py and test_ray.py, which start the servers they need).
+Adding an executor? Add it to EXECUTORS.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import wait
+
+import pytest
+
+from executors.base import Event, Executor, OperatorRef, TaskSpec
+from executors.registry import executor_class
+from flowlib.resources import Resources
+
+EXECUTORS = {"inline": {}, "local": {"workers": 2}, "gpu": {"workers": 2, "devices": [0, 1]}}
+
+PIPELINE = """
+import time
+from flowlib import current, operator
+
+@operator
+def double(x: int) -> int:
+    current.log_metric("seen", x)
+    print("doubling", x)
+    return 2 * x
+
+@operator
+def broken(x: int) -> int:
+    raise ValueError("broken-marker")
+
+@operator
+def sleepy(x: int) -> int:
+    time.sleep(30)
+    return x
+"""
+
+
+@pytest.fixture(params=list(EXECUTORS))
+def executor(request, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the gpu executor's lock files
+    monkeypatch.delenv("FLOW_GPUS", raising=False)
+    instance: Executor = executor_class(request.param)()
+    instance.start(EXECUTORS[request.param])
+    yield instance
+    instance.shutdown()
+
+
+def spec(tmp_path, qualname: str, x: int, **extra) -> TaskSpec:  # type: ignore[no-untyped-def]
+    pipeline = tmp_path / "conformance_pipeline.py"
+    if not pipeline.exists():
+        pipeline.write_text(PIPELINE)
+    return TaskSpec(
+        task_id=f"{qualname}-{x}",
+        run_id="r1",
+        node=qualname,
+        attempt=1,
+        operator=OperatorRef(str(pipeline), "conformance_pipeline", qualname),
+        inputs={"x": {"literal": x}},
+        store_url=str(tmp_path / "store"),
+        fsync=False,
+        **extra,
+    )
+
+
+def test_capacity_is_a_resources_total(executor):
+    capacity = executor.capacity()
+    assert isinstance(capacity, Resources) and capacity.cpus >= 1
+
+
+def test_submit_runs_the_task_and_reports_events(executor, tmp_path):
+    events: list[Event] = []
+    future = executor.submit(spec(tmp_path, "double", 21), events.append)
+    result = future.result(timeout=60)
+    assert result.ok, result.error
+    assert result.outputs["return"]["digest"] and "doubling 21" in result.log
+    assert [(e.kind, e.data["name"], e.data["value"]) for e in events] == [("metric", "seen", 21.0)]
+
+
+def test_a_failing_task_is_a_failed_result_not_an_exception(executor, tmp_path):
+    result = executor.submit(spec(tmp_path, "broken", 1), lambda _: None).result(timeout=60)
+    assert (
+        not result.ok and result.error["type"] == "ValueError" and "broken-marker" in result.error["message"]
+    )
+
+
+def test_many_tasks_all_finish(executor, tmp_path):
+    futures = [executor.submit(spec(tmp_path, "double", i), lambda _: None) for i in range(12)]
+    done, _ = wait(futures, timeout=120)
+    assert len(done) == 12 and all(f.result().ok for f in futures)
+
+
+def test_cancel_and_timeout_stop_a_running_task(executor, tmp_path):
+    if executor.name == "inline":
+        pytest.skip("inline runs a task inside submit(): nothing runs in the background to stop")
+    started = time.monotonic()
+    cancelled = executor.submit(spec(tmp_path, "sleepy", 1), lambda _: None)
+    time.sleep(1.0)
+    executor.cancel("sleepy-1")
+    assert cancelled.result(timeout=20).error["type"] == "Cancelled"
+    timed = executor.submit(spec(tmp_path, "sleepy", 2, timeout=1.0), lambda _: None).result(timeout=20)
+    assert timed.error["type"] == "Timeout"
+    assert time.monotonic() - started < 20
