@@ -25,28 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import sshd
 
-PIPELINE = """
-from flowlib import operator, workflow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-@operator
-def noop(i: int) -> int:
-    return i
-
-@operator
-def step(i: int) -> int:
-    return i + 1
-
-@workflow
-def fan(n: int) -> list[int]:
-    return noop.map(list(range(n)))
-
-@workflow
-def chain(n: int) -> int:
-    value = 0
-    for _ in range(n):
-        value = step(value)
-    return value
-"""
+from benchmarks.shapes import FAN_AND_CHAIN as PIPELINE
 
 
 def main() -> None:

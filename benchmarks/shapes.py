@@ -52,3 +52,27 @@ def shape(n: int) -> int:
     return combine(layer[0], layer[1])
 """,
 }
+
+# Both shapes in one file, as workflows `fan` and `chain` (the executor overhead scripts).
+FAN_AND_CHAIN = """
+from flowlib import operator, workflow
+
+@operator
+def noop(i: int) -> int:
+    return i
+
+@operator
+def step(i: int) -> int:
+    return i + 1
+
+@workflow
+def fan(n: int) -> list[int]:
+    return noop.map(list(range(n)))
+
+@workflow
+def chain(n: int) -> int:
+    value = 0
+    for _ in range(n):
+        value = step(value)
+    return value
+"""
