@@ -29,16 +29,20 @@ def run(
     dag: Any = None,
 ) -> RunResult:
     """Build `wf` with `params`, run it to the end and return its RunResult (never raises RunFailed)."""
-    from scheduler.service import RunOptions, execute_dag, open_store
 
     if not isinstance(wf, Workflow):
         raise FlowError(f"flowlib.run takes a @workflow, got {wf!r}")
     config = _config(db, executor)
     dag = dag or wf.build(**(params or {}))
+    from scheduler.launch import RunOptions, executor_names, start_executors
+
     options = RunOptions(
         executor=executor, use_cache=cache, fail_fast=fail_fast, max_parallel=max_parallel, progress=progress
     )
-    run_id = execute_dag(dag, config, options, on_recorded=on_recorded)
+    executors = start_executors(executor_names(dag, executor or config.executor), config)
+    from scheduler.service import execute_dag, open_store  # SQLAlchemy loads while the workers start
+
+    run_id = execute_dag(dag, config, options, on_recorded=on_recorded, executors=executors)
     return get_run(run_id, db=db, _config=config, _store=open_store(config))
 
 

@@ -8,7 +8,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from executors.base import Executor
-from executors.registry import executor_class
 from flowlib.config import Config
 from flowlib.dag import DAG
 from flowlib.errors import ConfigError, FlowError
@@ -24,17 +22,9 @@ from flowlib.hashing import find_project_root
 from flowlib.store import ArtifactStore
 from scheduler import db
 from scheduler import repository as repo
-from scheduler.runner import Progress, RunScheduler
+from scheduler.launch import RunOptions, executor_names, start_executors
+from scheduler.runner import RunScheduler
 from scheduler.tasks import Fingerprints
-
-
-@dataclass
-class RunOptions:
-    executor: str | None = None
-    use_cache: bool = True
-    fail_fast: bool = False
-    max_parallel: int | None = None
-    progress: Progress | None = None
 
 
 def new_run_id() -> str:
@@ -57,25 +47,6 @@ def connect(config: Config, *, upgrade: bool = True) -> Engine:
         return db.connect(config.db, upgrade=upgrade)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (from {config.origin('db')})") from None
-
-
-def start_executors(names: set[str], config: Config) -> dict[str, Executor]:
-    started: dict[str, Executor] = {}
-    try:
-        for name in sorted(names):
-            try:
-                cls = executor_class(name)
-            except ConfigError as exc:
-                origin = config.origin("executor") if name == config.executor else "an operator's executor="
-                raise ConfigError(f"{exc} (from {origin})") from None
-            executor = cls()
-            executor.start(config.executor_settings(name))
-            started[name] = executor
-    except BaseException:
-        for executor in started.values():
-            executor.shutdown()
-        raise
-    return started
 
 
 def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> None:
@@ -111,14 +82,17 @@ def execute_dag(
     reuse: dict[str, dict[str, Any]] | None = None,
     reasons: dict[str, list[str]] | None = None,
     on_recorded: Callable[[str], None] | None = None,
+    executors: dict[str, Executor] | None = None,
 ) -> str:
-    """Record a run of `dag`, execute it to the end and return its run id."""
-    engine = connect(config)
-    store = open_store(config)
+    """Record a run of `dag`, execute it to the end and return its run id.
+
+    `executors` already started (see scheduler.launch) are used, and shut down at the end.
+    """
     default = options.executor or config.executor
-    names = {node.operator.executor or default for node in dag.nodes.values()} or {default}
-    executors = start_executors(names, config)
+    executors = executors if executors is not None else start_executors(executor_names(dag, default), config)
     try:
+        engine = connect(config)
+        store = open_store(config)
         check_resources(dag, executors, default)
         run_id = new_run_id()
         project_root = find_project_root(dag.file)
