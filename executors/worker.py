@@ -14,6 +14,7 @@ import pickle
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import namedtuple
@@ -107,6 +108,19 @@ def checkpoint_name(root_run_id: str, node: str) -> str:
     return f"checkpoints/{root_run_id}/{hashlib.sha256(node.encode()).hexdigest()[:32]}"
 
 
+_sinks = threading.local()
+
+
+def _sink() -> Any:
+    """This thread's capture file, emptied."""
+    sink = getattr(_sinks, "file", None)
+    if sink is None:
+        sink = _sinks.file = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the process)
+    sink.seek(0)
+    sink.truncate()
+    return sink
+
+
 @contextlib.contextmanager
 def _captured(mode: str):
     """Capture what the attempt prints into its log.
@@ -119,27 +133,27 @@ def _captured(mode: str):
     sys.stdout.flush()
     sys.stderr.flush()
     buffer = io.StringIO()
-    with tempfile.TemporaryFile() as sink:
-        saved = [os.dup(fd) for fd in fds]
-        for fd in fds:
-            os.dup2(sink.fileno(), fd)
-        box = {"text": ""}
-        try:
-            if mode == "fd":
+    sink = _sink()  # one per thread, emptied per attempt: a new file per attempt cost more than the task
+    saved = [os.dup(fd) for fd in fds]
+    for fd in fds:
+        os.dup2(sink.fileno(), fd)
+    box = {"text": ""}
+    try:
+        if mode == "fd":
+            yield box
+        else:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
                 yield box
-            else:
-                with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-                    yield box
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in zip(fds, saved, strict=True):
-                os.dup2(copy, fd)
-                os.close(copy)
-            size = sink.seek(0, os.SEEK_END)
-            sink.seek(max(0, size - LOG_LIMIT))
-            text = sink.read().decode("utf-8", "replace") + buffer.getvalue()
-            box["text"] = text[-LOG_LIMIT:]
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip(fds, saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        size = sink.seek(0, os.SEEK_END)
+        sink.seek(max(0, size - LOG_LIMIT))
+        text = sink.read().decode("utf-8", "replace") + buffer.getvalue()
+        box["text"] = text[-LOG_LIMIT:]
 
 
 class _CurrentStderr(logging.StreamHandler):

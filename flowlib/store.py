@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from flowlib import serializers
@@ -66,7 +66,12 @@ class ArtifactRef:
     size: int
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "digest": self.digest,
+            "serializer": self.serializer,
+            "serializer_version": self.serializer_version,
+            "size": self.size,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ArtifactRef:
