@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flowlib.config import Config, load
@@ -73,7 +72,3 @@ def get_run(
     config = _config or load(db=db)
     engine = connect(config)
     return load_run(engine, Blobs(engine).reader(_store or open_store(config)), str(run_id))
-
-
-def pipeline_path(wf: Workflow) -> Path:
-    return Path(wf.file).resolve()

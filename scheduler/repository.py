@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.models import (
@@ -230,17 +230,6 @@ def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, CacheEntry
         for entry in session.scalars(select(CacheEntry).where(CacheEntry.key.in_(chunk))):
             found[entry.key] = entry
     return found
-
-
-def delete_cache_entries(session: Session, keys: Sequence[str]) -> None:
-    from sqlalchemy import delete
-
-    if keys:
-        session.execute(delete(CacheEntry).where(CacheEntry.key.in_(list(keys))))
-
-
-def count(session: Session, model: Any) -> int:
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def add_fingerprints(session: Session, rows: list[dict[str, Any]]) -> None:
