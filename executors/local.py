@@ -137,6 +137,8 @@ class LocalExecutor(Executor):
     def shutdown(self) -> None:
         self._closing = True
         self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)  # first: it may be closing a dead worker's connection itself
         for worker in self._workers:
             try:
                 worker.conn.close()
@@ -148,8 +150,6 @@ class LocalExecutor(Executor):
                 worker.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         with self._lock:
             pending = [w.task for w in self._workers if w.task] + list(self._queue)
             self._queue.clear()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from scheduler import bulk
 from scheduler.models import (
     Artifact,
     Attempt,
@@ -30,8 +31,8 @@ def _insert_ignoring_duplicates(
     """Insert rows; a row whose key exists already updates only the `replace` columns."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    session.execute(_upsert(dialect, model.__table__, key, replace), rows)
+    connection = session.connection()
+    bulk.executemany(connection, _upsert(connection.dialect.name, model.__table__, key, replace), rows)
 
 
 @functools.cache
@@ -59,13 +60,8 @@ def create_run(
 ) -> dict[str, int]:
     """Record a run with its nodes and edges; return node name -> row id."""
     session.execute(insert(Run), [values])
-    run_id = values["id"]
-    if nodes:
-        session.execute(insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
-    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
-    if edge_rows:
-        session.execute(insert(Edge.__table__), edge_rows)
-    return node_ids(session, run_id)
+    _insert_nodes(session, values["id"], nodes, edges)
+    return node_ids(session, values["id"])
 
 
 def node_ids(session: Session, run_id: str) -> dict[str, int]:
@@ -76,14 +72,19 @@ def add_nodes(
     session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
 ) -> dict[str, int]:
     """Add nodes discovered at run time (map items); return their ids."""
-    if nodes:
-        session.execute(insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
-    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
-    if edge_rows:
-        session.execute(insert(Edge.__table__), edge_rows)
+    _insert_nodes(session, run_id, nodes, edges)
     names = [row["name"] for row in nodes]
     found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
     return dict(found.all())
+
+
+def _insert_nodes(
+    session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+) -> None:
+    connection = session.connection()
+    bulk.executemany(connection, _insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
+    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
+    bulk.executemany(connection, _insert(Edge.__table__), edge_rows)
 
 
 def update_run(session: Session, run_id: str, **values: Any) -> None:
@@ -91,18 +92,20 @@ def update_run(session: Session, run_id: str, **values: Any) -> None:
 
 
 def update_nodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key: each row holds `id` and the columns to set (Core executemany)."""
+    """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        by_shape.setdefault(tuple(sorted(row)), []).append(row)
+        columns = {"row_id": row["id"], **{k: v for k, v in row.items() if k != "id"}}
+        by_shape.setdefault(tuple(sorted(columns)), []).append(columns)
+    connection = session.connection()
     for shape, group in by_shape.items():
-        session.execute(_node_update(shape), [{**row, "row_id": row["id"]} for row in group])
+        bulk.executemany(connection, _node_update(shape), group)
 
 
 @functools.cache
 def _node_update(columns: tuple[str, ...]) -> Any:
     table = Node.__table__
-    values = {name: bindparam(name) for name in columns if name != "id"}
+    values = {name: bindparam(name) for name in columns if name != "row_id"}
     return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
@@ -177,8 +180,7 @@ def heartbeat(engine: Engine, run_id: str) -> bool:
 
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
 def add_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(_insert(model.__table__), rows)
+    bulk.executemany(session.connection(), _insert(model.__table__), rows)
 
 
 def add_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
