@@ -16,7 +16,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -279,7 +291,8 @@ def _check_schema(engine: Engine, *, upgrade: bool) -> str | None:
                 _refuse_unknown(url, revision)
                 if revision is None:
                     _refuse_foreign_tables(conn, url)
-                if revision != head:
+                    _create_at_head(conn)
+                elif revision != head:
                     from alembic import command
 
                     command.upgrade(alembic_config(conn), "head")
@@ -315,6 +328,23 @@ def _migration_lock(conn: Connection) -> Iterator[None]:
         if dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             conn.commit()
+
+
+def _create_at_head(conn: Connection) -> None:
+    """Create a fresh database from the models and stamp it at head, as alembic's docs advise.
+
+    Running every migration from the first would give the same schema (tests/test_db.py
+    compares them) at several times the cost of each first `flow run` on a new home.
+    """
+    Base.metadata.create_all(conn)
+    version = Table(
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create(conn, checkfirst=True)  # an emptied alembic_version table may be left over
+    conn.execute(version.insert().values(version_num=HEAD))
 
 
 def _refuse_foreign_tables(conn: Connection, url: URL) -> None:

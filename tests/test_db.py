@@ -17,7 +17,6 @@ import pg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
@@ -191,22 +190,61 @@ def test_database_newer_than_the_code_is_refused(any_url: str) -> None:
         assert "upgrade flowlib" in message
 
 
-def test_failed_upgrade_leaves_no_half_schema(any_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_upgrade = command.upgrade
+def test_failed_schema_creation_leaves_no_half_schema(any_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_create_all = Base.metadata.create_all
 
-    def upgrade_then_crash(config: Config, revision: str) -> None:
-        real_upgrade(config, revision)
+    def create_then_crash(bind: object, **kwargs: object) -> None:
+        real_create_all(bind, **kwargs)
         raise RuntimeError("crash after the DDL")
 
-    monkeypatch.setattr(command, "upgrade", upgrade_then_crash)
+    monkeypatch.setattr(Base.metadata, "create_all", create_then_crash)
     with pytest.raises(RuntimeError, match="crash after the DDL"):
         db.connect(any_url)
     engine = create_engine(any_url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
 
-    monkeypatch.setattr(command, "upgrade", real_upgrade)
+    monkeypatch.setattr(Base.metadata, "create_all", real_create_all)
     assert db.current_revision(db.connect(any_url)) == db.head_revision()
+
+
+def _schema(url: str) -> dict[str, dict[str, object]]:
+    """Every table's columns, keys, indexes and constraints, as the inspector reports them."""
+    engine = create_engine(url)
+    try:
+        found = inspect(engine)
+        return {
+            table: {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in found.get_columns(table)
+                ],
+                "pk": found.get_pk_constraint(table),
+                "fks": sorted(str(fk) for fk in found.get_foreign_keys(table)),
+                "indexes": sorted(str(ix) for ix in found.get_indexes(table)),
+                "unique": sorted(str(uq) for uq in found.get_unique_constraints(table)),
+            }
+            for table in sorted(found.get_table_names())
+        }
+    finally:
+        engine.dispose()
+
+
+def test_a_new_database_gets_the_schema_the_migrations_build(any_url: str, tmp_path: Path) -> None:
+    """connect() creates a new database from the models and stamps it; the migrations must agree."""
+    db.connect(any_url)
+    created = _schema(any_url)
+    db.dispose(any_url)
+    engine = create_engine(any_url)
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == db.head_revision()
+    engine.dispose()
+
+    command.downgrade(db.alembic_config(url=any_url), "base")
+    command.upgrade(db.alembic_config(url=any_url), "head")
+
+    assert _schema(any_url) == created
+    assert "runs" in created and "alembic_version" in created
 
 
 def test_tables_without_a_revision_are_refused(tmp_path: Path) -> None:
