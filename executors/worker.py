@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
@@ -111,49 +110,67 @@ def checkpoint_name(root_run_id: str, node: str) -> str:
 _sinks = threading.local()
 
 
-def _sink() -> Any:
-    """This thread's capture file, emptied."""
-    sink = getattr(_sinks, "file", None)
-    if sink is None:
-        sink = _sinks.file = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the process)
-    sink.seek(0)
-    sink.truncate()
-    return sink
+def _sink() -> int:
+    """This thread's capture file (a raw descriptor), empty and at offset 0."""
+    fd = getattr(_sinks, "fd", None)
+    if fd is None:
+        with (
+            tempfile.TemporaryFile() as file
+        ):  # one per thread: a new file per attempt cost more than the task
+            fd = _sinks.fd = os.dup(file.fileno())
+    return fd
 
 
-@contextlib.contextmanager
-def _captured(mode: str):
-    """Capture what the attempt prints into its log.
+def _read_tail(fd: int, size: int) -> bytes:
+    os.lseek(fd, max(0, size - LOG_LIMIT), os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, LOG_LIMIT):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Captured:
+    """Capture what the attempt prints into its log (`.text` once the block ends).
 
     "fd" (a worker process): file descriptors 1 and 2, so child processes and C code
     are caught too. "inline" (the scheduler's own process): descriptor 1 only, plus
     Python's sys.stdout/sys.stderr, since descriptor 2 carries the run's progress.
     """
-    fds = (1, 2) if mode == "fd" else (1,)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    buffer = io.StringIO()
-    sink = _sink()  # one per thread, emptied per attempt: a new file per attempt cost more than the task
-    saved = [os.dup(fd) for fd in fds]
-    for fd in fds:
-        os.dup2(sink.fileno(), fd)
-    box = {"text": ""}
-    try:
-        if mode == "fd":
-            yield box
-        else:
-            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-                yield box
-    finally:
+
+    def __init__(self, mode: str) -> None:
+        self.fds = (1, 2) if mode == "fd" else (1,)
+        self.buffer = io.StringIO() if mode != "fd" else None
+        self.text = ""
+
+    def __enter__(self) -> _Captured:
         sys.stdout.flush()
         sys.stderr.flush()
-        for fd, copy in zip(fds, saved, strict=True):
+        self.sink = _sink()
+        self.saved = [os.dup(fd) for fd in self.fds]
+        for fd in self.fds:
+            os.dup2(self.sink, fd)
+        if self.buffer is not None:
+            self.streams = sys.stdout, sys.stderr
+            sys.stdout = sys.stderr = self.buffer
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.buffer is not None:
+            sys.stdout, sys.stderr = self.streams
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip(self.fds, self.saved, strict=True):
             os.dup2(copy, fd)
             os.close(copy)
-        size = sink.seek(0, os.SEEK_END)
-        sink.seek(max(0, size - LOG_LIMIT))
-        text = sink.read().decode("utf-8", "replace") + buffer.getvalue()
-        box["text"] = text[-LOG_LIMIT:]
+        size = os.lseek(self.sink, 0, os.SEEK_END)
+        text = ""
+        if size:  # most attempts print nothing: no read, no truncate
+            text = _read_tail(self.sink, size).decode("utf-8", "replace")
+            os.ftruncate(self.sink, 0)
+        os.lseek(self.sink, 0, os.SEEK_SET)
+        if self.buffer is not None:
+            text += self.buffer.getvalue()
+        self.text = text[-LOG_LIMIT:]
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -230,7 +247,7 @@ def execute(
         return store.get(digest) if digest else None
 
     gpus = [int(x) for x in spec.env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip().isdigit()]
-    with _captured(capture) as log:
+    with _Captured(capture) as log:
         task_context = context.TaskContext(
             run_id=spec.run_id,
             node=spec.node,
@@ -278,7 +295,7 @@ def execute(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = old
-    result.log = log["text"]
+    result.log = log.text
     result.ended_at = time.time()
     return result
 

@@ -153,15 +153,28 @@ def literal_digest(value: object) -> str:
     if kind is int:
         item = _frame(b"int", b"%d" % value)
     elif kind is str:
-        item = _frame(b"str", value.encode("utf-8", "surrogatepass"))
+        item = _str(value)
     else:
         item = encode(value)
     return hashlib.sha256(_frame(b"list", _LITERAL + item)).hexdigest()
 
 
+def _str(value: str) -> bytes:
+    return _frame(b"str", value.encode("utf-8", "surrogatepass"))
+
+
+_NODE, _INPUTS = encode("node"), encode("inputs")
+
+
 def node_key(fingerprint_digest: str, inputs: Mapping[str, str]) -> str:
-    """Return a node's cache key from its operator fingerprint and the digests of its inputs by parameter."""
-    return hash_labelled(["node", fingerprint_digest, ["inputs", sorted(inputs.items())]])
+    """Return a node's cache key from its operator fingerprint and the digests of its inputs by parameter.
+
+    The same bytes as ``hash_labelled(["node", fingerprint, ["inputs", sorted(inputs.items())]])``,
+    built without dispatch: it is computed for every node of every run.
+    """
+    pairs = b"".join(_frame(b"tuple", _str(k) + _str(v)) for k, v in sorted(inputs.items()))
+    inner = _frame(b"list", _INPUTS + _frame(b"list", pairs))
+    return hashlib.sha256(_frame(b"list", _NODE + _str(fingerprint_digest) + inner)).hexdigest()
 
 
 def tuple_digest(field_digests: list[str]) -> str:

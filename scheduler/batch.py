@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from scheduler import repository as repo
 
@@ -58,14 +57,14 @@ class Batch:
         if not self:
             return
         rows = self.rows
-        with Session(self.engine) as session, session.begin():
-            repo.add_fingerprints(session, rows["fingerprints"])
-            repo.update_nodes(session, list(self.nodes.values()))
-            repo.add_attempts(session, rows["attempts"])
-            repo.add_artifacts(session, rows["artifacts"])
-            repo.put_cache_entries(session, list({row["key"]: row for row in rows["cache"]}.values()))
-            repo.add_metrics(session, rows["metrics"])
-            repo.add_checkpoints(session, rows["checkpoints"])
-            repo.add_events(session, rows["events"])
+        with self.engine.begin() as conn:  # a Connection, not a Session: nothing here needs the ORM
+            repo.add_fingerprints(conn, rows["fingerprints"])
+            repo.update_nodes(conn, list(self.nodes.values()))
+            repo.add_attempts(conn, rows["attempts"])
+            repo.add_artifacts(conn, rows["artifacts"])
+            repo.put_cache_entries(conn, list({row["key"]: row for row in rows["cache"]}.values()))
+            repo.add_metrics(conn, rows["metrics"])
+            repo.add_checkpoints(conn, rows["checkpoints"])
+            repo.add_events(conn, rows["events"])
         self.rows = {kind: [] for kind in KINDS}
         self.nodes = {}

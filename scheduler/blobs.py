@@ -66,7 +66,7 @@ class Blobs:
         return self.get_many([digest]).get(digest, default)
 
     def intact(self, digest: str) -> bool:
-        return self.get(digest) is not None
+        return digest in self._memory or self.get(digest) is not None
 
     def reader(self, store: Any) -> Reader:
         """A Reader that finds inline artifacts here and the rest in `store`."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from scheduler import bulk
@@ -26,13 +26,11 @@ from scheduler.models import (
 
 
 def _insert_ignoring_duplicates(
-    session: Session, model: Any, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
+    conn: Connection, model: Any, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
 ) -> None:
     """Insert rows; a row whose key exists already updates only the `replace` columns."""
-    if not rows:
-        return
-    connection = session.connection()
-    bulk.executemany(connection, _upsert(connection.dialect.name, model.__table__, key, replace), rows)
+    if rows:
+        bulk.executemany(conn, _upsert(conn.dialect.name, model.__table__, key, replace), rows)
 
 
 @functools.cache
@@ -60,7 +58,7 @@ def create_run(
 ) -> dict[str, int]:
     """Record a run with its nodes and edges; return node name -> row id."""
     session.execute(insert(Run), [values])
-    _insert_nodes(session, values["id"], nodes, edges)
+    _insert_nodes(session.connection(), values["id"], nodes, edges)
     return node_ids(session, values["id"])
 
 
@@ -72,34 +70,32 @@ def add_nodes(
     session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
 ) -> dict[str, int]:
     """Add nodes discovered at run time (map items); return their ids."""
-    _insert_nodes(session, run_id, nodes, edges)
+    _insert_nodes(session.connection(), run_id, nodes, edges)
     names = [row["name"] for row in nodes]
     found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
     return dict(found.all())
 
 
 def _insert_nodes(
-    session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+    conn: Connection, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
 ) -> None:
-    connection = session.connection()
-    bulk.executemany(connection, _insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
+    bulk.executemany(conn, _insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
     edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
-    bulk.executemany(connection, _insert(Edge.__table__), edge_rows)
+    bulk.executemany(conn, _insert(Edge.__table__), edge_rows)
 
 
 def update_run(session: Session, run_id: str, **values: Any) -> None:
     session.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
-def update_nodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def update_nodes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         columns = {"row_id": row["id"], **{k: v for k, v in row.items() if k != "id"}}
         by_shape.setdefault(tuple(sorted(columns)), []).append(columns)
-    connection = session.connection()
     for shape, group in by_shape.items():
-        bulk.executemany(connection, _node_update(shape), group)
+        bulk.executemany(conn, _node_update(shape), group)
 
 
 @functools.cache
@@ -179,24 +175,24 @@ def heartbeat(engine: Engine, run_id: str) -> bool:
 
 
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
-def add_rows(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    bulk.executemany(session.connection(), _insert(model.__table__), rows)
+def add_rows(conn: Connection, model: Any, rows: list[dict[str, Any]]) -> None:
+    bulk.executemany(conn, _insert(model.__table__), rows)
 
 
-def add_attempts(session: Session, rows: list[dict[str, Any]]) -> None:
-    add_rows(session, Attempt, rows)
+def add_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    add_rows(conn, Attempt, rows)
 
 
-def add_metrics(session: Session, rows: list[dict[str, Any]]) -> None:
-    add_rows(session, Metric, rows)
+def add_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    add_rows(conn, Metric, rows)
 
 
-def add_checkpoints(session: Session, rows: list[dict[str, Any]]) -> None:
-    add_rows(session, Checkpoint, rows)
+def add_checkpoints(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    add_rows(conn, Checkpoint, rows)
 
 
-def add_events(session: Session, rows: list[dict[str, Any]]) -> None:
-    add_rows(session, Event, rows)
+def add_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    add_rows(conn, Event, rows)
 
 
 def attempts_of(session: Session, run_id: str, node: str | None = None) -> list[Attempt]:
@@ -211,31 +207,33 @@ def metrics_of(session: Session, run_id: str) -> list[Metric]:
 
 
 # -- artifacts and the cache -------------------------------------------------------------
-def add_artifacts(session: Session, rows: list[dict[str, Any]]) -> None:
+def add_artifacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record artifacts; a row seen again is replaced, which repairs damaged inline bytes."""
-    _insert_ignoring_duplicates(session, Artifact, _last_per(rows, "digest"), "digest", replace=("data",))
+    _insert_ignoring_duplicates(conn, Artifact, _last_per(rows, "digest"), "digest", replace=("data",))
 
 
 def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return list({row[key]: row for row in rows}.values())
 
 
-def put_cache_entries(session: Session, rows: list[dict[str, Any]]) -> None:
+def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     # A recomputed entry repairs the outputs; which run first made it stays (for `flow why`).
-    _insert_ignoring_duplicates(session, CacheEntry, rows, "key", replace=("outputs", "serializers"))
+    _insert_ignoring_duplicates(conn, CacheEntry, rows, "key", replace=("outputs", "serializers"))
 
 
-def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, CacheEntry]:
-    found: dict[str, CacheEntry] = {}
+def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, Any]:
+    """key -> a row with the entry's outputs, fingerprint and inputs (plain rows, not ORM objects)."""
+    columns = (CacheEntry.key, CacheEntry.outputs, CacheEntry.fingerprint, CacheEntry.inputs)
+    found: dict[str, Any] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        for entry in session.scalars(select(CacheEntry).where(CacheEntry.key.in_(chunk))):
-            found[entry.key] = entry
+        for row in session.execute(select(*columns).where(CacheEntry.key.in_(chunk))):
+            found[row.key] = row
     return found
 
 
-def add_fingerprints(session: Session, rows: list[dict[str, Any]]) -> None:
-    _insert_ignoring_duplicates(session, Fingerprint, _last_per(rows, "digest"), "digest")
+def add_fingerprints(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _insert_ignoring_duplicates(conn, Fingerprint, _last_per(rows, "digest"), "digest")
 
 
 def fingerprint_parts(session: Session, digests: Sequence[str | None]) -> dict[str, dict[str, Any]]:

@@ -693,7 +693,7 @@ class RunScheduler:
                 error=None if status == "succeeded" else self.first_error,
             )
             repo.add_events(
-                session,
+                session.connection(),
                 [
                     {
                         "run_id": self.run_id,

@@ -677,6 +677,13 @@ def test_node_key_sorts_inputs_and_tells_parameters_apart() -> None:
     assert node_key("fp", {}) != node_key("fp", {"a": "d1"})
 
 
+@pytest.mark.parametrize("inputs", [{}, {"a": "d1"}, {"b": "d2", "a": "d1", "é": "\udcff"}])
+def test_node_key_is_the_labelled_hash_of_its_parts(inputs: dict[str, str]) -> None:
+    """node_key builds its bytes by hand; they must be the general encoding's, or old caches miss."""
+    expected = hash_labelled(["node", "fp", ["inputs", sorted(inputs.items())]])
+    assert node_key("fp", inputs) == expected
+
+
 def test_tuple_digest_is_its_own_kind() -> None:
     assert tuple_digest(["d1", "d2"]) == tuple_digest(["d1", "d2"])
     assert tuple_digest(["d1", "d2"]) != tuple_digest(["d2", "d1"])
