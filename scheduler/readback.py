@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from flowlib.errors import FlowError
 from flowlib.results import NodeResult, NodeStatus, RunResult, RunStatus, jsonable
 from scheduler import repository as repo
-from scheduler.models import Node, Run
+from scheduler.models import Run
 
 
 class RunNotFound(FlowError):
@@ -25,18 +25,21 @@ def load_run(engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = Tru
         run = repo.find_run(session, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
-        nodes = repo.node_summaries(session, run.id) if with_nodes or run.status == "succeeded" else []
-    return result_of(run, nodes, reader, with_nodes=with_nodes)
+        nodes = repo.node_summaries(session, run.id) if with_nodes else []
+    return result_of(run, nodes, reader, engine, with_nodes=with_nodes)
 
 
-def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = True) -> RunResult:
-    outputs_by_node = {node.name: node.outputs or {} for node in nodes}
+def result_of(
+    run: Run, nodes: list[Any], store: Any, engine: Engine, *, with_nodes: bool = True
+) -> RunResult:
     spec = run.outputs
 
     def load() -> tuple[Any, Any]:
         if run.status != "succeeded" or spec is None:
             return None, None
         import_pipeline(run.file)
+        with Session(engine) as session:  # only the nodes the outputs name: a map has thousands of others
+            outputs_by_node = repo.node_outputs(session, run.id, sorted(_named_nodes(spec)))
         try:
             value = resolve(spec, outputs_by_node, store)
         except Exception as exc:
@@ -54,6 +57,17 @@ def result_of(run: Run, nodes: list[Node], store: Any, *, with_nodes: bool = Tru
     )
 
 
+def _named_nodes(spec: Any) -> set[str]:
+    """The nodes an output spec (see resolve) refers to."""
+    if "ref" in spec:
+        return {spec["ref"][0]}
+    if "list" in spec or "tuple" in spec:
+        items = spec.get("list", spec.get("tuple"))
+    else:
+        items = list((spec.get("dict") or spec.get("fields") or {}).values())
+    return set().union(*(_named_nodes(item) for item in items)) if items else set()
+
+
 def import_pipeline(file: str) -> None:
     """Import the run's pipeline under the module name its workers used, so values of its
     classes unpickle here too; a pipeline that no longer imports is left out."""
@@ -65,7 +79,7 @@ def import_pipeline(file: str) -> None:
         pass
 
 
-def node_result(node: Node) -> NodeResult:
+def node_result(node: Any) -> NodeResult:
     return NodeResult(
         name=node.name,
         operator=node.operator,

@@ -157,10 +157,20 @@ def node_summaries(session: Session, run_id: str) -> list[Any]:
         Node.duration_s,
         Node.error,
         Node.reasons,
-        Node.outputs,
     )
     query = select(*columns).where(Node.run_id == run_id).order_by(Node.position, Node.id)
     return list(session.execute(query))
+
+
+def node_outputs(session: Session, run_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """name -> the outputs recorded for those nodes of a run."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(names), 500):
+        query = select(Node.name, Node.outputs).where(
+            Node.run_id == run_id, Node.name.in_(names[start : start + 500])
+        )
+        found.update({name: outputs or {} for name, outputs in session.execute(query)})
+    return found
 
 
 def nodes_of(session: Session, run_id: str) -> list[Node]:

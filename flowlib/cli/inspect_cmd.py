@@ -44,11 +44,7 @@ def runs(workflow: str | None, status: str | None, limit: int, db: str | None, a
     engine, store = _engine_and_store(db)
     with Session(engine) as session:
         found = repo.list_runs(session, workflow=workflow, status=status, limit=limit)
-        summaries = {
-            run.id: repo.node_summaries(session, run.id) if as_json and run.status == "succeeded" else []
-            for run in found
-        }
-    results = [(run, result_of(run, summaries[run.id], store, with_nodes=False)) for run in found]
+    results = [(run, result_of(run, [], store, engine, with_nodes=False)) for run in found]
     if as_json:
         objects = []
         for run, result in results:
