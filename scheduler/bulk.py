@@ -15,28 +15,22 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
-_MISSING = object()
-
 
 @dataclass(frozen=True)
 class _Prepared:
     sql: str
     positional: bool
-    # per parameter: (name, bind processor or None, the column's default for a row without it)
-    params: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
+    names: tuple[str, ...]  # the parameters, in the statement's order
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
+    defaults: tuple[tuple[str, Any], ...]  # (name, column default) for columns the rows leave out
 
     def convert(self, row: dict[str, Any]) -> Any:
-        values = []
-        for name, process, default in self.params:
-            value = row.get(name, _MISSING)
-            if value is _MISSING:
-                if default is None:
-                    raise KeyError(f"bulk write: row has no value for '{name}'")
-                value = default.arg(None) if default.is_callable else default.arg
-            values.append(process(value) if process is not None else value)
-        if self.positional:
-            return tuple(values)
-        return dict(zip((name for name, _, _ in self.params), values, strict=True))
+        if self.defaults:
+            row = {**row, **{name: d.arg(None) if d.is_callable else d.arg for name, d in self.defaults}}
+        values = [row[name] for name in self.names]
+        for position, process in self.processors:
+            values[position] = process(values[position])
+        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
 
 _prepared: dict[tuple[str, int, tuple[str, ...]], _Prepared] = {}
@@ -48,14 +42,18 @@ def _prepare(dialect: Dialect, statement: Any, keys: tuple[str, ...]) -> _Prepar
     if found is not None:
         return found
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
-    names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
-    # columns the row leaves out but that have a Python-side default (SQLAlchemy "prefetches" them)
+    names = tuple(compiled.positiontup if compiled.positional else compiled.binds)
+    # columns the rows leave out but that have a Python-side default (SQLAlchemy "prefetches" them)
     defaults = {column.key: column.default for column in compiled.insert_prefetch}
     defaults.update({column.key: column.onupdate for column in compiled.update_prefetch})
-    params = tuple(
-        (name, _processor(compiled.binds[name].type, dialect), defaults.get(name)) for name in names
+    processors = [(i, _processor(compiled.binds[name].type, dialect)) for i, name in enumerate(names)]
+    prepared = _Prepared(
+        compiled.string,
+        compiled.positional,
+        names,
+        tuple((i, process) for i, process in processors if process is not None),
+        tuple((name, d) for name, d in defaults.items() if name not in keys and name in names),
     )
-    prepared = _Prepared(compiled.string, compiled.positional, params)
     _prepared[cache_key] = prepared
     # statements are module-level constants (functools.cache), so id() stays theirs
     return prepared

@@ -1,0 +1,80 @@
+"""scheduler.bulk writes the same rows SQLAlchemy's own executemany would, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pg
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+
+from scheduler import bulk
+
+_ticks = itertools.count(1)
+metadata = MetaData()
+things = Table(
+    "things",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(32)),
+    Column("data", JSON(none_as_null=True)),
+    Column("flag", Boolean),
+    Column("blob", LargeBinary),
+    Column("made", Float, default=lambda: float(next(_ticks))),
+)
+INSERT = insert(things)
+UPDATE = update(things).where(things.c.id == bindparam("row_id")).values(name=bindparam("name"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bulk.db'}"
+        return
+    server = pg.server_url()
+    if server is None:
+        pytest.skip(pg.why_unavailable())
+    created = pg.create_database(server)
+    yield created
+    pg.drop_database(created)
+
+
+def test_rows_read_back_as_sqlalchemy_would_write_them(url: str) -> None:
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    rows = [
+        {"id": 1, "name": "a", "data": {"k": [1, 2.5, None]}, "flag": True, "blob": b"\x00\xff"},
+        {"id": 2, "name": "b", "data": None, "flag": False, "blob": None},
+    ]
+    with engine.begin() as conn:
+        bulk.executemany(conn, INSERT, rows)
+        bulk.executemany(
+            conn, INSERT, [{"id": 3, "name": "c", "data": [1], "flag": None, "blob": b"", "made": 0.5}]
+        )
+        bulk.executemany(conn, UPDATE, [{"row_id": 2, "name": "renamed"}])
+    with engine.connect() as conn:
+        found = {row.id: row for row in conn.execute(select(things))}
+        nulls = conn.execute(select(things.c.id).where(things.c.data.is_(None))).scalars().all()
+    engine.dispose()
+
+    assert found[1].data == {"k": [1, 2.5, None]} and found[1].flag is True and found[1].blob == b"\x00\xff"
+    assert found[2].name == "renamed" and found[2].data is None and found[2].flag is False
+    assert nulls == [2]  # none_as_null: SQL NULL, not the JSON text 'null'
+    # a column left out gets its Python default, computed per row; a given value wins
+    assert found[1].made != found[2].made and found[1].made >= 1 and found[3].made == 0.5
