@@ -52,8 +52,9 @@ class Blobs:
             loaded = {}
             with Session(self.engine) as session:
                 for start in range(0, len(missing), 500):
-                    query = select(Artifact.digest, Artifact.data).where(
-                        Artifact.digest.in_(missing[start : start + 500]), Artifact.data.is_not(None)
+                    columns = Artifact.__table__.c  # Core: plain rows, no ORM loading
+                    query = select(columns.digest, columns.data).where(
+                        columns.digest.in_(missing[start : start + 500]), columns.data.is_not(None)
                     )
                     for digest, data in session.execute(query):
                         if hashlib.sha256(data).hexdigest() == digest:

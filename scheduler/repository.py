@@ -24,6 +24,9 @@ from scheduler.models import (
     Run,
 )
 
+# Core columns where a query returns plain rows: ORM-enabled selects cost several times more per row.
+_N = Node.__table__.c
+
 
 def _insert_ignoring_duplicates(
     conn: Connection, model: Any, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
@@ -63,7 +66,7 @@ def create_run(
 
 
 def node_ids(session: Session, run_id: str) -> dict[str, int]:
-    return dict(session.execute(select(Node.name, Node.id).where(Node.run_id == run_id)).all())
+    return dict(session.execute(select(_N.name, _N.id).where(_N.run_id == run_id)).all())
 
 
 def add_nodes(
@@ -72,7 +75,7 @@ def add_nodes(
     """Add nodes discovered at run time (map items); return their ids."""
     _insert_nodes(session.connection(), run_id, nodes, edges)
     names = [row["name"] for row in nodes]
-    found = session.execute(select(Node.name, Node.id).where(Node.run_id == run_id, Node.name.in_(names)))
+    found = session.execute(select(_N.name, _N.id).where(_N.run_id == run_id, _N.name.in_(names)))
     return dict(found.all())
 
 
@@ -148,17 +151,8 @@ def list_runs(
 
 def node_summaries(session: Session, run_id: str) -> list[Any]:
     """What a RunResult shows of each node (plain rows: reading 10,000 ORM objects is slow)."""
-    columns = (
-        Node.name,
-        Node.operator,
-        Node.status,
-        Node.cached,
-        Node.attempts,
-        Node.duration_s,
-        Node.error,
-        Node.reasons,
-    )
-    query = select(*columns).where(Node.run_id == run_id).order_by(Node.position, Node.id)
+    columns = (_N.name, _N.operator, _N.status, _N.cached, _N.attempts, _N.duration_s, _N.error, _N.reasons)
+    query = select(*columns).where(_N.run_id == run_id).order_by(_N.position, _N.id)
     return list(session.execute(query))
 
 
@@ -166,8 +160,8 @@ def node_outputs(session: Session, run_id: str, names: Sequence[str]) -> dict[st
     """name -> the outputs recorded for those nodes of a run."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(names), 500):
-        query = select(Node.name, Node.outputs).where(
-            Node.run_id == run_id, Node.name.in_(names[start : start + 500])
+        query = select(_N.name, _N.outputs).where(
+            _N.run_id == run_id, _N.name.in_(names[start : start + 500])
         )
         found.update({name: outputs or {} for name, outputs in session.execute(query)})
     return found
@@ -233,11 +227,12 @@ def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, Any]:
     """key -> a row with the entry's outputs, fingerprint and inputs (plain rows, not ORM objects)."""
-    columns = (CacheEntry.key, CacheEntry.outputs, CacheEntry.fingerprint, CacheEntry.inputs)
+    entries = CacheEntry.__table__.c
+    columns = (entries.key, entries.outputs, entries.fingerprint, entries.inputs)
     found: dict[str, Any] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        for row in session.execute(select(*columns).where(CacheEntry.key.in_(chunk))):
+        for row in session.execute(select(*columns).where(entries.key.in_(chunk))):
             found[row.key] = row
     return found
 

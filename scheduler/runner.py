@@ -645,8 +645,11 @@ class RunScheduler:
 
     # -- persistence ---------------------------------------------------------------------------------------
     def _set(self, state: NodeState, **columns: Any) -> None:
-        if "status" in columns:
-            state.status = columns["status"]
+        """Record columns of a node; a status is also a state change in the run's event log."""
+        status = columns.get("status")
+        if status is not None:
+            state.status = status
+            self.batch.event(state.node.name, "node_" + status, None)
         self.batch.node(state.row_id, **columns)
 
     def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:

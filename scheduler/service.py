@@ -163,7 +163,10 @@ def record_run(
         for index, (name, node) in enumerate(dag.nodes.items())
     ]
     with Session(engine) as session, session.begin():
-        return repo.create_run(session, run, nodes, dag.edges())
+        ids = repo.create_run(session, run, nodes, dag.edges())
+        event = {"run_id": run_id, "node": None, "kind": "run_running", "data": None, "time": now}
+        repo.add_events(session.connection(), [event])
+        return ids
 
 
 def _user() -> str:

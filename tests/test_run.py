@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import time
 
 import psutil
@@ -140,6 +141,28 @@ def test_retries_count_attempts(project):
     assert result["nodes"][0]["attempts"] == 3
     logs = project.flow("logs", result["run_id"])
     assert logs.out.count("=== flaky (attempt") == 3
+
+
+def test_the_event_log_records_every_state_change_in_order(project):
+    project.write("p.py", RETRY)
+    done = project.flow("run", "p.py", "--json")
+    assert done.code == 0, done
+    with sqlite3.connect(project.root / ".flow" / "flow.db") as db:
+        rows = db.execute(
+            "SELECT node, kind FROM events WHERE run_id = ? ORDER BY id", (done.json()["run_id"],)
+        ).fetchall()
+    changes = [(node, kind) for node, kind in rows if kind.startswith(("node_", "run_"))]
+    attempt = [("flaky", "node_running"), ("flaky", "node_queued")]
+    assert changes == [
+        (None, "run_running"),
+        ("flaky", "node_queued"),
+        *attempt,  # attempt 1 fails and is queued again
+        *attempt,
+        ("flaky", "node_running"),
+        ("flaky", "node_succeeded"),
+        (None, "run_succeeded"),
+    ]
+    assert [kind for node, kind in rows if kind == "retry"] == ["retry", "retry"]
 
 
 def test_retries_exhausted_fail(project):
