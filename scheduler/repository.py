@@ -225,7 +225,7 @@ def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _insert_ignoring_duplicates(conn, CacheEntry, rows, "key", replace=("outputs", "serializers"))
 
 
-def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, Any]:
+def cache_entries(session: Session | Connection, keys: Sequence[str]) -> dict[str, Any]:
     """key -> a row with the entry's outputs, fingerprint and inputs (plain rows, not ORM objects)."""
     entries = CacheEntry.__table__.c
     columns = (entries.key, entries.outputs, entries.fingerprint, entries.inputs)

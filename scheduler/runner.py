@@ -139,6 +139,7 @@ class RunScheduler:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             gc.unfreeze()
+            self.batch.close()
         return self._finish()
 
     def _on_sigint(self, _signum: int, _frame: Any) -> None:
@@ -220,8 +221,8 @@ class RunScheduler:
         wanted = [s for s in batch if self.use_cache and s.node.operator.cache]
         entries: dict[str, Any] = {}
         if wanted:
-            with Session(self.engine) as session:
-                entries = repo.cache_entries(session, [s.key for s in wanted if s.key])
+            with self.batch.transaction() as conn:
+                entries = repo.cache_entries(conn, [s.key for s in wanted if s.key])
         self.blobs.get_many(
             [d for e in entries.values() for ref in e.outputs.values() for d in ref.get("inline") or ()]
         )
