@@ -44,7 +44,14 @@ def flow_run(shape: str, n: int, executor: str, *, cached: bool = False) -> tupl
         (root / "flow.toml").write_text("")
         (root / "p.py").write_text(PIPELINES[shape])
         env = {**os.environ, "FLOW_HOME": str(root / ".flow")}
-        for key in ("FLOW_DB_URL", "FLOW_ARTIFACTS", "FLOW_EXECUTOR"):
+        # as a user's shell has it: this machine sets both (unbuffered output costs a write per line)
+        for key in (
+            "FLOW_DB_URL",
+            "FLOW_ARTIFACTS",
+            "FLOW_EXECUTOR",
+            "PYTHONUNBUFFERED",
+            "PYTHONDONTWRITEBYTECODE",
+        ):
             env.pop(key, None)
         argv = [
             sys.executable,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import entry_points
 
 from executors.base import Executor
 from flowlib.errors import ConfigError
@@ -19,6 +18,8 @@ BUILTIN = {
 
 def available() -> dict[str, str]:
     """Return name -> "module:Class" for every executor known here."""
+    from importlib.metadata import entry_points  # scans every installed package: not on the hot path
+
     found = dict(BUILTIN)
     for entry in entry_points(group="flowlib.executors"):
         found.setdefault(entry.name, entry.value)
@@ -27,7 +28,7 @@ def available() -> dict[str, str]:
 
 def executor_class(name: str) -> type[Executor]:
     """Import and return the executor class registered as `name`."""
-    known = available()
+    known = BUILTIN if name in BUILTIN else available()  # entry points are read only when needed
     if name not in known:
         raise ConfigError(
             f"unknown executor '{name}'; available: {', '.join(sorted(known))} "
