@@ -650,7 +650,7 @@ class RunScheduler:
         status = columns.get("status")
         if status is not None:
             state.status = status
-            self.batch.event(state.node.name, "node_" + status, None)
+            self.batch.state(state.node.name, status)
         self.batch.node(state.row_id, **columns)
 
     def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:

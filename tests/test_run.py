@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sqlite3
@@ -149,9 +150,14 @@ def test_the_event_log_records_every_state_change_in_order(project):
     assert done.code == 0, done
     with sqlite3.connect(project.root / ".flow" / "flow.db") as db:
         rows = db.execute(
-            "SELECT node, kind FROM events WHERE run_id = ? ORDER BY id", (done.json()["run_id"],)
+            "SELECT node, kind, data FROM events WHERE run_id = ? ORDER BY id", (done.json()["run_id"],)
         ).fetchall()
-    changes = [(node, kind) for node, kind in rows if kind.startswith(("node_", "run_"))]
+    changes = []
+    for node, kind, data in rows:
+        if kind == "node_states":  # each scheduling step's changes, as [node, status, time]
+            changes += [(name, "node_" + status) for name, status, _ in json.loads(data)]
+        elif kind.startswith("run_"):
+            changes.append((node, kind))
     attempt = [("flaky", "node_running"), ("flaky", "node_queued")]
     assert changes == [
         (None, "run_running"),
@@ -162,7 +168,9 @@ def test_the_event_log_records_every_state_change_in_order(project):
         ("flaky", "node_succeeded"),
         (None, "run_succeeded"),
     ]
-    assert [kind for node, kind in rows if kind == "retry"] == ["retry", "retry"]
+    times = [t for _, kind, data in rows if kind == "node_states" for _, _, t in json.loads(data)]
+    assert times == sorted(times)
+    assert [kind for node, kind, _ in rows if kind == "retry"] == ["retry", "retry"]
 
 
 def test_retries_exhausted_fail(project):
