@@ -33,11 +33,11 @@ class _Prepared:
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
 
-_prepared: dict[tuple[str, int, tuple[str, ...]], _Prepared] = {}
+_prepared: dict[tuple[str, str, int, tuple[str, ...]], _Prepared] = {}
 
 
 def _prepare(dialect: Dialect, statement: Any, keys: tuple[str, ...]) -> _Prepared:
-    cache_key = (f"{dialect.name}+{dialect.driver}", id(statement), keys)
+    cache_key = (dialect.name, dialect.driver, id(statement), keys)
     found = _prepared.get(cache_key)
     if found is not None:
         return found
@@ -71,10 +71,11 @@ def executemany(connection: Connection, statement: Any, rows: Sequence[dict[str,
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         by_shape.setdefault(tuple(row), []).append(row)
+    dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:
         for keys, group in by_shape.items():
-            prepared = _prepare(connection.dialect, statement, keys)
+            prepared = _prepare(dialect, statement, keys)
             cursor.executemany(prepared.sql, [prepared.convert(row) for row in group])
     finally:
         cursor.close()

@@ -51,13 +51,15 @@ class Fingerprints:
         return self._entry(op)[1]
 
     def _entry(self, op: Operator) -> tuple[Any, dict[str, Any]]:
-        from flowlib.hashing import operator_fingerprint
-
         key = (id(op.fn), op.version)
-        if key not in self._fingerprints:
-            fingerprint = operator_fingerprint(op.fn, version=op.version, project_root=self.project_root)
-            self._fingerprints[key] = (fingerprint, fingerprint.to_json())
-        return self._fingerprints[key]
+        found = self._fingerprints.get(key)
+        if found is not None:
+            return found
+        from flowlib.fingerprint import operator_fingerprint
+
+        fingerprint = operator_fingerprint(op.fn, version=op.version, project_root=self.project_root)
+        found = self._fingerprints[key] = (fingerprint, fingerprint.to_json())
+        return found
 
     def ref(self, op: Operator) -> OperatorRef:
         """Import by file and qualname where a worker can; pickle the operator by value otherwise."""
