@@ -122,8 +122,16 @@ class LocalExecutor(Executor):
         user's main script in every worker. `env` is added to its environment from
         the start; `pass_fds` are inherited by it.
         """
+        from flowlib.loading import LOADED
+
         ours, theirs = socket.socketpair()
-        full_env = {**os.environ, **(env or {}), "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path)}
+        full_env = {
+            **os.environ,
+            **(env or {}),
+            "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path),
+            # imported while the scheduler starts up, not when the first task arrives (torch takes seconds)
+            "FLOWLIB_WORKER_PRELOAD": json.dumps(sorted(LOADED.items())),
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "executors.worker", str(theirs.fileno())],
             pass_fds=[theirs.fileno(), *pass_fds],

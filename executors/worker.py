@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import Any
 
@@ -335,8 +335,11 @@ def die_with_parent(*, group: bool = False) -> None:
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
 
-def serve(conn: Any, sys_path: list[str]) -> None:
-    """Loop of a warm worker process: receive pickled specs, send events and results back."""
+def serve(conn: Any, sys_path: list[str], preload: Sequence[tuple[str, str]] = ()) -> None:
+    """Loop of a warm worker process: receive pickled specs, send events and results back.
+
+    `preload` names (module, file) of pipelines to import before the first task arrives.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
@@ -344,6 +347,7 @@ def serve(conn: Any, sys_path: list[str]) -> None:
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    _preload(preload)
     while True:
         try:
             message = conn.recv_bytes()
@@ -363,13 +367,27 @@ def serve(conn: Any, sys_path: list[str]) -> None:
         conn.send_bytes(payload)
 
 
+def _preload(pipelines: Sequence[tuple[str, str]]) -> None:
+    """Import the run's pipelines ahead of its tasks. What they print was shown by the scheduler's
+    own import already; an import that fails here fails again, reported, in the task that needs it."""
+    from flowlib.loading import load_module
+
+    for name, file in pipelines:
+        try:
+            with _Captured("fd"):
+                load_module(file, name)
+        except Exception:
+            pass
+
+
 def main() -> None:
     """`python -m executors.worker FD`: serve tasks over the inherited socket FD."""
     import json
     from multiprocessing.connection import Connection
 
     sys_path = json.loads(os.environ.pop("FLOWLIB_WORKER_SYS_PATH", "[]"))
-    serve(Connection(int(sys.argv[1])), sys_path)
+    preload = [(name, file) for name, file in json.loads(os.environ.pop("FLOWLIB_WORKER_PRELOAD", "[]"))]
+    serve(Connection(int(sys.argv[1])), sys_path, preload)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ def module_name_for(path: Path) -> str:
     return f"flowlib_pipeline_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
+# module name -> file of every pipeline this process loaded (local workers import them as they start)
+LOADED: dict[str, str] = {}
+
+
 def load_module(path: str | os.PathLike[str], name: str | None = None) -> ModuleType:
     """Import the pipeline file at `path` (its folder first on sys.path, like `python file.py`)."""
     file = Path(path).resolve()
@@ -65,6 +69,7 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
         raise PipelineLoadError(
             f"{innermost_site(exc, file)}: cannot load the pipeline: {one_line(exc)}"
         ) from None
+    LOADED[name] = str(file)
     return module
 
 

@@ -173,6 +173,35 @@ def test_the_event_log_records_every_state_change_in_order(project):
     assert [kind for node, kind, _ in rows if kind == "retry"] == ["retry", "retry"]
 
 
+def test_local_workers_import_the_pipeline_before_their_first_task(project):
+    project.write(
+        "p.py",
+        MARK
+        + """
+import sys, time
+mark("imported", repr(time.time()))
+print("module-level output")  # must not reach stdout (--json) from a worker
+
+from flowlib import operator, workflow
+
+@operator
+def pid() -> int:
+    return os.getpid()
+
+@workflow
+def which() -> int:
+    return pid()
+""",
+    )
+    done = project.flow("run", "p.py", "--executor", "local", "--json")
+    assert done.code == 0, done
+    worker = done.json()["outputs"]
+    with sqlite3.connect(project.root / ".flow" / "flow.db") as db:
+        (started,) = db.execute("SELECT started_at FROM attempts WHERE node = 'pid'").fetchone()
+    imports = {int(pid): float(at) for at, pid in (line.split() for line in project.marks("imported"))}
+    assert worker in imports and imports[worker] < started  # imported before the task began
+
+
 def test_retries_exhausted_fail(project):
     project.write("p.py", RETRY.replace("retries=2", "retries=1"))
     done = project.flow("run", "p.py", "--json")

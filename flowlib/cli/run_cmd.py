@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -12,6 +14,17 @@ from flowlib.cli.progress import Progress
 from flowlib.results import RunResult
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 130}
+
+
+@contextlib.contextmanager
+def _stdout_kept_for(as_json: bool) -> Iterator[None]:
+    """With --json, stdout carries the result alone: what the pipeline prints as it is
+    imported or runs in this process goes to stderr instead."""
+    if not as_json:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def report(result: RunResult, as_json: bool) -> None:
@@ -64,21 +77,22 @@ def run(
     from flowlib.cli.show_cmd import build_from_cli
 
     settings = config(db, executor)  # a bad flow.toml fails before the pipeline is imported
-    wf, dag = build_from_cli(file, workflow, params, params_file)
-    progress = Progress(len(dag.nodes))
-    result = api.run(
-        wf,
-        params=dag.params,
-        executor=executor,
-        db=settings.db,
-        cache=not no_cache,
-        fail_fast=fail_fast,
-        max_parallel=max_parallel,
-        progress=progress,
-        on_recorded=progress.recorded,
-        dag=dag,
-    )
-    progress.close(str(result.status))
+    with _stdout_kept_for(as_json):
+        wf, dag = build_from_cli(file, workflow, params, params_file)
+        progress = Progress(len(dag.nodes))
+        result = api.run(
+            wf,
+            params=dag.params,
+            executor=executor,
+            db=settings.db,
+            cache=not no_cache,
+            fail_fast=fail_fast,
+            max_parallel=max_parallel,
+            progress=progress,
+            on_recorded=progress.recorded,
+            dag=dag,
+        )
+        progress.close(str(result.status))
     report(result, as_json)
 
 
@@ -111,10 +125,11 @@ def resume(run_id: str, executor: str | None, dry_run: bool, db: str | None, as_
     from flowlib import api
 
     progress = Progress()
-    result = api.resume(
-        run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded
-    )
-    progress.close(str(result.status))
+    with _stdout_kept_for(as_json):
+        result = api.resume(
+            run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded
+        )
+        progress.close(str(result.status))
     if result.status == "succeeded" and all(node.cached for node in result.nodes):
         click.echo("nothing needed to run: every node was reused", err=True)
     report(result, as_json)
