@@ -35,14 +35,20 @@ def run(
     dag = dag or wf.build(**(params or {}))
     from scheduler.launch import RunOptions, executor_names, start_executors
 
-    options = RunOptions(
-        executor=executor, use_cache=cache, fail_fast=fail_fast, max_parallel=max_parallel, progress=progress
-    )
     executors = start_executors(executor_names(dag, executor or config.executor), config)
-    from scheduler.service import execute_dag, open_store  # SQLAlchemy loads while the workers start
+    from scheduler.blobs import Blobs  # SQLAlchemy loads while the workers start
+    from scheduler.service import execute_dag, open_store
 
+    options = RunOptions(
+        executor=executor,
+        use_cache=cache,
+        fail_fast=fail_fast,
+        max_parallel=max_parallel,
+        progress=progress,
+        blobs=Blobs(),
+    )
     run_id = execute_dag(dag, config, options, on_recorded=on_recorded, executors=executors)
-    return get_run(run_id, db=db, _config=config, _store=open_store(config))
+    return get_run(run_id, db=db, _config=config, _store=open_store(config), _blobs=options.blobs)
 
 
 def resume(
@@ -62,7 +68,12 @@ def resume(
 
 
 def get_run(
-    run_id: str, db: str | None = None, *, _config: Config | None = None, _store: Any = None
+    run_id: str,
+    db: str | None = None,
+    *,
+    _config: Config | None = None,
+    _store: Any = None,
+    _blobs: Any = None,
 ) -> RunResult:
     """Return a recorded run; its outputs load from the artifact store on first use."""
     from scheduler.blobs import Blobs
@@ -71,4 +82,5 @@ def get_run(
 
     config = _config or load(db=db)
     engine = connect(config)
-    return load_run(engine, Blobs(engine).reader(_store or open_store(config)), str(run_id))
+    blobs = _blobs if _blobs is not None and _blobs.engine is engine else Blobs(engine)
+    return load_run(engine, blobs.reader(_store or open_store(config)), str(run_id))

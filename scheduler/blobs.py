@@ -19,7 +19,7 @@ MEMORY_LIMIT = 256 * 1024 * 1024
 class Blobs:
     """Bytes of inline artifacts by digest: memory first (bounded), then the `artifacts` table."""
 
-    def __init__(self, engine: Engine, memory_limit: int = MEMORY_LIMIT) -> None:
+    def __init__(self, engine: Engine | None = None, memory_limit: int = MEMORY_LIMIT) -> None:
         self.engine = engine
         self.memory_limit = memory_limit
         self._memory: OrderedDict[str, bytes] = OrderedDict()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from executors.base import Executor
 from executors.registry import executor_class
@@ -23,6 +24,9 @@ class RunOptions:
     fail_fast: bool = False
     max_parallel: int | None = None
     progress: Callable[[str, str, dict[str, int]], None] | None = None
+    # the run's small artifacts as the scheduler saw them (scheduler.blobs.Blobs), for reading
+    # its outputs afterwards without loading them from the database again
+    blobs: Any = None
 
 
 def executor_names(dag: DAG, default: str) -> set[str]:

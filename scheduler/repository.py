@@ -225,7 +225,7 @@ def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _insert_ignoring_duplicates(conn, CacheEntry, rows, "key", replace=("outputs", "serializers"))
 
 
-def cache_entries(session: Session | Connection, keys: Sequence[str]) -> dict[str, Any]:
+def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, Any]:
     """key -> a row with the entry's outputs, fingerprint and inputs (plain rows, not ORM objects)."""
     entries = CacheEntry.__table__.c
     columns = (entries.key, entries.outputs, entries.fingerprint, entries.inputs)
@@ -234,6 +234,16 @@ def cache_entries(session: Session | Connection, keys: Sequence[str]) -> dict[st
         chunk = keys[start : start + 500]
         for row in session.execute(select(*columns).where(entries.key.in_(chunk))):
             found[row.key] = row
+    return found
+
+
+def cache_outputs(conn: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """key -> the outputs of those cache entries that exist (what a cache hit needs, no more)."""
+    entries = CacheEntry.__table__.c
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        query = select(entries.key, entries.outputs).where(entries.key.in_(keys[start : start + 500]))
+        found.update((key, outputs) for key, outputs in conn.execute(query))
     return found
 
 

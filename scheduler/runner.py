@@ -58,6 +58,7 @@ class RunScheduler:
         max_parallel: int | None = None,
         fsync: bool = True,
         progress: Progress | None = None,
+        blobs: Blobs | None = None,
     ) -> None:
         self.dag, self.run_id, self.root_run_id = dag, run_id, root_run_id
         self.engine, self.store, self.executors = engine, store, executors
@@ -69,7 +70,8 @@ class RunScheduler:
             fsync,
         )
         self.progress = progress
-        self.blobs = Blobs(engine)
+        self.blobs = blobs if blobs is not None else Blobs(engine)
+        self.blobs.engine = engine
         self.states: dict[str, NodeState] = {}
         self.users: dict[str, list[str]] = {}
         self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # put() is safe in a signal handler
@@ -219,18 +221,18 @@ class RunScheduler:
         if not batch:
             return
         wanted = [s for s in batch if self.use_cache and s.node.operator.cache]
-        entries: dict[str, Any] = {}
+        entries: dict[str, dict[str, Any]] = {}
         if wanted:
             with self.batch.transaction() as conn:
-                entries = repo.cache_entries(conn, [s.key for s in wanted if s.key])
+                entries = repo.cache_outputs(conn, [s.key for s in wanted if s.key])
         self.blobs.get_many(
-            [d for e in entries.values() for ref in e.outputs.values() for d in ref.get("inline") or ()]
+            [d for outputs in entries.values() for ref in outputs.values() for d in ref.get("inline") or ()]
         )
         for state in batch:
-            entry = entries.get(state.key or "")
-            problem = self._unusable(entry.outputs) if entry is not None else None
-            if entry is not None and problem is None:
-                self._complete(state, entry.outputs, cached=True)
+            outputs = entries.get(state.key or "")
+            problem = self._unusable(outputs) if outputs is not None else None
+            if outputs is not None and problem is None:
+                self._complete(state, outputs, cached=True)
                 continue
             if problem is not None:
                 self._note(state, f"cache entry not used: {problem}; recomputed")

@@ -110,6 +110,7 @@ def execute_dag(
             max_parallel=options.max_parallel,
             fsync=config.fsync,
             progress=options.progress,
+            blobs=options.blobs,
         )
         ids = record_run(engine, dag, run_id, default, resumed_from, root_run_id or run_id, reasons, options)
         if on_recorded:
