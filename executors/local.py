@@ -111,7 +111,9 @@ class LocalExecutor(Executor):
     def start(self, settings: Mapping[str, Any]) -> None:
         self._size = int(settings.get("workers") or os.cpu_count() or 1)
         self.prefetch = 4 * self._size
-        self._workers = [self._spawn() for _ in range(self._size)]
+        # One worker now, the others when tasks queue up: on a small machine every interpreter
+        # starting at once slows the scheduler's own start, and a chain never needs a second.
+        self._workers = [self._spawn()]
         self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
         self._thread.start()
 
@@ -197,6 +199,7 @@ class LocalExecutor(Executor):
 
     def _dispatch_locked(self) -> None:
         """Start queued tasks in order while an idle worker and their CPUs are free."""
+        self._grow_locked()
         for worker in self._workers:
             if not self._queue:
                 return
@@ -219,6 +222,16 @@ class LocalExecutor(Executor):
                 except (OSError, ValueError):
                     worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
                     worker.kill()
+
+    def _grow_locked(self) -> None:
+        """Start another pool worker while tasks wait and none is idle, up to the pool's size."""
+        pool = [w for w in self._workers if not w.one_shot]
+        idle = sum(1 for w in pool if w.task is None)
+        if self._closing or len(pool) >= self._size or len(self._queue) <= idle:
+            return
+        for _ in range(min(self._size - len(pool), len(self._queue) - idle)):
+            self._workers.append(self._spawn())
+        self._wake()  # the loop must watch the new workers' pipes
 
     def _wake(self) -> None:
         try:
