@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import pwd
@@ -11,8 +12,10 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
@@ -38,6 +41,22 @@ def why_unavailable() -> str:
     if _failure:
         return f"starting a local PostgreSQL failed: {_failure}"
     return "no PostgreSQL: set FLOW_TEST_PG_URL or install postgresql (initdb and pg_ctl)"
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """The URL of a new, empty database, dropped afterwards; the test is skipped without a server."""
+    server = server_url()
+    if server is None:
+        pytest.skip(why_unavailable())
+    url = create_database(server)
+    try:
+        yield url
+    finally:
+        from scheduler import db
+
+        db.dispose(url)
+        drop_database(url)
 
 
 def create_database(url: str) -> str:

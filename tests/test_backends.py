@@ -22,15 +22,8 @@ HELLO = REPO / "examples" / "hello" / "pipeline.py"
 
 @pytest.fixture(scope="module")
 def pg_url():
-    server = pg.server_url()
-    if server is None:
-        pytest.skip(pg.why_unavailable())
-    url = pg.create_database(server)
-    yield url
-    from scheduler import db
-
-    db.dispose(url)
-    pg.drop_database(url)
+    with pg.database() as url:
+        yield url
 
 
 @pytest.mark.postgres

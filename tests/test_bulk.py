@@ -47,12 +47,8 @@ def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bulk.db'}"
         return
-    server = pg.server_url()
-    if server is None:
-        pytest.skip(pg.why_unavailable())
-    created = pg.create_database(server)
-    yield created
-    pg.drop_database(created)
+    with pg.database() as created:
+        yield created
 
 
 def test_rows_read_back_as_sqlalchemy_would_write_them(url: str) -> None:
