@@ -114,9 +114,8 @@ def _sink() -> int:
     """This thread's capture file (a raw descriptor), empty and at offset 0."""
     fd = getattr(_sinks, "fd", None)
     if fd is None:
-        with (
-            tempfile.TemporaryFile() as file
-        ):  # one per thread: a new file per attempt cost more than the task
+        # one per thread, kept: a new file per attempt cost more than the task
+        with tempfile.TemporaryFile() as file:
             fd = _sinks.fd = os.dup(file.fileno())
     return fd
 

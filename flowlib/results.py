@@ -83,6 +83,7 @@ class RunResult:
     def _outputs(self) -> tuple[Any, Any]:
         if self._loaded is None:
             self._loaded = self._load_outputs() if self._load_outputs else (None, None)
+            self._load_outputs = None  # it holds the run's artifact caches
         return self._loaded
 
     @property

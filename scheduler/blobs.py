@@ -31,6 +31,11 @@ class Blobs:
             old = self._memory.pop(digest, None)
             self._size += len(data) - (len(old) if old is not None else 0)
             self._memory[digest] = data
+        self.shrink(self.memory_limit)
+
+    def shrink(self, limit: int) -> None:
+        """Forget the oldest bytes until at most `limit` remain (and keep to that limit)."""
+        self.memory_limit = limit
         while self._size > self.memory_limit and self._memory:
             _, dropped = self._memory.popitem(last=False)
             self._size -= len(dropped)

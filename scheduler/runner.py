@@ -35,6 +35,7 @@ from scheduler.blobs import Blobs
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
 HEARTBEAT_S = 2.0
+KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
 FLUSH_EVERY_S = 0.5  # the longest a completion waits for its commit when nothing forces one
 Progress = Callable[[str, str, dict[str, int]], None]
 
@@ -142,6 +143,8 @@ class RunScheduler:
                 signal.signal(signal.SIGINT, previous)
             gc.unfreeze()
             self.batch.close()
+            # the newest small artifacts (the outputs among them) stay for reading the result
+            self.blobs.shrink(KEEP_AFTER_RUN)
         return self._finish()
 
     def _on_sigint(self, _signum: int, _frame: Any) -> None:
