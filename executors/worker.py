@@ -200,6 +200,18 @@ def _node_logger() -> logging.Logger:
     return logger
 
 
+def fit_threads(cpus: float) -> None:
+    """Give torch as many threads as the attempt has CPUs, not one per core of the machine:
+    two workers each running a core's worth of threads per core slowed training several times.
+    OMP_NUM_THREADS, when the user set it, wins."""
+    torch = sys.modules.get("torch")
+    if torch is None or "OMP_NUM_THREADS" in os.environ:
+        return
+    wanted = max(1, int(cpus))
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
 def _user_traceback(exc: BaseException) -> str:
     """The traceback from the user's code down, without our frames above it."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -262,6 +274,8 @@ def execute(
         try:
             op = resolve_operator(spec)
             kwargs = {param: load_input(store, value) for param, value in spec.inputs.items()}
+            if capture == "fd":  # a worker process, not the scheduler's own (inline)
+                fit_threads(spec.resources.cpus)
             value = op.fn(**kwargs)
             if not typecheck.is_instance(value, op.return_type):
                 raise OperatorReturnTypeError(

@@ -174,6 +174,34 @@ def tensors(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, Net, dict[str, t
 """
 
 
+THREADS = """
+import torch
+from flowlib import operator, workflow
+
+@operator
+def threads(i: int) -> int:
+    return torch.get_num_threads()
+
+@workflow
+def count(n: int = 2) -> list[int]:
+    return threads.map(list(range(n)))
+"""
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch to see two or more cores")
+def test_a_worker_gives_torch_the_threads_of_its_cpus_unless_omp_num_threads_says(tmp_path):
+    project = make_project(tmp_path / "p")
+    project.write("p.py", THREADS)
+
+    done = project.flow("run", "p.py", "--json", "--executor", "local")
+    assert done.code == 0, done
+    assert done.json()["outputs"] == [1, 1]  # cpus=1 each, not a thread per core
+
+    chosen = project.flow("run", "p.py", "--json", "--no-cache", env={"OMP_NUM_THREADS": "2"})
+    assert chosen.code == 0, chosen
+    assert chosen.json()["outputs"] == [2, 2]
+
+
 def test_tensor_and_module_artifacts_round_trip_exactly(tmp_path, monkeypatch):
     project = make_project(tmp_path / "proj")
     project.write("tensors.py", TENSORS)
