@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -219,27 +219,13 @@ class _LocalFS:
             os.close(fd)
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        folder = os.path.dirname(path)
-        self._makedirs(folder)
-        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
-        try:
-            # Raw os calls: a buffered file object costs more than the write for small artifacts.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if self.fsync:
-            self._fsync_dir(folder)
+        def write(fd: int) -> str:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return path
+
+        self._write_then_place(os.path.dirname(path), write)
 
     def write_stream(self, produce: Any) -> tuple[str, int]:
         """Write what `produce(file)` writes, hashing as it goes; store it under its digest.
@@ -247,19 +233,31 @@ class _LocalFS:
         The bytes are never held in memory nor read back to hash.
         """
         objects = os.path.join(self.root, "objects")
-        self._makedirs(objects)
-        tmp = os.path.join(objects, f".tmp-{secrets.token_hex(8)}")
+        writers: list[_HashingWriter] = []
+
+        def write(fd: int) -> str:
+            writers.append(_HashingWriter(fd))
+            produce(writers[0])
+            digest = writers[0].sha.hexdigest()
+            return os.path.join(objects, digest[:2], digest)
+
+        path = self._write_then_place(objects, write)
+        return os.path.basename(path), writers[0].size
+
+    def _write_then_place(self, folder: str, write: Callable[[int], str]) -> str:
+        """Write a temporary file in `folder` with `write(fd)`, which returns where the file
+        belongs; fsync it and move it there. No temporary file outlives a failure."""
+        self._makedirs(folder)
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
         try:
+            # Raw os calls: a buffered file object costs more than the write for small artifacts.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
             try:
-                writer = _HashingWriter(fd)
-                produce(writer)
+                path = write(fd)
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            digest = writer.sha.hexdigest()
-            path = os.path.join(objects, digest[:2], digest)
             self._makedirs(os.path.dirname(path))
             os.replace(tmp, path)
         except BaseException:
@@ -268,7 +266,7 @@ class _LocalFS:
             raise
         if self.fsync:
             self._fsync_dir(os.path.dirname(path))
-        return digest, writer.size
+        return path
 
     def read(self, path: str) -> bytes | None:
         try:
