@@ -82,5 +82,5 @@ def get_run(
 
     config = _config or load(db=db)
     engine = connect(config)
-    blobs = _blobs if _blobs is not None and _blobs.engine is engine else Blobs(engine)
+    blobs = _blobs if _blobs is not None else Blobs(engine)
     return load_run(engine, blobs.reader(_store or open_store(config)), str(run_id))

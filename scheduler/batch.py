@@ -33,9 +33,6 @@ class Batch:
     def node(self, row_id: int, **columns: Any) -> None:
         self.nodes.setdefault(row_id, {"id": row_id}).update(columns)
 
-    def pending_column(self, row_id: int, column: str) -> Any:
-        return self.nodes.get(row_id, {}).get(column)
-
     def add(self, kind: str, row: dict[str, Any]) -> None:
         self.rows[kind].append(row)
 

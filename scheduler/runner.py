@@ -93,14 +93,21 @@ class RunScheduler:
         self._recorded_fingerprints: set[str] = set()
 
     # -- set-up -------------------------------------------------------------------------------
-    def attach(self, node_ids: dict[str, int], reuse: dict[str, dict[str, Any]] | None = None) -> None:
-        """Take the recorded node ids; `reuse` maps node name -> the outputs a resume keeps."""
+    def attach(
+        self,
+        node_ids: dict[str, int],
+        reuse: dict[str, dict[str, Any]] | None = None,
+        reasons: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Take the recorded node ids; `reuse` maps node name -> the outputs a resume keeps,
+        `reasons` node name -> the reasons recorded with it (a resume's plan)."""
         self.users = self.dag.downstream()
         for name, node in self.dag.nodes.items():
             state = NodeState(node, node_ids[name], waiting=len(node.upstream()))
             state.executor = node.operator.executor or self.default_executor
             if reuse and name in reuse:
                 state.reuse = reuse[name]
+            state.reasons = list((reasons or {}).get(name) or [])
             self.states[name] = state
         self.ready.extend(name for name, state in self.states.items() if state.waiting == 0)
 
@@ -265,7 +272,8 @@ class RunScheduler:
 
     def _note(self, state: NodeState, reason: str) -> None:
         """Record why a node did something unusual, in its `reasons` and the event log."""
-        self._set(state, reasons=[*(self.batch.pending_column(state.row_id, "reasons") or []), reason])
+        state.reasons.append(reason)
+        self._set(state, reasons=list(state.reasons))
         self.batch.event(state.node.name, "note", {"reason": reason})
 
     # -- maps -----------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def execute_dag(
         ids = record_run(engine, dag, run_id, default, resumed_from, root_run_id or run_id, reasons, options)
         if on_recorded:
             on_recorded(run_id)
-        scheduler.attach(ids, reuse)
+        scheduler.attach(ids, reuse, reasons)
         scheduler.execute()
         return run_id
     finally:

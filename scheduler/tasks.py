@@ -25,8 +25,9 @@ class NodeState:
     attempts: int = 0
     outputs: dict[str, dict[str, Any]] | None = None
     key: str | None = None
-    fingerprint: dict[str, Any] | None = None
+    fingerprint: str | None = None  # the operator fingerprint's digest
     input_digests: dict[str, str] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)  # why it reran or did something unusual
     executor: str | None = None
     task_id: str | None = None
     started_at: float | None = None

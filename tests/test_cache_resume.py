@@ -434,3 +434,15 @@ def test_why_looks_only_backwards_and_names_the_entry_a_hit_came_from(project):
     assert "reused from" in hit.out and second["run_id"] in hit.out and "equal" in hit.out, hit
     missed = project.flow("why", second["run_id"], "shift", "--json").json()
     assert missed["differences"] == ["code changed: shift"] and first["run_id"] in missed["compared_with"]
+
+
+def test_a_note_joins_the_reasons_a_resume_recorded(project):
+    first = run(project)
+    edit(project, "return [scale(x) for x in xs]", "return [scale(x) for x in list(xs)]")
+    _corrupt_everything(project)  # total's cache entry, hit again (same inputs), is now unusable
+
+    done = project.flow("resume", first["run_id"], "--json")
+    assert done.code == 0, done
+    reasons = {n["name"]: n.get("reasons") or [] for n in done.json()["nodes"]}
+    assert reasons["total"][0] == "upstream reruns", reasons
+    assert any(r.startswith("cache entry not used") and "corrupt" in r for r in reasons["total"]), reasons
