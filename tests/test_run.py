@@ -202,6 +202,36 @@ def which() -> int:
     assert worker in imports and imports[worker] < started  # imported before the task began
 
 
+def test_the_local_pool_grows_to_run_as_many_nodes_at_once_as_it_has_workers(project):
+    project.write("flow.toml", "[executors.local]\nworkers = 3\n")
+    project.write(
+        "p.py",
+        """
+import os, pathlib, time
+from flowlib import operator, workflow
+
+@operator
+def meet(i: int) -> int:
+    folder = pathlib.Path("arrived")
+    folder.mkdir(exist_ok=True)
+    (folder / str(i)).touch()
+    deadline = time.monotonic() + 20
+    while len(list(folder.iterdir())) < 3:  # all three must run at once to get past here
+        if time.monotonic() > deadline:
+            raise TimeoutError("the others never started")
+        time.sleep(0.01)
+    return os.getpid()
+
+@workflow
+def three() -> list[int]:
+    return meet.map([0, 1, 2])
+""",
+    )
+    done = project.flow("run", "p.py", "--executor", "local", "--json")
+    assert done.code == 0, done
+    assert len(set(done.json()["outputs"])) == 3
+
+
 def test_retries_exhausted_fail(project):
     project.write("p.py", RETRY.replace("retries=2", "retries=1"))
     done = project.flow("run", "p.py", "--json")
