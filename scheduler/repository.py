@@ -225,25 +225,19 @@ def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     _insert_ignoring_duplicates(conn, CacheEntry, rows, "key", replace=("outputs", "serializers"))
 
 
-def cache_entries(session: Session, keys: Sequence[str]) -> dict[str, Any]:
-    """key -> a row with the entry's outputs, fingerprint and inputs (plain rows, not ORM objects)."""
+def cache_entries(
+    conn: Session | Connection,
+    keys: Sequence[str],
+    columns: Sequence[str] = ("outputs", "fingerprint", "inputs"),
+) -> dict[str, Any]:
+    """key -> a plain row with those columns of each cache entry that exists (a cache hit needs
+    only the outputs; a resume's plan the fingerprint and inputs too)."""
     entries = CacheEntry.__table__.c
-    columns = (entries.key, entries.outputs, entries.fingerprint, entries.inputs)
+    selected = [entries.key, *(entries[name] for name in columns)]
     found: dict[str, Any] = {}
     for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for row in session.execute(select(*columns).where(entries.key.in_(chunk))):
+        for row in conn.execute(select(*selected).where(entries.key.in_(keys[start : start + 500]))):
             found[row.key] = row
-    return found
-
-
-def cache_outputs(conn: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """key -> the outputs of those cache entries that exist (what a cache hit needs, no more)."""
-    entries = CacheEntry.__table__.c
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(keys), 500):
-        query = select(entries.key, entries.outputs).where(entries.key.in_(keys[start : start + 500]))
-        found.update((key, outputs) for key, outputs in conn.execute(query))
     return found
 
 

@@ -234,7 +234,8 @@ class RunScheduler:
         entries: dict[str, dict[str, Any]] = {}
         if wanted:
             with self.batch.transaction() as conn:
-                entries = repo.cache_outputs(conn, [s.key for s in wanted if s.key])
+                found = repo.cache_entries(conn, [s.key for s in wanted if s.key], ("outputs",))
+                entries = {key: row.outputs for key, row in found.items()}
         self.blobs.get_many(
             [d for outputs in entries.values() for ref in outputs.values() for d in ref.get("inline") or ()]
         )
