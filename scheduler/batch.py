@@ -31,7 +31,7 @@ class Batch:
         return bool(self.nodes) or bool(self.changes) or any(self.rows.values())
 
     def node(self, row_id: int, **columns: Any) -> None:
-        self.nodes.setdefault(row_id, {"id": row_id}).update(columns)
+        self.nodes.setdefault(row_id, {"row_id": row_id}).update(columns)
 
     def add(self, kind: str, row: dict[str, Any]) -> None:
         self.rows[kind].append(row)

@@ -92,11 +92,10 @@ def update_run(session: Session, run_id: str, **values: Any) -> None:
 
 
 def update_nodes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key: each row holds `id` and the columns to set."""
+    """Bulk UPDATE by primary key: each row holds `row_id` and the columns to set."""
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        columns = {"row_id": row["id"], **{k: v for k, v in row.items() if k != "id"}}
-        by_shape.setdefault(tuple(sorted(columns)), []).append(columns)
+        by_shape.setdefault(tuple(sorted(row)), []).append(row)
     for shape, group in by_shape.items():
         bulk.executemany(conn, _node_update(shape), group)
 
