@@ -32,7 +32,7 @@ from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, pack
 from scheduler import repository as repo
 from scheduler.batch import Batch
 from scheduler.blobs import Blobs
-from scheduler.tasks import Fingerprints, NodeState, input_spec
+from scheduler.tasks import Fingerprints, NodeState, input_spec, with_inline_bytes
 
 HEARTBEAT_S = 2.0
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
@@ -221,7 +221,7 @@ class RunScheduler:
             )
         digests = {}
         for param, value in state.node.inputs.items():
-            _, digests[param] = input_spec(value, self.states)
+            state.input_specs[param], digests[param] = input_spec(value, self.states)
         state.input_digests = digests
         from flowlib.hashing import node_key
 
@@ -404,9 +404,7 @@ class RunScheduler:
         state.attempts += 1
         self._tasks_submitted += 1
         task_id = f"{self.run_id}-{self._tasks_submitted}"
-        inputs = {
-            param: input_spec(value, self.states, self.blobs)[0] for param, value in node.inputs.items()
-        }
+        inputs = {param: with_inline_bytes(spec, self.blobs) for param, spec in state.input_specs.items()}
         spec = TaskSpec(
             task_id=task_id,
             run_id=self.run_id,

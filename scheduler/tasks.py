@@ -28,6 +28,7 @@ class NodeState:
     fingerprint: str | None = None  # the operator fingerprint's digest
     input_digests: dict[str, str] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)  # why it reran or did something unusual
+    input_specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # param -> input_spec()
     executor: str | None = None
     task_id: str | None = None
     started_at: float | None = None
@@ -87,12 +88,11 @@ def _resolves(module: Any, op: Operator) -> bool:
     return getattr(obj, "fn", None) is op.fn
 
 
-def input_spec(
-    value: Ref | Literal, states: dict[str, NodeState], blobs: Any = None
-) -> tuple[dict[str, Any], str]:
+def input_spec(value: Ref | Literal, states: dict[str, NodeState]) -> tuple[dict[str, Any], str]:
     """Return (what the worker gets, the digest that enters the cache key) for one input.
 
-    With `blobs`, the bytes of inline artifacts the worker needs travel in the spec.
+    The spec's "inline" lists the artifacts kept in the database that the worker needs;
+    `with_inline_bytes` puts their bytes in when the attempt is sent.
     """
     from flowlib.hashing import tuple_digest
 
@@ -103,20 +103,25 @@ def input_spec(
     if value.index is not None:
         ref = outputs[value.output]
         digest = ref["elements"][value.index]
-        return _with_inline(
-            {"digest": digest}, [digest] if digest in (ref.get("inline") or ()) else [], blobs
-        ), digest
+        return _inline({"digest": digest}, [digest] if digest in (ref.get("inline") or ()) else []), digest
     if value.output in outputs:
         ref = outputs[value.output]
-        return _with_inline({"digest": ref["digest"]}, ref.get("inline") or [], blobs), ref["digest"]
+        return _inline({"digest": ref["digest"]}, ref.get("inline") or []), ref["digest"]
     fields = {name: ref["digest"] for name, ref in outputs.items()}
     cls = upstream.node.operator.return_type
     needed = [digest for ref in outputs.values() for digest in ref.get("inline") or ()]
-    spec = _with_inline({"fields": fields, "cls": [cls.__module__, cls.__qualname__]}, needed, blobs)
+    spec = _inline({"fields": fields, "cls": [cls.__module__, cls.__qualname__]}, needed)
     return spec, tuple_digest(list(fields.values()))
 
 
-def _with_inline(spec: dict[str, Any], digests: list[str], blobs: Any) -> dict[str, Any]:
-    if blobs is not None and digests:
-        spec["inline"] = blobs.get_many(digests)
+def _inline(spec: dict[str, Any], digests: list[str]) -> dict[str, Any]:
+    if digests:
+        spec["inline"] = list(digests)
     return spec
+
+
+def with_inline_bytes(spec: dict[str, Any], blobs: Any) -> dict[str, Any]:
+    """The spec as a worker takes it: "inline" maps each listed digest to its bytes."""
+    if "inline" not in spec:
+        return spec
+    return {**spec, "inline": blobs.get_many(spec["inline"])}
