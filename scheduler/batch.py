@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from scheduler import repository as repo
+from scheduler import walcheckpoint
 
 REUSE_S = 5.0
 KINDS = ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
@@ -26,6 +27,7 @@ class Batch:
         self.changes: list[tuple[str, str, float]] = []
         self._conn: Connection | None = None
         self._used_at = 0.0
+        self._checkpointer = walcheckpoint.WalCheckpointer(engine) if walcheckpoint.wanted(engine) else None
 
     def __bool__(self) -> bool:
         return bool(self.nodes) or bool(self.changes) or any(self.rows.values())
@@ -68,6 +70,8 @@ class Batch:
             self.event(None, "node_states", self.changes)
         with self.transaction() as conn:
             self._write(conn, self.rows)
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
         self.rows = {kind: [] for kind in KINDS}
         self.nodes = {}
         self.changes = []
@@ -87,8 +91,19 @@ class Batch:
     def close(self) -> None:
         """Give the connection back to the pool (the next flush takes one again)."""
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            if self._checkpointer is not None and not conn.invalidated:
+                try:
+                    walcheckpoint.take_back(conn)
+                except Exception:
+                    conn.invalidate()  # not back to the pool with its checkpoints off
+            conn.close()
+
+    def stop(self) -> None:
+        """The run is over: give the connection back and stop checkpointing."""
+        self.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     def _connection(self) -> Connection:
         # A Connection, not a Session (nothing here needs the ORM), kept between flushes that
@@ -98,6 +113,8 @@ class Batch:
             self.close()
         if self._conn is None:
             self._conn = self.engine.connect()
+            if self._checkpointer is not None:
+                walcheckpoint.hand_over(self._conn)
         return self._conn
 
     def _write(self, conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:

@@ -149,7 +149,7 @@ class RunScheduler:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             gc.unfreeze()
-            self.batch.close()
+            self.batch.stop()
             # the newest small artifacts (the outputs among them) stay for reading the result
             self.blobs.shrink(KEEP_AFTER_RUN)
         return self._finish()

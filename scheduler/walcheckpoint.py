@@ -1,0 +1,81 @@
+"""SQLite's write-ahead log checkpointed on a thread of its own, off the scheduler's path.
+
+By default the connection whose commit pushes the log past 1,000 pages copies them
+into the database file and syncs it, inside that commit: every few dozen steps the
+scheduler stalled for milliseconds (a tenth of a chain's time). The run's connection
+turns that off; this thread checkpoints instead, while the scheduler goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Connection, Engine
+
+GAP_S = 0.1  # the least time between two checkpoints: each syncs the files, so they are batched
+DEFAULT_PAGES = 1000  # SQLite's own wal_autocheckpoint
+
+
+def wanted(engine: Engine) -> bool:
+    """Whether the engine writes a SQLite file (a memory database has no log)."""
+    database = engine.url.database or ""
+    return (
+        engine.dialect.name == "sqlite" and database not in ("", ":memory:") and "mode=memory" not in database
+    )
+
+
+def hand_over(conn: Connection) -> None:
+    """Stop `conn`'s commits from checkpointing; a WalCheckpointer does it."""
+    _pragma(conn, "wal_autocheckpoint=0")
+
+
+def take_back(conn: Connection) -> None:
+    """Give `conn` SQLite's default back before it returns to the pool."""
+    _pragma(conn, f"wal_autocheckpoint={DEFAULT_PAGES}")
+
+
+def _pragma(conn: Connection, setting: str) -> None:
+    cursor = conn.connection.cursor()  # the driver's own: no SQLAlchemy transaction begins
+    try:
+        cursor.execute(f"PRAGMA {setting}")
+    finally:
+        cursor.close()
+
+
+class WalCheckpointer:
+    """Runs a passive checkpoint after commits, at most one per GAP_S."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._due = threading.Event()
+        self._stopping = threading.Event()
+        self.last: tuple[int, int, int] | None = None  # SQLite's (busy, log pages, pages copied)
+        self._thread = threading.Thread(target=self._loop, name="flowlib-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """Something was committed: checkpoint soon."""
+        self._due.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._due.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            self._due.wait()
+            if self._stopping.is_set():
+                return
+            self._due.clear()
+            try:
+                conn = self.engine.raw_connection()
+                try:
+                    # PASSIVE: copies what no reader needs and never waits for the writer
+                    self.last = tuple(conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+                finally:
+                    conn.close()
+            except Exception:
+                pass  # a busy or locked database: the next nudge tries again, SQLite checkpoints on close
+            if self._stopping.wait(GAP_S):
+                return

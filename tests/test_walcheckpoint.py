@@ -1,0 +1,60 @@
+"""The run's SQLite log is checkpointed on a thread of its own, not inside the scheduler's commits."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlalchemy import text
+
+from scheduler import db, walcheckpoint
+from scheduler.batch import Batch
+
+
+def _autocheckpoint(conn) -> int:
+    cursor = conn.connection.cursor()
+    try:
+        return cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    finally:
+        cursor.close()
+
+
+def test_the_batch_connection_leaves_checkpoints_to_the_thread_and_gives_them_back(tmp_path) -> None:
+    engine = db.connect(f"sqlite:///{tmp_path / 'flow.db'}")
+    batch = Batch(engine, "run-1")
+    batch.event(None, "note", {"n": 1})
+    batch.flush()
+    with batch.transaction() as conn:
+        assert _autocheckpoint(conn) == 0
+    batch.stop()
+    with engine.connect() as conn:  # the pool hands out the connection the batch used
+        assert _autocheckpoint(conn) == walcheckpoint.DEFAULT_PAGES
+        assert conn.execute(text("select count(*) from events")).scalar() == 1
+
+
+def test_the_checkpointer_copies_the_whole_log_into_the_database(tmp_path) -> None:
+    path = tmp_path / "flow.db"
+    engine = db.connect(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        walcheckpoint.hand_over(conn)
+        for _ in range(30):  # ~2,000 pages over many commits, none checkpointed
+            conn.execute(
+                text("insert into events (run_id, kind, data, time) values (:r, :k, :d, 0)"),
+                [{"r": "run-1", "k": "note", "d": '"' + "x" * 2000 + '"'} for _ in range(100)],
+            )
+            conn.commit()
+        walcheckpoint.take_back(conn)
+    assert os.path.getsize(f"{path}-wal") > walcheckpoint.DEFAULT_PAGES * 4096
+    before = os.path.getsize(path)
+    checkpointer = walcheckpoint.WalCheckpointer(engine)
+    try:
+        checkpointer.nudge()
+        deadline = time.monotonic() + 10
+        while checkpointer.last is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        checkpointer.stop()
+    assert checkpointer.last is not None
+    busy, pages, copied = checkpointer.last
+    assert (busy, copied) == (0, pages) and pages > walcheckpoint.DEFAULT_PAGES
+    assert os.path.getsize(path) > before + 4 * 1024 * 1024
