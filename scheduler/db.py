@@ -115,7 +115,7 @@ def current_revision(engine: Engine) -> str | None:
     return _revision_of(engine)
 
 
-HEAD = "0001"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
+HEAD = "0002"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
 
 
 def head_revision() -> str:

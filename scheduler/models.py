@@ -102,7 +102,7 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String)
     operator: Mapped[str] = mapped_column(String)
     status: Mapped[str] = mapped_column(String(16))
-    cache_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    cache_key: Mapped[str | None] = mapped_column(String(64))  # not indexed: see migration 0002
     fingerprint: Mapped[str | None] = mapped_column(String(64))  # digest; the parts are in `fingerprints`
     inputs: Mapped[Any | None] = mapped_column(_JSON)
     outputs: Mapped[Any | None] = mapped_column(_JSON)

@@ -176,6 +176,43 @@ def test_older_database_is_upgraded(any_url: str) -> None:
     assert _schema_diff(any_url) == []
 
 
+def test_a_run_recorded_at_0001_is_kept_by_the_upgrade(any_url: str) -> None:
+    """0002 drops the nodes.cache_key index; the rows stay, and the index comes back on downgrade."""
+    command.upgrade(db.alembic_config(url=any_url), "0001")
+    engine = create_engine(any_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO runs (id, workflow, file, params, status, created_at, host, "user", root_run_id) '
+                "VALUES ('r1', 'w', 'f', '{}', 'succeeded', 1, 'h', 'u', 'r1')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO nodes (run_id, name, operator, status, cache_key, position, attempts, cached) "
+                "VALUES ('r1', 'a', 'op', 'succeeded', :key, 0, 1, false)"
+            ),
+            {"key": "k" * 64},
+        )
+    assert "ix_nodes_cache_key" in {index["name"] for index in inspect(engine).get_indexes("nodes")}
+    engine.dispose()
+
+    assert db.upgrade(any_url) == db.head_revision()
+    engine = create_engine(any_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name, cache_key FROM nodes WHERE run_id = 'r1'")).all() == [
+            ("a", "k" * 64)
+        ]
+    assert "ix_nodes_cache_key" not in {index["name"] for index in inspect(engine).get_indexes("nodes")}
+    engine.dispose()
+    assert _schema_diff(any_url) == []
+
+    command.downgrade(db.alembic_config(url=any_url), "0001")
+    engine = create_engine(any_url)
+    assert "ix_nodes_cache_key" in {index["name"] for index in inspect(engine).get_indexes("nodes")}
+    engine.dispose()
+
+
 def test_database_newer_than_the_code_is_refused(any_url: str) -> None:
     db.connect(any_url)
     db.dispose(any_url)
