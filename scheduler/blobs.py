@@ -8,10 +8,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
 from flowlib.artifacts import Reader
-from scheduler.models import Artifact
+from scheduler.models import artifacts
 
 MEMORY_LIMIT = 256 * 1024 * 1024
 
@@ -55,13 +54,13 @@ class Blobs:
                 found[digest] = data
         if missing:
             loaded = {}
-            with Session(self.engine) as session:
+            with self.engine.connect() as conn:
                 for start in range(0, len(missing), 500):
-                    columns = Artifact.__table__.c  # Core: plain rows, no ORM loading
+                    columns = artifacts.c
                     query = select(columns.digest, columns.data).where(
                         columns.digest.in_(missing[start : start + 500]), columns.data.is_not(None)
                     )
-                    for digest, data in session.execute(query):
+                    for digest, data in conn.execute(query):
                         if hashlib.sha256(data).hexdigest() == digest:
                             loaded[digest] = data
             self.remember(loaded)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import Session
 
-from scheduler.models import Artifact, CacheEntry, Checkpoint, Node
+from scheduler.models import artifacts, cache_entries, checkpoints, nodes
+
+_A, _C = artifacts.c, cache_entries.c
 
 
 def list_entries(engine: Engine, operator: str | None = None) -> list[dict[str, Any]]:
-    query = select(CacheEntry).order_by(CacheEntry.created_at.desc())
+    query = select(cache_entries).order_by(_C.created_at.desc())
     if operator:
-        query = query.where(CacheEntry.operator == operator)
-    with Session(engine) as session:
+        query = query.where(_C.operator == operator)
+    with engine.connect() as conn:
         return [
             {
                 "key": e.key,
@@ -24,16 +25,16 @@ def list_entries(engine: Engine, operator: str | None = None) -> list[dict[str, 
                 "created_at": e.created_at,
                 "size": sum(int(ref.get("size", 0)) for ref in e.outputs.values()),
             }
-            for e in session.scalars(query)
+            for e in conn.execute(query)
         ]
 
 
 def clear_entries(engine: Engine, operator: str | None = None) -> int:
-    with Session(engine) as session, session.begin():
-        statement = delete(CacheEntry)
+    with engine.begin() as conn:
+        statement = delete(cache_entries)
         if operator:
-            statement = statement.where(CacheEntry.operator == operator)
-        return session.execute(statement).rowcount or 0
+            statement = statement.where(_C.operator == operator)
+        return conn.execute(statement).rowcount or 0
 
 
 def _referenced(outputs: Any, into: set[str]) -> None:
@@ -45,12 +46,12 @@ def _referenced(outputs: Any, into: set[str]) -> None:
 def referenced_digests(engine: Engine) -> set[str]:
     """Every digest a run's node, a cache entry or a checkpoint still points at."""
     keep: set[str] = set()
-    with Session(engine) as session:
-        for outputs in session.scalars(select(Node.outputs).where(Node.outputs.is_not(None))):
+    with engine.connect() as conn:
+        for outputs in conn.scalars(select(nodes.c.outputs).where(nodes.c.outputs.is_not(None))):
             _referenced(outputs, keep)
-        for outputs in session.scalars(select(CacheEntry.outputs)):
+        for outputs in conn.scalars(select(_C.outputs)):
             _referenced(outputs, keep)
-        keep.update(session.scalars(select(Checkpoint.digest)))
+        keep.update(conn.scalars(select(checkpoints.c.digest)))
     return keep
 
 
@@ -63,15 +64,13 @@ def collect_garbage(engine: Engine, store: Any, *, dry_run: bool = False) -> tup
         freed += store.size(digest)
         if not dry_run:
             store.delete(digest)
-    with Session(engine) as session:
-        inline = session.execute(
-            select(Artifact.digest, Artifact.size).where(Artifact.data.is_not(None))
-        ).all()
+    with engine.connect() as conn:
+        inline = conn.execute(select(_A.digest, _A.size).where(_A.data.is_not(None))).all()
     inline_doomed = [digest for digest, _ in inline if digest not in keep]
     freed += sum(size for digest, size in inline if digest not in keep)
     rows = doomed + inline_doomed
     if rows and not dry_run:
-        with Session(engine) as session, session.begin():
+        with engine.begin() as conn:
             for start in range(0, len(rows), 500):
-                session.execute(delete(Artifact).where(Artifact.digest.in_(rows[start : start + 500])))
+                conn.execute(delete(artifacts).where(_A.digest.in_(rows[start : start + 500])))
     return len(rows), freed

@@ -31,10 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.orm import Session, sessionmaker
 
 from flowlib.errors import ConfigError
-from scheduler.models import Base
+from scheduler.models import metadata
 
 __all__ = [
     "alembic_config",
@@ -43,7 +42,6 @@ __all__ = [
     "default_url",
     "dispose",
     "head_revision",
-    "session",
     "upgrade",
 ]
 
@@ -56,7 +54,6 @@ _engines: dict[str, Engine] = {}
 # URLs whose schema was seen at head; others are checked again on connect().
 _at_head: set[str] = set()
 _lock = threading.Lock()
-_Session = sessionmaker(expire_on_commit=False)
 
 
 def _forget_after_fork() -> None:
@@ -103,11 +100,6 @@ def connect(url: str, *, upgrade: bool = True) -> Engine:
         if revision == head_revision():
             _at_head.add(url)
         return engine
-
-
-def session(engine: Engine) -> Session:
-    """Open a session whose objects stay readable after commit."""
-    return _Session(bind=engine)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -336,7 +328,7 @@ def _create_at_head(conn: Connection) -> None:
     Running every migration from the first would give the same schema (tests/test_db.py
     compares them) at several times the cost of each first `flow run` on a new home.
     """
-    Base.metadata.create_all(conn)
+    metadata.create_all(conn)
     version = Table(
         "alembic_version",
         MetaData(),
@@ -349,7 +341,7 @@ def _create_at_head(conn: Connection) -> None:
 
 def _refuse_foreign_tables(conn: Connection, url: URL) -> None:
     """Refuse to create flowlib's tables over same-named tables of unknown origin."""
-    existing = set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+    existing = set(inspect(conn).get_table_names()) & set(metadata.tables)
     if existing:
         raise ConfigError(
             f"database {_shown(url)} has tables {', '.join(sorted(existing))} but no alembic "

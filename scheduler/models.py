@@ -1,5 +1,7 @@
-"""The ORM models: one class per table of the run database (SQLite or PostgreSQL).
+"""The run database's tables (SQLite or PostgreSQL), as SQLAlchemy Core tables.
 
+Core, not the ORM: every query reads plain rows and nothing is ever mapped to
+objects, and importing the ORM and declaring classes cost a fifth of a run's start.
 Times are float seconds since the epoch, so both backends store and compare them
 the same way without timezone handling.
 """
@@ -13,31 +15,32 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 
 __all__ = [
-    "Artifact",
-    "Attempt",
-    "Base",
-    "CacheEntry",
-    "Checkpoint",
-    "Edge",
-    "Event",
-    "Fingerprint",
-    "Metric",
-    "Node",
-    "Run",
+    "artifacts",
+    "attempts",
+    "cache_entries",
+    "checkpoints",
+    "edges",
+    "events",
+    "fingerprints",
+    "metadata",
+    "metrics",
+    "nodes",
+    "runs",
 ]
 
 # Stable constraint names let later migrations (SQLite batch mode included) drop
@@ -49,6 +52,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 # none_as_null: a Python None is stored as SQL NULL (not the JSON text 'null'),
 # so `column IS NULL` finds it.
@@ -57,175 +61,176 @@ _JSON = JSON(none_as_null=True)
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+def _required(name: str, *args: Any, **kw: Any) -> Column:
+    return Column(name, *args, nullable=False, **kw)
 
 
-def _run_fk() -> MappedColumn[str]:
-    return mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+def _optional(name: str, *args: Any, **kw: Any) -> Column:
+    return Column(name, *args, nullable=True, **kw)
 
 
-class Run(Base):
-    """One execution of a workflow; a resumed run points at the run it resumed."""
-
-    __tablename__ = "runs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    workflow: Mapped[str] = mapped_column(String)
-    file: Mapped[str] = mapped_column(String)
-    params: Mapped[dict[str, Any]] = mapped_column(_JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    created_at: Mapped[float] = mapped_column(Float, default=_now)
-    started_at: Mapped[float | None] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float)
-    host: Mapped[str] = mapped_column(String)
-    user: Mapped[str] = mapped_column(String)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    heartbeat_at: Mapped[float | None] = mapped_column(Float)
-    resumed_from: Mapped[str | None] = mapped_column(String(32), ForeignKey("runs.id", ondelete="SET NULL"))
-    root_run_id: Mapped[str] = mapped_column(String(32))
-    executor: Mapped[str | None] = mapped_column(String)
-    error: Mapped[str | None] = mapped_column(Text)
-    outputs: Mapped[Any | None] = mapped_column(_JSON)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    options: Mapped[dict[str, Any] | None] = mapped_column(_JSON)
+def _id() -> Column:
+    return Column("id", Integer, primary_key=True, autoincrement=True)
 
 
-class Node(Base):
-    """One node of a run's DAG, map items included."""
-
-    __tablename__ = "nodes"
-    __table_args__ = (UniqueConstraint("run_id", "name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    name: Mapped[str] = mapped_column(String)
-    operator: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String(16))
-    cache_key: Mapped[str | None] = mapped_column(String(64))  # not indexed: see migration 0002
-    fingerprint: Mapped[str | None] = mapped_column(String(64))  # digest; the parts are in `fingerprints`
-    inputs: Mapped[Any | None] = mapped_column(_JSON)
-    outputs: Mapped[Any | None] = mapped_column(_JSON)
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    executor: Mapped[str | None] = mapped_column(String)
-    host: Mapped[str | None] = mapped_column(String)
-    error: Mapped[Any | None] = mapped_column(_JSON)
-    reasons: Mapped[Any | None] = mapped_column(_JSON)
-    started_at: Mapped[float | None] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float)
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    map_parent: Mapped[str | None] = mapped_column(String)
-    position: Mapped[int] = mapped_column(Integer)
+def _run_fk() -> Column:
+    return _required("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
 
 
-class Edge(Base):
-    __tablename__ = "edges"
+# One execution of a workflow; a resumed run points at the run it resumed.
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    _required("workflow", String),
+    _required("file", String),
+    _required("params", _JSON),
+    _required("status", String(16), index=True),
+    _required("created_at", Float, default=_now),
+    _optional("started_at", Float),
+    _optional("ended_at", Float),
+    _required("host", String),
+    _required("user", String),
+    _optional("pid", Integer),
+    _optional("heartbeat_at", Float),
+    _optional("resumed_from", String(32), ForeignKey("runs.id", ondelete="SET NULL")),
+    _required("root_run_id", String(32)),
+    _optional("executor", String),
+    _optional("error", Text),
+    _optional("outputs", _JSON),
+    _required("cancel_requested", Boolean, default=False, server_default=false()),
+    _optional("options", _JSON),
+)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    src: Mapped[str] = mapped_column(String)
-    dst: Mapped[str] = mapped_column(String)
+# One node of a run's DAG, map items included.
+nodes = Table(
+    "nodes",
+    metadata,
+    _id(),
+    _run_fk(),
+    _required("name", String),
+    _required("operator", String),
+    _required("status", String(16)),
+    _optional("cache_key", String(64)),  # not indexed: see migration 0002
+    _optional("fingerprint", String(64)),  # digest; the parts are in `fingerprints`
+    _optional("inputs", _JSON),
+    _optional("outputs", _JSON),
+    _required("attempts", Integer, default=0, server_default=text("0")),
+    _required("cached", Boolean, default=False, server_default=false()),
+    _optional("executor", String),
+    _optional("host", String),
+    _optional("error", _JSON),
+    _optional("reasons", _JSON),
+    _optional("started_at", Float),
+    _optional("ended_at", Float),
+    _optional("duration_s", Float),
+    _optional("map_parent", String),
+    _required("position", Integer),
+    UniqueConstraint("run_id", "name"),
+)
 
+edges = Table(
+    "edges",
+    metadata,
+    _id(),
+    _run_fk(),
+    _required("src", String),
+    _required("dst", String),
+)
 
-class Attempt(Base):
-    """One try of a node; `log` holds its captured stdout, stderr and logger lines."""
+# One try of a node; `log` holds its captured stdout, stderr and logger lines.
+attempts = Table(
+    "attempts",
+    metadata,
+    _id(),
+    _run_fk(),
+    _required("node", String),
+    _required("number", Integer),
+    _required("status", String(16)),
+    _optional("started_at", Float),
+    _optional("ended_at", Float),
+    _optional("host", String),
+    _optional("pid", Integer),
+    _optional("exit_code", Integer),
+    _optional("signal", Integer),
+    _optional("error", _JSON),
+    _optional("log", Text),
+)
 
-    __tablename__ = "attempts"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    node: Mapped[str] = mapped_column(String)
-    number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[float | None] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float)
-    host: Mapped[str | None] = mapped_column(String)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    exit_code: Mapped[int | None] = mapped_column(Integer)
-    signal: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[Any | None] = mapped_column(_JSON)
-    log: Mapped[str | None] = mapped_column(Text)
-
-
-class Artifact(Base):
-    """A value in the content-addressed store; it outlives the run that wrote it."""
-
-    __tablename__ = "artifacts"
-
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    serializer: Mapped[str] = mapped_column(String)
-    serializer_version: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[float] = mapped_column(Float, default=_now)
-    run_id: Mapped[str | None] = mapped_column(String)
-    node: Mapped[str | None] = mapped_column(String)
+# A value in the content-addressed store; it outlives the run that wrote it.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    _required("serializer", String),
+    _required("serializer_version", Integer),
+    _required("size", BigInteger),
+    _required("created_at", Float, default=_now),
+    _optional("run_id", String),
+    _optional("node", String),
     # Small artifacts (flowlib.artifacts.INLINE_LIMIT) live here instead of the file store.
-    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    _optional("data", LargeBinary),
+)
 
+# An operator fingerprint's parts (flowlib.hashing.Fingerprint), stored once per digest.
+fingerprints = Table(
+    "fingerprints",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    _required("operator", String),
+    _required("data", _JSON),
+)
 
-class Fingerprint(Base):
-    """An operator fingerprint's parts (flowlib.hashing.Fingerprint), stored once per digest."""
+# A node's outputs keyed by its cache key, shared by every run.
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    _required("operator", String),
+    _required("fingerprint", String(64)),
+    _required("inputs", _JSON),
+    _required("outputs", _JSON),
+    _required("serializers", _JSON),
+    _required("created_at", Float, default=_now),
+    _required("run_id", String),
+    _required("node", String),
+)
 
-    __tablename__ = "fingerprints"
+metrics = Table(
+    "metrics",
+    metadata,
+    _id(),
+    _run_fk(),
+    _required("node", String),
+    _required("attempt", Integer),
+    _required("name", String),
+    _required("value", Float),
+    _optional("step", Integer),
+    _required("time", Float, default=_now),
+)
 
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    operator: Mapped[str] = mapped_column(String)
-    data: Mapped[Any] = mapped_column(_JSON)
+# A checkpoint saved by a node; keyed by root run so resumed runs find it.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    _id(),
+    _required("root_run_id", String, index=True),
+    _required("node", String),
+    _required("run_id", String),
+    _required("attempt", Integer),
+    _optional("step", Integer),
+    _required("digest", String(64)),
+    _required("time", Float, default=_now),
+)
 
-
-class CacheEntry(Base):
-    """A node's outputs keyed by its cache key, shared by every run."""
-
-    __tablename__ = "cache_entries"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    operator: Mapped[str] = mapped_column(String)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    inputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
-    outputs: Mapped[dict[str, Any]] = mapped_column(_JSON)
-    serializers: Mapped[Any] = mapped_column(_JSON)
-    created_at: Mapped[float] = mapped_column(Float, default=_now)
-    run_id: Mapped[str] = mapped_column(String)
-    node: Mapped[str] = mapped_column(String)
-
-
-class Metric(Base):
-    __tablename__ = "metrics"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    node: Mapped[str] = mapped_column(String)
-    attempt: Mapped[int] = mapped_column(Integer)
-    name: Mapped[str] = mapped_column(String)
-    value: Mapped[float] = mapped_column(Float)
-    step: Mapped[int | None] = mapped_column(Integer)
-    time: Mapped[float] = mapped_column(Float, default=_now)
-
-
-class Checkpoint(Base):
-    """A checkpoint saved by a node; keyed by root run so resumed runs find it."""
-
-    __tablename__ = "checkpoints"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    root_run_id: Mapped[str] = mapped_column(String, index=True)
-    node: Mapped[str] = mapped_column(String)
-    run_id: Mapped[str] = mapped_column(String)
-    attempt: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int | None] = mapped_column(Integer)
-    digest: Mapped[str] = mapped_column(String(64))
-    time: Mapped[float] = mapped_column(Float, default=_now)
-
-
-class Event(Base):
-    """Append-only log of state changes; `id` orders events across writers."""
-
-    __tablename__ = "events"
-
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String, index=True)
-    node: Mapped[str | None] = mapped_column(String)
-    kind: Mapped[str] = mapped_column(String)
-    data: Mapped[Any | None] = mapped_column(_JSON)
-    time: Mapped[float] = mapped_column(Float, default=_now)
+# Append-only log of state changes; `id` orders events across writers.
+events = Table(
+    "events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    _required("run_id", String, index=True),
+    _optional("node", String),
+    _required("kind", String),
+    _optional("data", _JSON),
+    _required("time", Float, default=_now),
+)

@@ -6,13 +6,11 @@ from collections import namedtuple
 from importlib import import_module
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Row
 
 from flowlib.errors import FlowError
 from flowlib.results import NodeResult, NodeStatus, RunResult, RunStatus, jsonable
 from scheduler import repository as repo
-from scheduler.models import Run
 
 
 class RunNotFound(FlowError):
@@ -21,16 +19,16 @@ class RunNotFound(FlowError):
 
 def load_run(engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = True) -> RunResult:
     """Return a recorded run whose outputs load through `reader` (see scheduler.blobs.Blobs.reader)."""
-    with Session(engine) as session:
-        run = repo.find_run(session, run_id)
+    with engine.connect() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
-        nodes = repo.node_summaries(session, run.id) if with_nodes else []
+        nodes = repo.node_summaries(conn, run.id) if with_nodes else []
     return result_of(run, nodes, reader, engine, with_nodes=with_nodes)
 
 
 def result_of(
-    run: Run, nodes: list[Any], store: Any, engine: Engine, *, with_nodes: bool = True
+    run: Row, nodes: list[Any], store: Any, engine: Engine, *, with_nodes: bool = True
 ) -> RunResult:
     spec = run.outputs
 
@@ -38,8 +36,8 @@ def result_of(
         if run.status != "succeeded" or spec is None:
             return None, None
         import_pipeline(run.file)
-        with Session(engine) as session:  # only the nodes the outputs name: a map has thousands of others
-            outputs_by_node = repo.node_outputs(session, run.id, sorted(_named_nodes(spec)))
+        with engine.connect() as conn:  # only the nodes the outputs name: a map has thousands of others
+            outputs_by_node = repo.node_outputs(conn, run.id, sorted(_named_nodes(spec)))
         try:
             value = resolve(spec, outputs_by_node, store)
         except Exception as exc:

@@ -7,33 +7,32 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, insert, select, update
 
 from scheduler import bulk
 from scheduler.models import (
-    Artifact,
-    Attempt,
-    CacheEntry,
-    Checkpoint,
-    Edge,
-    Event,
-    Fingerprint,
-    Metric,
-    Node,
-    Run,
+    artifacts,
+    attempts,
+    cache_entries,
+    checkpoints,
+    edges,
+    events,
+    fingerprints,
+    metrics,
+    nodes,
+    runs,
 )
 
-# Core columns where a query returns plain rows: ORM-enabled selects cost several times more per row.
-_N = Node.__table__.c
+_N = nodes.c
+_R = runs.c
 
 
 def _insert_ignoring_duplicates(
-    conn: Connection, model: Any, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
+    conn: Connection, table: Table, rows: list[dict[str, Any]], key: str, *, replace: tuple[str, ...] = ()
 ) -> None:
     """Insert rows; a row whose key exists already updates only the `replace` columns."""
     if rows:
-        bulk.executemany(conn, _upsert(conn.dialect.name, model.__table__, key, replace), rows)
+        bulk.executemany(conn, _upsert(conn.dialect.name, table, key, replace), rows)
 
 
 @functools.cache
@@ -57,38 +56,41 @@ def _insert(table: Any) -> Any:
 
 # -- runs ----------------------------------------------------------------------------------
 def create_run(
-    session: Session, values: dict[str, Any], nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+    conn: Connection,
+    values: dict[str, Any],
+    node_rows: list[dict[str, Any]],
+    edge_pairs: Iterable[tuple[str, str]],
 ) -> dict[str, int]:
     """Record a run with its nodes and edges; return node name -> row id."""
-    session.execute(insert(Run), [values])
-    _insert_nodes(session.connection(), values["id"], nodes, edges)
-    return node_ids(session, values["id"])
+    conn.execute(insert(runs), [values])
+    _insert_nodes(conn, values["id"], node_rows, edge_pairs)
+    return node_ids(conn, values["id"])
 
 
-def node_ids(session: Session, run_id: str) -> dict[str, int]:
-    return dict(session.execute(select(_N.name, _N.id).where(_N.run_id == run_id)).all())
+def node_ids(conn: Connection, run_id: str) -> dict[str, int]:
+    return dict(conn.execute(select(_N.name, _N.id).where(_N.run_id == run_id)).all())  # type: ignore[arg-type]
 
 
 def add_nodes(
-    session: Session, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+    conn: Connection, run_id: str, node_rows: list[dict[str, Any]], edge_pairs: Iterable[tuple[str, str]]
 ) -> dict[str, int]:
     """Add nodes discovered at run time (map items); return their ids."""
-    _insert_nodes(session.connection(), run_id, nodes, edges)
-    names = [row["name"] for row in nodes]
-    found = session.execute(select(_N.name, _N.id).where(_N.run_id == run_id, _N.name.in_(names)))
-    return dict(found.all())
+    _insert_nodes(conn, run_id, node_rows, edge_pairs)
+    names = [row["name"] for row in node_rows]
+    found = conn.execute(select(_N.name, _N.id).where(_N.run_id == run_id, _N.name.in_(names)))
+    return dict(found.all())  # type: ignore[arg-type]
 
 
 def _insert_nodes(
-    conn: Connection, run_id: str, nodes: list[dict[str, Any]], edges: Iterable[tuple[str, str]]
+    conn: Connection, run_id: str, node_rows: list[dict[str, Any]], edge_pairs: Iterable[tuple[str, str]]
 ) -> None:
-    bulk.executemany(conn, _insert(Node.__table__), [{"run_id": run_id, **row} for row in nodes])
-    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edges]
-    bulk.executemany(conn, _insert(Edge.__table__), edge_rows)
+    bulk.executemany(conn, _insert(nodes), [{"run_id": run_id, **row} for row in node_rows])
+    edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edge_pairs]
+    bulk.executemany(conn, _insert(edges), edge_rows)
 
 
-def update_run(session: Session, run_id: str, **values: Any) -> None:
-    session.execute(update(Run).where(Run.id == run_id).values(**values))
+def update_run(conn: Connection, run_id: str, **values: Any) -> None:
+    conn.execute(update(runs).where(_R.id == run_id).values(**values))
 
 
 def update_nodes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -102,32 +104,31 @@ def update_nodes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 @functools.cache
 def _node_update(columns: tuple[str, ...]) -> Any:
-    table = Node.__table__
     values = {name: bindparam(name) for name in columns if name != "row_id"}
-    return update(table).where(table.c.id == bindparam("row_id")).values(values)
+    return update(nodes).where(_N.id == bindparam("row_id")).values(values)
 
 
-def cancel_dead_run(session: Session, run_id: str, why: str) -> None:
+def cancel_dead_run(conn: Connection, run_id: str, why: str) -> None:
     """Mark a run whose scheduler died, and its unfinished nodes, cancelled."""
     now = time.time()
-    session.execute(
-        update(Node)
-        .where(Node.run_id == run_id, Node.status.in_(("pending", "queued", "running")))
+    conn.execute(
+        update(nodes)
+        .where(_N.run_id == run_id, _N.status.in_(("pending", "queued", "running")))
         .values(status="cancelled", error={"type": "Cancelled", "message": why}, ended_at=now)
     )
-    update_run(session, run_id, status="cancelled", error=why, ended_at=now, cancel_requested=True)
+    update_run(conn, run_id, status="cancelled", error=why, ended_at=now, cancel_requested=True)
 
 
-def get_run(session: Session, run_id: str) -> Run | None:
-    return session.get(Run, run_id)
+def get_run(conn: Connection, run_id: str) -> Row | None:
+    return conn.execute(select(runs).where(_R.id == run_id)).first()
 
 
-def find_run(session: Session, run_id: str) -> Run | None:
+def find_run(conn: Connection, run_id: str) -> Row | None:
     """A run by id, or by a unique prefix of its id."""
-    run = session.get(Run, run_id)
+    run = get_run(conn, run_id)
     if run is not None:
         return run
-    matches = session.scalars(select(Run).where(Run.id.like(f"{run_id}%")).limit(2)).all()
+    matches = conn.execute(select(runs).where(_R.id.like(f"{run_id}%")).limit(2)).all()
     if len(matches) > 1:
         from flowlib.errors import FlowError
 
@@ -136,83 +137,85 @@ def find_run(session: Session, run_id: str) -> Run | None:
 
 
 def list_runs(
-    session: Session, *, workflow: str | None = None, status: str | None = None, limit: int | None = None
-) -> list[Run]:
-    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
+    conn: Connection, *, workflow: str | None = None, status: str | None = None, limit: int | None = None
+) -> list[Row]:
+    query = select(runs).order_by(_R.created_at.desc(), _R.id.desc())
     if workflow:
-        query = query.where(Run.workflow == workflow)
+        query = query.where(_R.workflow == workflow)
     if status:
-        query = query.where(Run.status == status)
+        query = query.where(_R.status == status)
     if limit:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    return list(conn.execute(query))
 
 
-def node_summaries(session: Session, run_id: str) -> list[Any]:
-    """What a RunResult shows of each node (plain rows: reading 10,000 ORM objects is slow)."""
+def node_summaries(conn: Connection, run_id: str) -> list[Row]:
+    """What a RunResult shows of each node."""
     columns = (_N.name, _N.operator, _N.status, _N.cached, _N.attempts, _N.duration_s, _N.error, _N.reasons)
     query = select(*columns).where(_N.run_id == run_id).order_by(_N.position, _N.id)
-    return list(session.execute(query))
+    return list(conn.execute(query))
 
 
-def node_outputs(session: Session, run_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def node_outputs(conn: Connection, run_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """name -> the outputs recorded for those nodes of a run."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(names), 500):
         query = select(_N.name, _N.outputs).where(
             _N.run_id == run_id, _N.name.in_(names[start : start + 500])
         )
-        found.update({name: outputs or {} for name, outputs in session.execute(query)})
+        found.update({name: outputs or {} for name, outputs in conn.execute(query)})
     return found
 
 
-def nodes_of(session: Session, run_id: str) -> list[Node]:
-    return list(session.scalars(select(Node).where(Node.run_id == run_id).order_by(Node.position, Node.id)))
+def nodes_of(conn: Connection, run_id: str) -> list[Row]:
+    return list(conn.execute(select(nodes).where(_N.run_id == run_id).order_by(_N.position, _N.id)))
 
 
 def heartbeat(engine: Engine, run_id: str) -> bool:
     """Touch the run's heartbeat; return whether a cancel was requested."""
-    with Session(engine) as session, session.begin():
-        session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time()))
-        return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(_R.id == run_id).values(heartbeat_at=time.time()))
+        return bool(conn.scalar(select(_R.cancel_requested).where(_R.id == run_id)))
 
 
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
-def add_rows(conn: Connection, model: Any, rows: list[dict[str, Any]]) -> None:
-    bulk.executemany(conn, _insert(model.__table__), rows)
+def add_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    bulk.executemany(conn, _insert(table), rows)
 
 
 def add_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    add_rows(conn, Attempt, rows)
+    add_rows(conn, attempts, rows)
 
 
 def add_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    add_rows(conn, Metric, rows)
+    add_rows(conn, metrics, rows)
 
 
 def add_checkpoints(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    add_rows(conn, Checkpoint, rows)
+    add_rows(conn, checkpoints, rows)
 
 
 def add_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    add_rows(conn, Event, rows)
+    add_rows(conn, events, rows)
 
 
-def attempts_of(session: Session, run_id: str, node: str | None = None) -> list[Attempt]:
-    query = select(Attempt).where(Attempt.run_id == run_id)
+def attempts_of(conn: Connection, run_id: str, node: str | None = None) -> list[Row]:
+    columns = attempts.c
+    query = select(attempts).where(columns.run_id == run_id)
     if node is not None:
-        query = query.where(Attempt.node == node)
-    return list(session.scalars(query.order_by(Attempt.id)))
+        query = query.where(columns.node == node)
+    return list(conn.execute(query.order_by(columns.id)))
 
 
-def metrics_of(session: Session, run_id: str) -> list[Metric]:
-    return list(session.scalars(select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)))
+def metrics_of(conn: Connection, run_id: str) -> list[Row]:
+    columns = metrics.c
+    return list(conn.execute(select(metrics).where(columns.run_id == run_id).order_by(columns.id)))
 
 
 # -- artifacts and the cache -------------------------------------------------------------
 def add_artifacts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Record artifacts; a row seen again is replaced, which repairs damaged inline bytes."""
-    _insert_ignoring_duplicates(conn, Artifact, _last_per(rows, "digest"), "digest", replace=("data",))
+    _insert_ignoring_duplicates(conn, artifacts, _last_per(rows, "digest"), "digest", replace=("data",))
 
 
 def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -221,17 +224,17 @@ def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     # A recomputed entry repairs the outputs; which run first made it stays (for `flow why`).
-    _insert_ignoring_duplicates(conn, CacheEntry, rows, "key", replace=("outputs", "serializers"))
+    _insert_ignoring_duplicates(conn, cache_entries, rows, "key", replace=("outputs", "serializers"))
 
 
-def cache_entries(
-    conn: Session | Connection,
+def find_cache_entries(
+    conn: Connection,
     keys: Sequence[str],
     columns: Sequence[str] = ("outputs", "fingerprint", "inputs"),
 ) -> dict[str, Any]:
     """key -> a plain row with those columns of each cache entry that exists (a cache hit needs
     only the outputs; a resume's plan the fingerprint and inputs too)."""
-    entries = CacheEntry.__table__.c
+    entries = cache_entries.c
     selected = [entries.key, *(entries[name] for name in columns)]
     found: dict[str, Any] = {}
     for start in range(0, len(keys), 500):
@@ -241,15 +244,14 @@ def cache_entries(
 
 
 def add_fingerprints(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    _insert_ignoring_duplicates(conn, Fingerprint, _last_per(rows, "digest"), "digest")
+    _insert_ignoring_duplicates(conn, fingerprints, _last_per(rows, "digest"), "digest")
 
 
-def fingerprint_parts(session: Session, digests: Sequence[str | None]) -> dict[str, dict[str, Any]]:
+def fingerprint_parts(conn: Connection, digests: Sequence[str | None]) -> dict[str, dict[str, Any]]:
     """digest -> the fingerprint's parts (see flowlib.hashing.Fingerprint.to_json)."""
     wanted = sorted({d for d in digests if d})
     if not wanted:
         return {}
-    found = session.execute(
-        select(Fingerprint.digest, Fingerprint.data).where(Fingerprint.digest.in_(wanted))
-    )
-    return dict(found.all())
+    columns = fingerprints.c
+    found = conn.execute(select(columns.digest, columns.data).where(columns.digest.in_(wanted)))
+    return dict(found.all())  # type: ignore[arg-type]

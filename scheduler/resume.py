@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row
 
 from flowlib.config import Config
 from flowlib.dag import DAG
@@ -17,7 +17,6 @@ from flowlib.hashing import diff_fingerprints, find_project_root, node_key
 from flowlib.loading import select_workflow
 from flowlib.params import parse_params
 from scheduler import repository as repo
-from scheduler.models import Node, Run
 from scheduler.readback import RunNotFound
 from scheduler.service import connect
 from scheduler.tasks import Fingerprints, NodeState, input_spec
@@ -41,7 +40,7 @@ class Step:
         return {"name": self.name, "action": self.action, "reasons": self.reasons}
 
 
-def scheduler_alive(run: Run) -> bool:
+def scheduler_alive(run: Row) -> bool:
     """Whether the scheduler that recorded `run` still runs it (pid alive here, heartbeat fresh)."""
     if run.status not in ("running", "pending"):
         return False
@@ -57,13 +56,13 @@ def scheduler_alive(run: Run) -> bool:
     return True
 
 
-def rebuild(run: Run) -> DAG:
+def rebuild(run: Row) -> DAG:
     """Build the run's workflow again from its file and parameters, with the code as it is now."""
     wf = select_workflow(run.file, run.workflow)
     return wf.build(**parse_params(wf, {}, run.params or {}))
 
 
-def _old_status(old: Node | None) -> list[str]:
+def _old_status(old: Row | None) -> list[str]:
     if old is None or old.status in NEVER_RAN:
         return ["never ran"]
     if old.status == "failed":
@@ -76,12 +75,12 @@ def _old_status(old: Node | None) -> list[str]:
 
 
 def make_plan(
-    dag: DAG, old_nodes: dict[str, Node], session: Session, fingerprints: Fingerprints
+    dag: DAG, old_nodes: dict[str, Row], conn: Connection, fingerprints: Fingerprints
 ) -> list[Step]:
     """Decide, in build order (a topological order), whether each node is reused or rerun."""
     steps: dict[str, Step] = {}
     states: dict[str, NodeState] = {}
-    old_parts = repo.fingerprint_parts(session, [old.fingerprint for old in old_nodes.values()])
+    old_parts = repo.fingerprint_parts(conn, [old.fingerprint for old in old_nodes.values()])
     for name, node in dag.nodes.items():
         old = old_nodes.get(name)
         reasons = _old_status(old)
@@ -127,7 +126,7 @@ def make_plan(
                     for item in old_nodes.values()
                     if item.map_parent == name
                 ]
-        elif key is not None and (entry := repo.cache_entries(session, [key]).get(key)) is not None:
+        elif key is not None and (entry := repo.find_cache_entries(conn, [key]).get(key)) is not None:
             step = Step(name, "reuse", ["cache hit"])
             outputs = entry.outputs
             step.reuse = {
@@ -143,10 +142,10 @@ def make_plan(
     return list(steps.values())
 
 
-def plan_for(run_id: str, config: Config) -> tuple[Run, DAG, list[Step]]:
+def plan_for(run_id: str, config: Config) -> tuple[Row, DAG, list[Step]]:
     engine = connect(config)
-    with Session(engine) as session:
-        run = repo.find_run(session, run_id)
+    with engine.connect() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         if scheduler_alive(run):
@@ -155,8 +154,8 @@ def plan_for(run_id: str, config: Config) -> tuple[Run, DAG, list[Step]]:
                 "wait for it or `flow cancel` it first"
             )
         dag = rebuild(run)
-        old_nodes = {node.name: node for node in repo.nodes_of(session, run.id)}
-        plan = make_plan(dag, old_nodes, session, Fingerprints(find_project_root(dag.file)))
+        old_nodes = {node.name: node for node in repo.nodes_of(conn, run.id)}
+        plan = make_plan(dag, old_nodes, conn, Fingerprints(find_project_root(dag.file)))
     return run, dag, plan
 
 
@@ -169,9 +168,9 @@ def resume_run(
     run, dag, plan = plan_for(run_id, config)
     engine = connect(config)
     if run.status in ("running", "pending"):
-        with Session(engine) as session, session.begin():
+        with engine.begin() as conn:
             repo.update_run(
-                session,
+                conn,
                 run.id,
                 status="failed",
                 error="interrupted: its scheduler died",

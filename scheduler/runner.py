@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from executors.base import Event, Executor, TaskResult, TaskSpec
 from executors.worker import checkpoint_name
@@ -234,7 +233,7 @@ class RunScheduler:
         entries: dict[str, dict[str, Any]] = {}
         if wanted:
             with self.batch.transaction() as conn:
-                found = repo.cache_entries(conn, [s.key for s in wanted if s.key], ("outputs",))
+                found = repo.find_cache_entries(conn, [s.key for s in wanted if s.key], ("outputs",))
                 entries = {key: row.outputs for key, row in found.items()}
         self.blobs.get_many(
             [d for outputs in entries.values() for ref in outputs.values() for d in ref.get("inline") or ()]
@@ -333,8 +332,8 @@ class RunScheduler:
         ]
         edges = [(source.node, item.name) for item in items] + [(item.name, node.name) for item in items]
         self._flush()
-        with Session(self.engine) as session, session.begin():
-            ids = repo.add_nodes(session, self.run_id, rows, edges)
+        with self.batch.transaction() as conn:
+            ids = repo.add_nodes(conn, self.run_id, rows, edges)
         node.items = [item.name for item in items]
         state.waiting = len(items)
         for item in items:
@@ -364,8 +363,8 @@ class RunScheduler:
             for i, item in enumerate(items)
         ]
         self._flush()
-        with Session(self.engine) as session, session.begin():
-            repo.add_nodes(session, self.run_id, rows, [(item["name"], state.node.name) for item in items])
+        with self.batch.transaction() as conn:
+            repo.add_nodes(conn, self.run_id, rows, [(item["name"], state.node.name) for item in items])
 
     # -- dispatch -----------------------------------------------------------------------------------------
     def _enqueue(self, state: NodeState) -> None:
@@ -704,9 +703,9 @@ class RunScheduler:
             status = "failed"
             if self.first_error is None:
                 self.first_error = "some nodes did not finish"
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as conn:
             repo.update_run(
-                session,
+                conn,
                 self.run_id,
                 status=status,
                 ended_at=time.time(),
@@ -714,7 +713,7 @@ class RunScheduler:
                 error=None if status == "succeeded" else self.first_error,
             )
             repo.add_events(
-                session.connection(),
+                conn,
                 [
                     {
                         "run_id": self.run_id,

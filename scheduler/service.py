@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from executors.base import Executor
 from flowlib.config import Config
@@ -163,10 +162,10 @@ def record_run(
         }
         for index, (name, node) in enumerate(dag.nodes.items())
     ]
-    with Session(engine) as session, session.begin():
-        ids = repo.create_run(session, run, nodes, dag.edges())
+    with engine.begin() as conn:
+        ids = repo.create_run(conn, run, nodes, dag.edges())
         event = {"run_id": run_id, "node": None, "kind": "run_running", "data": None, "time": now}
-        repo.add_events(session.connection(), [event])
+        repo.add_events(conn, [event])
         return ids
 
 

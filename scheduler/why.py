@@ -4,30 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, Row, select
 
 from flowlib.errors import FlowError
 from flowlib.hashing import diff_fingerprints
 from scheduler import repository as repo
-from scheduler.models import CacheEntry, Node, Run
+from scheduler.models import cache_entries, nodes, runs
+
+_C, _N, _R = cache_entries.c, nodes.c, runs.c
 
 
 def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
     """Return {"node", "status", "summary", "differences", "compared_with"} for one node."""
-    with Session(engine) as session:
-        run = repo.find_run(session, run_id)
+    with engine.connect() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise FlowError(f"no run '{run_id}' in this database")
-        node = session.scalar(select(Node).where(Node.run_id == run.id, Node.name == node_name))
+        node = conn.execute(select(nodes).where(_N.run_id == run.id, _N.name == node_name)).first()
         if node is None:
-            names = ", ".join(n.name for n in repo.nodes_of(session, run.id)[:20])
+            names = ", ".join(n.name for n in repo.nodes_of(conn, run.id)[:20])
             raise FlowError(f"run {run.id} has no node '{node_name}'; its nodes: {names}")
         if node.fingerprint is None:
             return _answer(
                 node, f"node '{node_name}' never computed a cache key in run {run.id} ({node.status})", []
             )
-        earlier = _nearest_earlier(session, run, node)
+        earlier = _nearest_earlier(conn, run, node)
     if earlier is None:
         return _answer(
             node,
@@ -36,8 +37,8 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
             [],
         )
     source, fingerprint, inputs, key = earlier
-    with Session(engine) as session:
-        parts = repo.fingerprint_parts(session, [fingerprint, node.fingerprint])
+    with engine.connect() as conn:
+        parts = repo.fingerprint_parts(conn, [fingerprint, node.fingerprint])
     if key == node.cache_key:
         verb = "was reused from" if node.cached else "has the same key as"
         return _answer(
@@ -54,7 +55,7 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
     return _answer(node, summary, differences or ["serializer changed"], source)
 
 
-def _answer(node: Node, summary: str, differences: list[str], source: str | None = None) -> dict[str, Any]:
+def _answer(node: Row, summary: str, differences: list[str], source: str | None = None) -> dict[str, Any]:
     return {
         "node": node.name,
         "status": node.status,
@@ -64,14 +65,14 @@ def _answer(node: Node, summary: str, differences: list[str], source: str | None
     }
 
 
-def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, Any, str] | None:
+def _nearest_earlier(conn: Connection, run: Row, node: Row) -> tuple[str, Any, Any, str] | None:
     """What to compare a node's key with: the entry it hit, else its nearest earlier computation.
 
     Earlier means the run this one resumed, else the newest run before this one that
     computed a node of that name and operator, else the newest earlier cache entry of the operator.
     """
     if node.cached and node.cache_key:
-        hit = session.get(CacheEntry, node.cache_key)
+        hit = conn.execute(select(cache_entries).where(_C.key == node.cache_key)).first()
         if hit is not None:
             return (
                 f"the cache entry of run {hit.run_id} (node '{hit.node}')",
@@ -80,29 +81,29 @@ def _nearest_earlier(session: Session, run: Run, node: Node) -> tuple[str, Any, 
                 hit.key,
             )
     if run.resumed_from:
-        old = session.scalar(select(Node).where(Node.run_id == run.resumed_from, Node.name == node.name))
+        old = conn.execute(select(nodes).where(_N.run_id == run.resumed_from, _N.name == node.name)).first()
         if old is not None and old.fingerprint is not None:
             return f"run {run.resumed_from}", old.fingerprint, old.inputs, old.cache_key or ""
     before = (
-        select(Node, Run.id)
-        .join(Run, Run.id == Node.run_id)
+        select(_N.fingerprint, _N.inputs, _N.cache_key, _R.id)
+        .join(runs, _R.id == _N.run_id)
         .where(
-            Node.name == node.name,
-            Node.operator == node.operator,
-            Node.fingerprint.is_not(None),
-            Run.created_at < run.created_at,
+            _N.name == node.name,
+            _N.operator == node.operator,
+            _N.fingerprint.is_not(None),
+            _R.created_at < run.created_at,
         )
-        .order_by(Run.created_at.desc())
+        .order_by(_R.created_at.desc())
         .limit(1)
     )
-    found = session.execute(before).first()
+    found = conn.execute(before).first()
     if found is not None:
-        old, old_run = found
-        return f"run {old_run}", old.fingerprint, old.inputs, old.cache_key or ""
-    entry = session.scalars(
-        select(CacheEntry)
-        .where(CacheEntry.operator == node.operator, CacheEntry.created_at < run.created_at)
-        .order_by(CacheEntry.created_at.desc())
+        fingerprint, inputs, cache_key, old_run = found
+        return f"run {old_run}", fingerprint, inputs, cache_key or ""
+    entry = conn.execute(
+        select(cache_entries)
+        .where(_C.operator == node.operator, _C.created_at < run.created_at)
+        .order_by(_C.created_at.desc())
         .limit(1)
     ).first()
     if entry is None:

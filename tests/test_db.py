@@ -18,11 +18,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import create_engine, delete, func, insert, inspect, select, text
 
 from flowlib.errors import ConfigError
 from scheduler import db
-from scheduler.models import Base, Event, Node, Run
+from scheduler.models import events, metadata, nodes, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,9 @@ WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from sqlalchemy import func, select
+    from sqlalchemy import func, insert, select
     from scheduler import db
-    from scheduler.models import Event
+    from scheduler.models import events
 
     url, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     deadline = time.monotonic() + 30
@@ -42,13 +42,12 @@ WORKER = textwrap.dedent(
         time.sleep(0.002)
     engine = db.connect(url)
     for i in range(count):
-        with db.session(engine) as s:
-            seen = s.scalar(select(func.count()).select_from(Event).where(Event.run_id == worker))
+        with engine.begin() as conn:
+            seen = conn.scalar(select(func.count()).select_from(events).where(events.c.run_id == worker))
             assert seen == i, (seen, i)
-            s.add(Event(run_id=worker, kind="tick", data={"i": i}))
-            s.commit()
-        with db.session(engine) as s:
-            s.scalars(select(Event).order_by(Event.id.desc()).limit(5)).all()
+            conn.execute(insert(events), [{"run_id": worker, "kind": "tick", "data": {"i": i}}])
+        with engine.connect() as conn:
+            conn.execute(select(events).order_by(events.c.id.desc()).limit(5)).all()
     """
 )
 
@@ -91,7 +90,7 @@ def _schema_diff(url: str) -> list:
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
-            return compare_metadata(context, Base.metadata)
+            return compare_metadata(context, metadata)
     finally:
         engine.dispose()
 
@@ -135,7 +134,7 @@ def test_fresh_sqlite_file_gets_schema_wal_and_busy_timeout(sqlite_url: str, tmp
 
     assert (tmp_path / "home" / "flow.db").exists()
     assert db.current_revision(engine) == db.head_revision()
-    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    assert set(metadata.tables) <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -228,20 +227,20 @@ def test_database_newer_than_the_code_is_refused(any_url: str) -> None:
 
 
 def test_failed_schema_creation_leaves_no_half_schema(any_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_create_all = Base.metadata.create_all
+    real_create_all = metadata.create_all
 
     def create_then_crash(bind: object, **kwargs: object) -> None:
         real_create_all(bind, **kwargs)
         raise RuntimeError("crash after the DDL")
 
-    monkeypatch.setattr(Base.metadata, "create_all", create_then_crash)
+    monkeypatch.setattr(metadata, "create_all", create_then_crash)
     with pytest.raises(RuntimeError, match="crash after the DDL"):
         db.connect(any_url)
     engine = create_engine(any_url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
 
-    monkeypatch.setattr(Base.metadata, "create_all", real_create_all)
+    monkeypatch.setattr(metadata, "create_all", real_create_all)
     assert db.current_revision(db.connect(any_url)) == db.head_revision()
 
 
@@ -302,46 +301,43 @@ def test_upgrade_returns_head(any_url: str) -> None:
 
 def test_rows_round_trip_and_cascade(any_url: str) -> None:
     engine = db.connect(any_url)
-    with db.session(engine) as s:
-        s.add(Run(id="r1", workflow="wf", file="/p.py", params={"n": 1}, status="running",
-                  host="h", user="u", root_run_id="r1"))  # fmt: skip
-        s.flush()
-        s.add(Node(run_id="r1", name="op", operator="m.op", status="pending", position=0, outputs=None))
-        s.add(Event(run_id="r1", kind="run_started", data={"a": [1, 2]}))
-        s.commit()
-        run = s.get(Run, "r1")
-        assert run is not None and run.created_at > 0 and run.cancel_requested is False
-    with db.session(engine) as s:
-        node = s.scalars(select(Node)).one()
+    with engine.begin() as conn:
+        conn.execute(insert(runs), [{"id": "r1", "workflow": "wf", "file": "/p.py", "params": {"n": 1},
+                                     "status": "running", "host": "h", "user": "u", "root_run_id": "r1"}])  # fmt: skip
+        conn.execute(insert(nodes), [{"run_id": "r1", "name": "op", "operator": "m.op", "status": "pending",
+                                      "position": 0, "outputs": None}])  # fmt: skip
+        conn.execute(insert(events), [{"run_id": "r1", "kind": "run_started", "data": {"a": [1, 2]}}])
+    with engine.connect() as conn:
+        run = conn.execute(select(runs).where(runs.c.id == "r1")).one()
+        assert run.created_at > 0 and run.cancel_requested is False
+        node = conn.execute(select(nodes)).one()
         assert (node.attempts, node.cached, node.outputs) == (0, False, None)
-        assert s.scalar(select(func.count()).select_from(Node).where(Node.outputs.is_(None))) == 1
-        assert s.scalars(select(Event.data)).one() == {"a": [1, 2]}
-        s.delete(s.get(Run, "r1"))
-        s.commit()
-        assert s.scalar(select(func.count()).select_from(Node)) == 0
+        assert conn.scalar(select(func.count()).select_from(nodes).where(nodes.c.outputs.is_(None))) == 1
+        assert conn.scalars(select(events.c.data)).one() == {"a": [1, 2]}
+    with engine.begin() as conn:
+        conn.execute(delete(runs).where(runs.c.id == "r1"))
+        assert conn.scalar(select(func.count()).select_from(nodes)) == 0
 
 
 def test_four_processes_write_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
     _run_workers(sqlite_url, 200, tmp_path)
 
     engine = db.connect(sqlite_url)
-    with db.session(engine) as s:
-        rows = s.execute(select(Event.run_id, func.count()).group_by(Event.run_id)).all()
+    with engine.connect() as conn:
+        rows = conn.execute(select(events.c.run_id, func.count()).group_by(events.c.run_id)).all()
     assert dict(rows) == {f"w{n}": 200 for n in range(4)}
 
 
 def _write_event_in_child(url: str) -> None:
-    with db.session(db.connect(url)) as s:
-        s.add(Event(run_id="child", kind="tick"))
-        s.commit()
+    with db.connect(url).begin() as conn:
+        conn.execute(insert(events), [{"run_id": "child", "kind": "tick"}])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_gets_its_own_engine(sqlite_url: str) -> None:
     parent_engine = db.connect(sqlite_url)
-    with db.session(parent_engine) as s:
-        s.add(Event(run_id="parent", kind="tick"))
-        s.commit()
+    with parent_engine.begin() as conn:
+        conn.execute(insert(events), [{"run_id": "parent", "kind": "tick"}])
 
     child = multiprocessing.get_context("fork").Process(target=_write_event_in_child, args=(sqlite_url,))
     child.start()
@@ -349,16 +345,16 @@ def test_forked_child_gets_its_own_engine(sqlite_url: str) -> None:
 
     assert child.exitcode == 0
     assert db.connect(sqlite_url) is parent_engine
-    with db.session(parent_engine) as s:
-        assert sorted(s.scalars(select(Event.run_id))) == ["child", "parent"]
+    with parent_engine.connect() as conn:
+        assert sorted(conn.scalars(select(events.c.run_id))) == ["child", "parent"]
 
 
 @pytest.mark.postgres
 def test_four_processes_create_and_write_one_postgres_database(pg_url: str, tmp_path: Path) -> None:
     _run_workers(pg_url, 25, tmp_path)
 
-    with db.session(db.connect(pg_url)) as s:
-        assert s.scalar(select(func.count()).select_from(Event)) == 100
+    with db.connect(pg_url).connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(events)) == 100
 
 
 def test_unreachable_postgres_is_a_config_error_without_password() -> None:

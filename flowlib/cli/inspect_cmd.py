@@ -36,14 +36,12 @@ def _engine_and_store(db: str | None) -> tuple[Any, Any]:
 @json_option
 def runs(workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool) -> None:
     """List recorded runs, newest first."""
-    from sqlalchemy.orm import Session
-
     from scheduler import repository as repo
     from scheduler.readback import result_of
 
     engine, store = _engine_and_store(db)
-    with Session(engine) as session:
-        found = repo.list_runs(session, workflow=workflow, status=status, limit=limit)
+    with engine.connect() as conn:
+        found = repo.list_runs(conn, workflow=workflow, status=status, limit=limit)
     results = [(run, result_of(run, [], store, engine, with_nodes=False)) for run in found]
     if as_json:
         objects = []
@@ -87,18 +85,16 @@ def status(run_id: str, db: str | None, as_json: bool) -> None:
 @db_option
 def logs(run_id: str, node: str | None, db: str | None) -> None:
     """Print what nodes printed (stdout, stderr, current.logger), by attempt."""
-    from sqlalchemy.orm import Session
-
     from scheduler import repository as repo
     from scheduler.readback import RunNotFound
 
     engine, _ = _engine_and_store(db)
-    with Session(engine) as session:
-        run = repo.find_run(session, run_id)
+    with engine.connect() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
-        attempts = repo.attempts_of(session, run.id, node)
-        if node is not None and not attempts and node not in repo.node_ids(session, run.id):
+        attempts = repo.attempts_of(conn, run.id, node)
+        if node is not None and not attempts and node not in repo.node_ids(conn, run.id):
             raise RunNotFound(f"run {run.id} has no node '{node}'")
     for attempt in attempts:
         click.echo(f"=== {attempt.node} (attempt {attempt.number}, {attempt.status}) ===")
@@ -121,12 +117,10 @@ def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> Non
     if node is None:
         value = result.outputs_json()
     else:
-        from sqlalchemy.orm import Session
-
         from scheduler import repository as repo
 
-        with Session(engine) as session:
-            rows = {row.name: row for row in repo.nodes_of(session, result.run_id)}
+        with engine.connect() as conn:
+            rows = {row.name: row for row in repo.nodes_of(conn, result.run_id)}
         if node not in rows:
             raise RunNotFound(f"run {result.run_id} has no node '{node}'")
         from scheduler.readback import import_pipeline
@@ -144,12 +138,10 @@ def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> Non
 
 
 def _run_file(engine: Any, run_id: str) -> str:
-    from sqlalchemy.orm import Session
-
     from scheduler import repository as repo
 
-    with Session(engine) as session:
-        return repo.get_run(session, run_id).file  # type: ignore[union-attr]
+    with engine.connect() as conn:
+        return repo.get_run(conn, run_id).file  # type: ignore[union-attr]
 
 
 @click.command("metrics")
@@ -158,14 +150,12 @@ def _run_file(engine: Any, run_id: str) -> str:
 @json_option
 def metrics(run_id: str, db: str | None, as_json: bool) -> None:
     """Print the metrics nodes logged with current.log_metric."""
-    from sqlalchemy.orm import Session
-
     from scheduler import repository as repo
     from scheduler.readback import RunNotFound
 
     engine, _ = _engine_and_store(db)
-    with Session(engine) as session:
-        run = repo.find_run(session, run_id)
+    with engine.connect() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         rows = [
@@ -177,7 +167,7 @@ def metrics(run_id: str, db: str | None, as_json: bool) -> None:
                 "step": m.step,
                 "time": m.time,
             }
-            for m in repo.metrics_of(session, run.id)
+            for m in repo.metrics_of(conn, run.id)
         ]
     if as_json:
         click.echo(json.dumps(rows))
@@ -215,15 +205,13 @@ def cancel(run_id: str, db: str | None) -> None:
     A live scheduler sees the request within a couple of seconds (its `flow run`
     then exits 130); a run whose scheduler is gone is marked cancelled at once.
     """
-    from sqlalchemy.orm import Session
-
     from scheduler import repository as repo
     from scheduler.readback import RunNotFound
     from scheduler.resume import scheduler_alive
 
     engine, _ = _engine_and_store(db)
-    with Session(engine) as session, session.begin():
-        run = repo.find_run(session, run_id)
+    with engine.begin() as conn:
+        run = repo.find_run(conn, run_id)
         if run is None:
             raise RunNotFound(f"no run '{run_id}' in this database")
         found, status = run.id, run.status
@@ -231,10 +219,10 @@ def cancel(run_id: str, db: str | None) -> None:
             click.echo(f"run {found} is already {status}", err=True)
             return
         if scheduler_alive(run):
-            repo.update_run(session, found, cancel_requested=True)
+            repo.update_run(conn, found, cancel_requested=True)
             click.echo(f"cancel requested for run {found}", err=True)
             return
-        repo.cancel_dead_run(session, found, "cancelled by `flow cancel` (its scheduler was gone)")
+        repo.cancel_dead_run(conn, found, "cancelled by `flow cancel` (its scheduler was gone)")
     click.echo(f"run {found} cancelled (its scheduler was gone)", err=True)
 
 
