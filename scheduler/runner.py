@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import json
 import queue
 import random
 import signal
@@ -22,16 +21,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from executors.base import Event, Executor, TaskResult, TaskSpec
-from executors.worker import checkpoint_name
-from flowlib.artifacts import INLINE_LIMIT, Reader
-from flowlib.dag import DAG, Node, Ref
+from executors.base import Event, Executor, TaskResult
+from flowlib.artifacts import INLINE_LIMIT
+from flowlib.dag import DAG
 from flowlib.results import DONE, FINAL
-from flowlib.store import MANIFEST, MANIFEST_VERSION, ArtifactRef, pack
+from flowlib.store import MANIFEST
+from scheduler import maps
 from scheduler import repository as repo
 from scheduler.batch import Batch
 from scheduler.blobs import Blobs
-from scheduler.tasks import Fingerprints, NodeState, input_spec, with_inline_bytes
+from scheduler.capacity import Capacity
+from scheduler.recorder import Recorder
+from scheduler.tasks import Fingerprints, NodeState, input_spec, task_spec
 
 HEARTBEAT_S = 2.0
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
@@ -76,20 +77,19 @@ class RunScheduler:
         self.users: dict[str, list[str]] = {}
         self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # put() is safe in a signal handler
         self.ready: deque[str] = deque()
-        self.capacity = {name: executor.capacity() for name, executor in executors.items()}
+        self.capacity = Capacity(executors)
         # per executor, FIFO: a node that does not fit yet holds back the ones behind it
         self.dispatchable: dict[str, deque[str]] = {name: deque() for name in executors}
         self.running: dict[str, str] = {}  # task id -> node name
         self.timers: list[tuple[float, str]] = []
-        self.used: dict[str, list[float]] = {name: [0.0, 0.0] for name in executors}
         self.cancelled = False  # by the user: Ctrl-C or `flow cancel`
         self.stopping = False  # cancelled, or --fail-fast after a failure
         self.first_error: str | None = None
         self.batch = Batch(engine, run_id)
+        self.record = Recorder(self.batch, self.blobs, run_id, root_run_id)
         self._tasks_submitted = 0
         self._must_flush = False
         self._flushed_at = time.monotonic()
-        self._recorded_fingerprints: set[str] = set()
 
     # -- set-up -------------------------------------------------------------------------------
     def attach(
@@ -200,7 +200,7 @@ class RunScheduler:
                         self._complete(state, state.reuse["outputs"], cached=True, reuse=state.reuse)
                         continue
                     state.reuse = None
-                    self._note(state, f"not reused: {problem}; recomputed")
+                    self.record.note(state, f"not reused: {problem}; recomputed")
                 if state.node.kind == "map":
                     self._map_step(state)
                 else:
@@ -211,13 +211,9 @@ class RunScheduler:
     def _prepare(self, state: NodeState) -> None:
         fingerprint = self.fingerprints.of(state.node.operator)
         state.fingerprint = fingerprint.digest
-        if fingerprint.digest not in self._recorded_fingerprints:
-            self._recorded_fingerprints.add(fingerprint.digest)
-            parts = self.fingerprints.json_of(state.node.operator)
-            self.batch.add(
-                "fingerprints",
-                {"digest": fingerprint.digest, "operator": fingerprint.qualname, "data": parts},
-            )
+        self.record.fingerprint(
+            fingerprint.digest, fingerprint.qualname, self.fingerprints.json_of(state.node.operator)
+        )
         digests = {}
         for param, value in state.node.inputs.items():
             state.input_specs[param], digests[param] = input_spec(value, self.states)
@@ -245,9 +241,9 @@ class RunScheduler:
                 self._complete(state, outputs, cached=True)
                 continue
             if problem is not None:
-                self._note(state, f"cache entry not used: {problem}; recomputed")
+                self.record.note(state, f"cache entry not used: {problem}; recomputed")
             # recorded now, so a resume can tell what changed even if this node fails or is interrupted
-            self._set(
+            self.record.set(
                 state,
                 status="queued",
                 cache_key=state.key,
@@ -270,67 +266,23 @@ class RunScheduler:
                     return f"artifact {digest[:12]} is corrupt or missing"
         return None
 
-    def _note(self, state: NodeState, reason: str) -> None:
-        """Record why a node did something unusual, in its `reasons` and the event log."""
-        state.reasons.append(reason)
-        self._set(state, reasons=list(state.reasons))
-        self.batch.event(state.node.name, "note", {"reason": reason})
-
     # -- maps -----------------------------------------------------------------------------------------
     def _map_step(self, state: NodeState) -> None:
         node = state.node
-        if node.items is None:
-            self._expand(state)
+        if node.items is not None:
+            items = [self.states[name] for name in node.items]
+            outputs, cached = maps.gather(node.name, items, self.store, self.record)
+            self._complete(state, outputs, cached=cached, attempts=0 if cached else 1)
             return
-        items = [self.states[name] for name in node.items]
-        refs = [item.outputs["return"] for item in items]  # type: ignore[index]
-        payload = json.dumps([[r["digest"], r["serializer"]] for r in refs], separators=(",", ":")).encode()
-        ref, data = pack(MANIFEST, MANIFEST_VERSION, payload)
-        inline = [digest for r in refs for digest in r.get("inline") or ()]
-        if ref.size <= INLINE_LIMIT:
-            self._keep_inline(node.name, {ref.digest: data}, ref)
-            inline.append(ref.digest)
-        else:
-            self.store.write(ref, data)
-            self.batch.artifact(node.name, ref.to_json())
-        outputs = {"return": {**ref.to_json(), "elements": [r["digest"] for r in refs], "inline": inline}}
-        cached = bool(items) and all(item.status == "cached" for item in items)
-        self._complete(state, outputs, cached=cached, attempts=0 if cached else 1)
-
-    def _expand(self, state: NodeState) -> None:
-        """A map over a future: add one item node per element of the resolved list."""
-        node = state.node
-        source = node.inputs[node.map_param]  # type: ignore[index]
-        assert isinstance(source, Ref)
-        upstream = self.states[source.node].outputs or {}
-        output = upstream[source.output]
-        elements = output.get("elements")
-        if elements is None:
-            elements = Reader(self.store, self.blobs).elements(output["digest"])
-            output["elements"] = elements
-        fixed = {k: v for k, v in node.inputs.items() if k != node.map_param}
-        items = []
-        for index in range(len(elements)):
-            item = Node(
-                f"{node.name}[{index}]",
-                node.operator,
-                {node.map_param: Ref(source.node, source.output, index), **fixed},
-                node.call_site,
-            )  # type: ignore[dict-item]
-            items.append(item)
-        position = len(self.states)
-        rows = [
-            {
-                "name": item.name,
-                "operator": item.operator.qualname,
-                "status": "pending",
-                "map_parent": node.name,
-                "position": position + i,
-                "executor": state.executor,
-            }
-            for i, item in enumerate(items)
-        ]
-        edges = [(source.node, item.name) for item in items] + [(item.name, node.name) for item in items]
+        items = maps.expand(node, self.states, self.store, self.blobs)
+        source = node.inputs[node.map_param].node  # type: ignore[index, union-attr]
+        rows = maps.item_rows(
+            [{"name": item.name, "operator": item.operator.qualname} for item in items],
+            state,
+            len(self.states),
+            status="pending",
+        )
+        edges = [(source, item.name) for item in items] + [(item.name, node.name) for item in items]
         self._flush()
         with self.batch.transaction() as conn:
             ids = repo.add_nodes(conn, self.run_id, rows, edges)
@@ -348,20 +300,9 @@ class RunScheduler:
         """A reused map over a future keeps its items, recorded as cached in the new run."""
         if not items:
             return
-        position = len(self.states)
-        rows = [
-            {
-                **item,
-                "status": "cached",
-                "cached": True,
-                "attempts": 0,
-                "duration_s": 0.0,
-                "map_parent": state.node.name,
-                "position": position + i,
-                "executor": state.executor,
-            }
-            for i, item in enumerate(items)
-        ]
+        rows = maps.item_rows(
+            items, state, len(self.states), status="cached", cached=True, attempts=0, duration_s=0.0
+        )
         self._flush()
         with self.batch.transaction() as conn:
             repo.add_nodes(conn, self.run_id, rows, [(item["name"], state.node.name) for item in items])
@@ -369,20 +310,6 @@ class RunScheduler:
     # -- dispatch -----------------------------------------------------------------------------------------
     def _enqueue(self, state: NodeState) -> None:
         self.dispatchable[state.executor].append(state.node.name)  # type: ignore[index]
-
-    def _demand(self, state: NodeState) -> tuple[float, int]:
-        op = state.node.operator
-        nprocs = op.distributed.nprocs if op.distributed else 1
-        return op.resources.cpus * nprocs, op.resources.gpus * nprocs
-
-    def _fits(self, state: NodeState) -> bool:
-        used = self.used[state.executor]  # type: ignore[index]
-        if used[0] == 0 and used[1] == 0:
-            return True  # an idle executor takes any node it could ever hold
-        capacity = self.capacity[state.executor]  # type: ignore[index]
-        extra = self.executors[state.executor].prefetch  # type: ignore[index]
-        cpus, gpus = self._demand(state)
-        return used[0] + cpus <= capacity.cpus + extra + 1e-9 and used[1] + gpus <= capacity.gpus + extra
 
     def _dispatch(self) -> None:
         for waiting in self.dispatchable.values():
@@ -393,42 +320,32 @@ class RunScheduler:
                 if state.status not in ("queued", "pending"):
                     waiting.popleft()
                     continue
-                if not self._fits(state):
+                if not self.capacity.fits(state.executor, state.node.operator):  # type: ignore[arg-type]
                     break
                 waiting.popleft()
                 self._submit(state)
 
     def _submit(self, state: NodeState) -> None:
-        node, op = state.node, state.node.operator
+        node = state.node
         state.attempts += 1
         self._tasks_submitted += 1
         task_id = f"{self.run_id}-{self._tasks_submitted}"
-        inputs = {param: with_inline_bytes(spec, self.blobs) for param, spec in state.input_specs.items()}
-        spec = TaskSpec(
-            task_id=task_id,
+        spec = task_spec(
+            state,
+            task_id,
             run_id=self.run_id,
-            node=node.name,
-            attempt=state.attempts,
-            operator=self.fingerprints.ref(op),
-            inputs=inputs,
-            resources=op.resources,
-            timeout=op.timeout,
-            distributed=op.distributed,
+            root_run_id=self.root_run_id,
+            fingerprints=self.fingerprints,
+            blobs=self.blobs,
             store_url=self.store.url,
             fsync=self.fsync,
-            checkpoint_ref=checkpoint_name(self.root_run_id, node.name),
-            project_root=str(self.fingerprints.project_root),
             inline_limit=INLINE_LIMIT,
         )
-        executor = self.executors[state.executor]  # type: ignore[index]
-        cpus, gpus = self._demand(state)
-        used = self.used[state.executor]  # type: ignore[index]
-        used[0] += cpus
-        used[1] += gpus
+        self.capacity.take(state.executor, node.operator)  # type: ignore[arg-type]
         state.task_id, state.started_at = task_id, time.time()
         state.first_started_at = state.first_started_at or state.started_at
         self.running[task_id] = node.name
-        self._set(
+        self.record.set(
             state,
             status="running",
             attempts=state.attempts,
@@ -440,49 +357,13 @@ class RunScheduler:
         def on_event(event: Event, _name: str = node.name, _attempt: int = state.attempts) -> None:
             self.inbox.put(("event", _name, (event, _attempt)))
 
-        future = executor.submit(spec, on_event)
+        future = self.executors[state.executor].submit(spec, on_event)  # type: ignore[index]
         future.add_done_callback(lambda f, _id=task_id: self.inbox.put(("result", _id, f.result())))
 
     # -- results --------------------------------------------------------------------------------------------
     def _on_event(self, name: str, payload: tuple[Event, int]) -> None:
         event, attempt = payload
-        data = dict(event.data)
-        if event.kind == "metric":
-            self.batch.add(
-                "metrics",
-                {
-                    "run_id": self.run_id,
-                    "node": name,
-                    "attempt": attempt,
-                    "name": data["name"],
-                    "value": data["value"],
-                    "step": data.get("step"),
-                    "time": data.get("time", event.time),
-                },
-            )
-        elif event.kind == "checkpoint":
-            self.batch.add(
-                "checkpoints",
-                {
-                    "root_run_id": self.root_run_id,
-                    "node": name,
-                    "run_id": self.run_id,
-                    "attempt": attempt,
-                    "step": data.get("step"),
-                    "digest": data["digest"],
-                    "time": event.time,
-                },
-            )
-            self.batch.artifact(
-                name,
-                {
-                    "digest": data["digest"],
-                    "serializer": "checkpoint",
-                    "serializer_version": 0,
-                    "size": data.get("size", 0),
-                },
-            )
-        self.batch.event(name, event.kind, data)
+        self.record.event(name, event, attempt)
 
     def _on_result(self, task_id: str, result: TaskResult) -> None:
         name = self.running.pop(task_id, None)
@@ -490,34 +371,15 @@ class RunScheduler:
             return
         state = self.states[name]
         op = state.node.operator
-        cpus, gpus = self._demand(state)
-        used = self.used[state.executor]  # type: ignore[index]
-        used[0] -= cpus
-        used[1] -= gpus
-        self.batch.add(
-            "attempts",
-            {
-                "run_id": self.run_id,
-                "node": name,
-                "number": state.attempts,
-                "status": "succeeded" if result.ok else "failed",
-                "started_at": result.started_at or state.started_at,
-                "ended_at": result.ended_at or time.time(),
-                "host": result.host,
-                "pid": result.pid,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "error": result.error,
-                "log": result.log,
-            },
-        )
+        self.capacity.give_back(state.executor, op)  # type: ignore[arg-type]
+        self.record.attempt(state, result)
         if state.status != "running":
             return  # cancelled meanwhile
         if result.ok:
             for ref in result.outputs.values():
                 blobs = ref.pop("inline", None)
                 if blobs:
-                    self._keep_inline(name, blobs, None)
+                    self.record.keep_inline(name, blobs)
                     ref["inline"] = sorted(blobs)
             self._complete(state, result.outputs, cached=False, host=result.host)
             return
@@ -530,7 +392,7 @@ class RunScheduler:
         ):
             delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
             heapq.heappush(self.timers, (time.monotonic() + delay, name))
-            self._set(state, status="queued", error=result.error)
+            self.record.set(state, status="queued", error=result.error)
             self.batch.event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
             return
         self._fail(
@@ -547,52 +409,9 @@ class RunScheduler:
         reuse: dict[str, Any] | None = None,
         attempts: int | None = None,
     ) -> None:
-        now = time.time()
         state.outputs = outputs
         state.status = "cached" if cached else "succeeded"
-        started = state.first_started_at
-        duration = 0.0 if cached or started is None else round(now - started, 6)
-        columns: dict[str, Any] = {
-            "status": state.status,
-            "cached": cached,
-            "outputs": outputs,
-            "ended_at": now,
-            "duration_s": duration,
-            "attempts": (0 if cached else state.attempts) if attempts is None else attempts,
-            "error": None,
-        }
-        if reuse is not None:
-            columns.update(
-                cache_key=reuse.get("cache_key"),
-                fingerprint=reuse.get("fingerprint"),
-                inputs=reuse.get("inputs"),
-            )
-        elif state.key is not None and cached:
-            columns.update(cache_key=state.key, fingerprint=state.fingerprint, inputs=state.input_digests)
-        if host:
-            columns["host"] = host
-        self._set(state, **columns)
-        if not cached and state.key is not None:
-            for ref in outputs.values():
-                if ref["digest"] not in (ref.get("inline") or ()):
-                    self.batch.artifact(state.node.name, ref)
-            if state.node.operator.cache:
-                self.batch.add(
-                    "cache",
-                    {
-                        "key": state.key,
-                        "operator": state.node.operator.qualname,
-                        "fingerprint": state.fingerprint,
-                        "inputs": state.input_digests,
-                        "outputs": outputs,
-                        "serializers": {
-                            n: [r["serializer"], r["serializer_version"]] for n, r in outputs.items()
-                        },
-                        "created_at": now,
-                        "run_id": self.run_id,
-                        "node": state.node.name,
-                    },
-                )
+        self.record.completed(state, cached=cached, host=host, reuse=reuse, attempts=attempts)
         self._notify(state.node.name, state.status)
         for user in self.users.get(state.node.name, ()):
             child = self.states[user]
@@ -602,18 +421,7 @@ class RunScheduler:
                 self._must_flush = True  # the child may run only once this completion is committed
 
     def _fail(self, state: NodeState, error: dict[str, Any], *, host: str | None = None) -> None:
-        now = time.time()
-        state.status, state.error = "failed", error
-        started = state.first_started_at or now
-        self._set(
-            state,
-            status="failed",
-            error=error,
-            ended_at=now,
-            duration_s=round(now - started, 6),
-            host=host,
-            attempts=state.attempts,
-        )
+        self.record.failed(state, error, host)
         self._notify(state.node.name, "failed")
         if self.first_error is None:
             self.first_error = f"node '{state.node.name}' failed: {error.get('type')}: {error.get('message')}"
@@ -631,7 +439,7 @@ class RunScheduler:
             child = self.states[stack.pop()]
             if child.status in ("pending", "queued"):
                 child.status = status
-                self._set(child, status=status, error=error)
+                self.record.set(child, status=status, error=error)
                 self._notify(child.node.name, status)
                 stack.extend(self.users.get(child.node.name, ()))
 
@@ -652,29 +460,10 @@ class RunScheduler:
         for state in self.states.values():
             if state.status not in FINAL:
                 state.status = "cancelled"
-                self._set(state, status="cancelled", error=error, ended_at=now)
+                self.record.set(state, status="cancelled", error=error, ended_at=now)
         self.running.clear()
 
     # -- persistence ---------------------------------------------------------------------------------------
-    def _set(self, state: NodeState, **columns: Any) -> None:
-        """Record columns of a node; a status is also a state change in the run's event log."""
-        status = columns.get("status")
-        if status is not None:
-            state.status = status
-            self.batch.state(state.node.name, status)
-        self.batch.node(state.row_id, **columns)
-
-    def _keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None) -> None:
-        """Record small artifacts in the database (with this step's commit) and in memory."""
-        self.blobs.remember(blobs)
-        for digest, data in blobs.items():
-            shown = (
-                ref.to_json()
-                if ref is not None and ref.digest == digest
-                else {"digest": digest, "serializer": "inline", "serializer_version": 0, "size": len(data)}
-            )
-            self.batch.artifact(node, shown, data)
-
     def _flush(self) -> None:
         self._must_flush = False
         self._flushed_at = time.monotonic()
@@ -703,25 +492,5 @@ class RunScheduler:
             status = "failed"
             if self.first_error is None:
                 self.first_error = "some nodes did not finish"
-        with self.engine.begin() as conn:
-            repo.update_run(
-                conn,
-                self.run_id,
-                status=status,
-                ended_at=time.time(),
-                heartbeat_at=time.time(),
-                error=None if status == "succeeded" else self.first_error,
-            )
-            repo.add_events(
-                conn,
-                [
-                    {
-                        "run_id": self.run_id,
-                        "node": None,
-                        "kind": "run_" + status,
-                        "data": None,
-                        "time": time.time(),
-                    }
-                ],
-            )
+        repo.end_run(self.engine, self.run_id, status, None if status == "succeeded" else self.first_error)
         return status

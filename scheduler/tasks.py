@@ -9,7 +9,7 @@ from typing import Any
 
 import cloudpickle
 
-from executors.base import OperatorRef
+from executors.base import OperatorRef, TaskSpec
 from flowlib.dag import Literal, Node, Ref
 from flowlib.operators import Operator
 
@@ -125,3 +125,37 @@ def with_inline_bytes(spec: dict[str, Any], blobs: Any) -> dict[str, Any]:
     if "inline" not in spec:
         return spec
     return {**spec, "inline": blobs.get_many(spec["inline"])}
+
+
+def task_spec(
+    state: NodeState,
+    task_id: str,
+    *,
+    run_id: str,
+    root_run_id: str,
+    fingerprints: Fingerprints,
+    blobs: Any,
+    store_url: str,
+    fsync: bool,
+    inline_limit: int,
+) -> TaskSpec:
+    """Attempt number `state.attempts` of a node, as a worker gets it."""
+    from executors.worker import checkpoint_name
+
+    node, op = state.node, state.node.operator
+    return TaskSpec(
+        task_id=task_id,
+        run_id=run_id,
+        node=node.name,
+        attempt=state.attempts,
+        operator=fingerprints.ref(op),
+        inputs={param: with_inline_bytes(spec, blobs) for param, spec in state.input_specs.items()},
+        resources=op.resources,
+        timeout=op.timeout,
+        distributed=op.distributed,
+        store_url=store_url,
+        fsync=fsync,
+        checkpoint_ref=checkpoint_name(root_run_id, node.name),
+        project_root=str(fingerprints.project_root),
+        inline_limit=inline_limit,
+    )
