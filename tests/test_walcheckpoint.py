@@ -11,6 +11,10 @@ from scheduler import db, walcheckpoint
 from scheduler.batch import Batch
 
 
+def _pragma(conn, setting: str) -> None:
+    conn.connection.cursor().execute(f"PRAGMA {setting}").close()
+
+
 def _autocheckpoint(conn) -> int:
     cursor = conn.connection.cursor()
     try:
@@ -19,13 +23,13 @@ def _autocheckpoint(conn) -> int:
         cursor.close()
 
 
-def test_the_batch_connection_leaves_checkpoints_to_the_thread_and_gives_them_back(tmp_path) -> None:
+def test_the_batch_connection_checkpoints_only_a_long_log_and_gives_the_default_back(tmp_path) -> None:
     engine = db.connect(f"sqlite:///{tmp_path / 'flow.db'}")
     batch = Batch(engine, "run-1")
     batch.event(None, "note", {"n": 1})
     batch.flush()
     with batch.transaction() as conn:
-        assert _autocheckpoint(conn) == 0
+        assert _autocheckpoint(conn) == walcheckpoint.RUN_PAGES
     batch.stop()
     with engine.connect() as conn:  # the pool hands out the connection the batch used
         assert _autocheckpoint(conn) == walcheckpoint.DEFAULT_PAGES
@@ -36,7 +40,7 @@ def test_the_checkpointer_copies_the_whole_log_into_the_database(tmp_path) -> No
     path = tmp_path / "flow.db"
     engine = db.connect(f"sqlite:///{path}")
     with engine.connect() as conn:
-        walcheckpoint.hand_over(conn)
+        _pragma(conn, "wal_autocheckpoint=0")
         for _ in range(30):  # ~2,000 pages over many commits, none checkpointed
             conn.execute(
                 text("insert into events (run_id, kind, data, time) values (:r, :k, :d, 0)"),
@@ -58,3 +62,17 @@ def test_the_checkpointer_copies_the_whole_log_into_the_database(tmp_path) -> No
     busy, pages, copied = checkpointer.last
     assert (busy, copied) == (0, pages) and pages > walcheckpoint.DEFAULT_PAGES
     assert os.path.getsize(path) > before + 4 * 1024 * 1024
+
+
+def test_the_log_stays_bounded_while_a_run_commits_without_pause(tmp_path) -> None:
+    """Passive checkpoints alone never let the log start over under a steady writer."""
+    path = tmp_path / "flow.db"
+    batch = Batch(db.connect(f"sqlite:///{path}"), "run-1")
+    try:
+        for i in range(3000):  # ~2 pages a commit: 6,000 pages in all
+            batch.event(None, "note", {"i": i, "pad": "x" * 3000})
+            batch.flush()
+    finally:
+        batch.stop()
+    frame = 4096 + 24
+    assert os.path.getsize(f"{path}-wal") <= 32 + (walcheckpoint.RUN_PAGES + 50) * frame
