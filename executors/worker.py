@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import pickle
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -22,9 +20,9 @@ from importlib import import_module
 from typing import Any
 
 from executors.base import TaskResult, TaskSpec
+from executors.capture import Captured
 from flowlib.artifacts import Reader, write_output
 
-LOG_LIMIT = 1 << 20  # keep the last MiB of a node's output
 HOST = socket.gethostname()
 
 _stores: dict[tuple[str, bool], Any] = {}
@@ -105,71 +103,6 @@ def load_input(store: Any, value: Mapping[str, Any]) -> Any:
 def checkpoint_name(root_run_id: str, node: str) -> str:
     """The store ref under which a node's checkpoints are kept for a whole resume chain."""
     return f"checkpoints/{root_run_id}/{hashlib.sha256(node.encode()).hexdigest()[:32]}"
-
-
-_sinks = threading.local()
-
-
-def _sink() -> int:
-    """This thread's capture file (a raw descriptor), empty and at offset 0."""
-    fd = getattr(_sinks, "fd", None)
-    if fd is None:
-        # one per thread, kept: a new file per attempt cost more than the task
-        with tempfile.TemporaryFile() as file:
-            fd = _sinks.fd = os.dup(file.fileno())
-    return fd
-
-
-def _read_tail(fd: int, size: int) -> bytes:
-    os.lseek(fd, max(0, size - LOG_LIMIT), os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, LOG_LIMIT):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _Captured:
-    """Capture what the attempt prints into its log (`.text` once the block ends).
-
-    "fd" (a worker process): file descriptors 1 and 2, so child processes and C code
-    are caught too. "inline" (the scheduler's own process): descriptor 1 only, plus
-    Python's sys.stdout/sys.stderr, since descriptor 2 carries the run's progress.
-    """
-
-    def __init__(self, mode: str) -> None:
-        self.fds = (1, 2) if mode == "fd" else (1,)
-        self.buffer = io.StringIO() if mode != "fd" else None
-        self.text = ""
-
-    def __enter__(self) -> _Captured:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.sink = _sink()
-        self.saved = [os.dup(fd) for fd in self.fds]
-        for fd in self.fds:
-            os.dup2(self.sink, fd)
-        if self.buffer is not None:
-            self.streams = sys.stdout, sys.stderr
-            sys.stdout = sys.stderr = self.buffer
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.buffer is not None:
-            sys.stdout, sys.stderr = self.streams
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, copy in zip(self.fds, self.saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
-        size = os.lseek(self.sink, 0, os.SEEK_END)
-        text = ""
-        if size:  # most attempts print nothing: no read, no truncate
-            text = _read_tail(self.sink, size).decode("utf-8", "replace")
-            os.ftruncate(self.sink, 0)
-        os.lseek(self.sink, 0, os.SEEK_SET)
-        if self.buffer is not None:
-            text += self.buffer.getvalue()
-        self.text = text[-LOG_LIMIT:]
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -258,7 +191,7 @@ def execute(
         return store.get(digest) if digest else None
 
     gpus = [int(x) for x in spec.env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip().isdigit()]
-    with _Captured(capture) as log:
+    with Captured(capture) as log:
         task_context = context.TaskContext(
             run_id=spec.run_id,
             node=spec.node,
@@ -320,7 +253,6 @@ def die_with_parent(*, group: bool = False) -> None:
     in a new session) and takes the whole group down: whatever an operator started too.
     """
     import signal
-    import threading
 
     parent = os.getppid()
 
@@ -387,7 +319,7 @@ def _preload(pipelines: Sequence[tuple[str, str]]) -> None:
 
     for name, file in pipelines:
         try:
-            with _Captured("fd"):
+            with Captured("fd"):
                 load_module(file, name)
         except Exception:
             pass
