@@ -106,8 +106,8 @@ class Batch:
             self._checkpointer.stop()
 
     def _connection(self) -> Connection:
-        # A Connection, not a Session (nothing here needs the ORM), kept between flushes that
-        # follow each other closely: taking one from the pool per flush cost a tenth of a chain's step.
+        # One connection kept between flushes that follow each other closely: taking one from
+        # the pool per flush cost a tenth of a chain's step.
         # After a quiet spell it goes back, so the pool's checks (pre-ping) run on a fresh one.
         if self._conn is not None and time.monotonic() - self._used_at > REUSE_S:
             self.close()

@@ -1,4 +1,4 @@
-"""Engines, sessions and the forward-only schema upgrade of the run database.
+"""Engines and the forward-only schema upgrade of the run database.
 
 `connect(url)` is the one way in: it opens (and caches) an engine, tunes SQLite for
 several writing processes, and brings the schema to this code's alembic head,

@@ -24,7 +24,7 @@ def gather(name: str, items: list[NodeState], store: Any, recorder: Recorder) ->
         inline.append(ref.digest)
     else:
         store.write(ref, data)
-        recorder.batch.artifact(name, ref.to_json())
+        recorder.artifact(name, ref.to_json())
     outputs = {"return": {**ref.to_json(), "elements": [r["digest"] for r in refs], "inline": inline}}
     return outputs, bool(items) and all(item.status == "cached" for item in items)
 

@@ -44,6 +44,13 @@ class Recorder:
             self._fingerprints.add(digest)
             self.batch.add("fingerprints", {"digest": digest, "operator": operator, "data": parts})
 
+    def artifact(self, node: str, ref: dict[str, Any]) -> None:
+        """Index an artifact written to the store."""
+        self.batch.artifact(node, ref)
+
+    def retry(self, state: NodeState, delay: float) -> None:
+        self.batch.event(state.node.name, "retry", {"attempt": state.attempts, "delay_s": delay})
+
     def keep_inline(self, node: str, blobs: dict[str, bytes], ref: ArtifactRef | None = None) -> None:
         """Record small artifacts in the database (with this step's commit) and in memory."""
         self.blobs.remember(blobs)

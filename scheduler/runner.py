@@ -393,7 +393,7 @@ class RunScheduler:
             delay = op.retry_delay * (2 ** (state.attempts - 1)) * (1 + random.uniform(0, 0.25))
             heapq.heappush(self.timers, (time.monotonic() + delay, name))
             self.record.set(state, status="queued", error=result.error)
-            self.batch.event(name, "retry", {"attempt": state.attempts, "delay_s": delay})
+            self.record.retry(state, delay)
             return
         self._fail(
             state, result.error or {"type": "Error", "message": "failed", "traceback": None}, host=result.host

@@ -10,6 +10,7 @@ from typing import Any
 import cloudpickle
 
 from executors.base import OperatorRef, TaskSpec
+from executors.worker import checkpoint_name
 from flowlib.dag import Literal, Node, Ref
 from flowlib.operators import Operator
 
@@ -140,8 +141,6 @@ def task_spec(
     inline_limit: int,
 ) -> TaskSpec:
     """Attempt number `state.attempts` of a node, as a worker gets it."""
-    from executors.worker import checkpoint_name
-
     node, op = state.node, state.node.operator
     return TaskSpec(
         task_id=task_id,

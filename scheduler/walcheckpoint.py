@@ -11,21 +11,21 @@ checkpoint that does lets the log start over (it grew to 150 MB in a 3,000-node 
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from sqlalchemy import Connection, Engine
 
 GAP_S = 0.1  # the least time between two checkpoints: each syncs the files, so they are batched
 DEFAULT_PAGES = 1000  # SQLite's own wal_autocheckpoint
-RUN_PAGES = 4000  # the run's connection's: a 16 MB log at most (commit cost per page fell as it rose)
+RUN_PAGES = 4000  # the run's connection's: a log of about 16 MB (commit cost per page fell as it rose)
 
 
 def wanted(engine: Engine) -> bool:
     """Whether the engine writes a SQLite file (a memory database has no log)."""
-    database = engine.url.database or ""
-    return (
-        engine.dialect.name == "sqlite" and database not in ("", ":memory:") and "mode=memory" not in database
-    )
+    url = engine.url
+    memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    return url.get_backend_name() == "sqlite" and not memory
 
 
 def hand_over(conn: Connection) -> None:
@@ -47,24 +47,28 @@ def _pragma(conn: Connection, setting: str) -> None:
 
 
 class WalCheckpointer:
-    """Runs a passive checkpoint after commits, at most one per GAP_S."""
+    """Runs a passive checkpoint after commits, at most one per GAP_S (each syncs the database
+    file). Its thread starts with the first commit and ends with `stop`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._due = threading.Event()
         self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.last: tuple[int, int, int] | None = None  # SQLite's (busy, log pages, pages copied)
-        self._thread = threading.Thread(target=self._loop, name="flowlib-wal-checkpoint", daemon=True)
-        self._thread.start()
 
     def nudge(self) -> None:
         """Something was committed: checkpoint soon."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="flowlib-wal-checkpoint", daemon=True)
+            self._thread.start()
         self._due.set()
 
     def stop(self) -> None:
         self._stopping.set()
         self._due.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         while True:
@@ -73,13 +77,21 @@ class WalCheckpointer:
                 return
             self._due.clear()
             try:
-                conn = self.engine.raw_connection()
-                try:
-                    # PASSIVE: copies what no reader needs and never waits for the writer
-                    self.last = tuple(conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-                finally:
-                    conn.close()
-            except Exception:
-                pass  # a busy or locked database: the next nudge tries again, SQLite checkpoints on close
+                self.last = self._checkpoint()
+            except Exception:  # a busy or locked database: the next nudge tries again
+                logging.getLogger(__name__).debug("WAL checkpoint failed", exc_info=True)
             if self._stopping.wait(GAP_S):
                 return
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        conn = self.engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                # PASSIVE: copies what no reader needs and never waits for the writer
+                busy, pages, copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                return busy, pages, copied
+            finally:
+                cursor.close()
+        finally:
+            conn.close()

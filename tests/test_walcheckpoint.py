@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from scheduler import db, walcheckpoint
 from scheduler.batch import Batch
@@ -69,10 +71,28 @@ def test_the_log_stays_bounded_while_a_run_commits_without_pause(tmp_path) -> No
     path = tmp_path / "flow.db"
     batch = Batch(db.connect(f"sqlite:///{path}"), "run-1")
     try:
-        for i in range(3000):  # ~2 pages a commit: 6,000 pages in all
+        for i in range(6000):  # ~2 pages a commit: 12,000 pages in all
             batch.event(None, "note", {"i": i, "pad": "x" * 3000})
             batch.flush()
     finally:
         batch.stop()
+    # Not exactly RUN_PAGES: while the thread checkpoints, the connection's own attempt is skipped.
     frame = 4096 + 24
-    assert os.path.getsize(f"{path}-wal") <= 32 + (walcheckpoint.RUN_PAGES + 50) * frame
+    assert os.path.getsize(f"{path}-wal") <= 32 + 2 * walcheckpoint.RUN_PAGES * frame
+
+
+def test_no_thread_until_a_commit_and_none_for_a_memory_database(tmp_path) -> None:
+    def checkpointers() -> int:
+        return sum(thread.name == "flowlib-wal-checkpoint" for thread in threading.enumerate())
+
+    before = checkpointers()
+    batch = Batch(db.connect(f"sqlite:///{tmp_path / 'flow.db'}"), "run-1")
+    assert checkpointers() == before  # a run that never starts leaves nothing behind
+    batch.event(None, "note", {})
+    batch.flush()
+    assert checkpointers() == before + 1
+    batch.stop()
+    assert checkpointers() == before
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
+        assert not walcheckpoint.wanted(create_engine(url, poolclass=NullPool))
+    assert walcheckpoint.wanted(create_engine(f"sqlite:///{tmp_path / 'other.db'}"))
