@@ -12,11 +12,9 @@ fsspec) artifact store the host reads and writes it directly.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import math
 import os
-import posixpath
 import shlex
 import signal
 import threading
@@ -36,6 +34,7 @@ except ImportError as exc:  # the registry reports this message as the reason `s
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
 from executors.remote import HEADER, MAX_FRAME
+from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_host
 from executors.ssh_transfer import CODE_MAX_BYTES as CODE_MAX_BYTES
 from executors.ssh_transfer import CODE_MAX_FILES as CODE_MAX_FILES
 from executors.ssh_transfer import MARKER as MARKER
@@ -48,32 +47,6 @@ from flowlib.resources import Resources
 log = logging.getLogger("flowlib.executors.ssh")
 
 COOLDOWN_S = 30.0  # a host that failed is tried again only after this, unless no other is left
-CONNECT_TIMEOUT_S = 15.0
-
-
-class _Unusable(Exception):
-    """A host could not be used for an attempt before anything ran there."""
-
-
-@dataclass
-class _Host:
-    label: str
-    user: str
-    hostname: str
-    port: int
-    slots: int
-    busy: int = 0
-    conn: Any = None
-    sftp: Any = None
-    workdir: str = ""
-    connecting: asyncio.Task | None = None
-    down_until: float = 0.0
-    reason: str = ""
-    refused: str | None = None  # a host-key mismatch: never used again by this executor
-    have: set[str] = field(default_factory=set)  # keys of files known to be on the host
-
-    def connected(self) -> bool:
-        return self.conn is not None and not self.conn.is_closed()
 
 
 @dataclass
@@ -86,26 +59,6 @@ class _Task:
     runner: asyncio.Task | None = None
     kill: tuple[str, str] | None = None
     process: Any = None
-
-
-def parse_host(entry: str, slots: int) -> _Host:
-    """Parse "user@host:port" ("[v6addr]:port" too); no user means the current one, no port 22."""
-    user, _, rest = entry.rpartition("@")
-    host, port = rest, "22"
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        port = tail[1:] if tail.startswith(":") else port
-    elif rest.count(":") == 1:
-        host, port = rest.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"[executors.ssh] hosts: {entry!r} is not user@host[:port]")
-    label = host if port == "22" else f"{host}:{port}"
-    return _Host(label, user or getpass.getuser(), host, int(port), slots)
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _signal_name(number: int) -> str:
@@ -124,7 +77,7 @@ class SshExecutor(Executor):
     name = "ssh"
 
     def __init__(self) -> None:
-        self._hosts: list[_Host] = []
+        self._hosts: list[Host] = []
         self._queue: deque[_Task] = deque()
         self._tasks: dict[str, _Task] = {}
         self._transfer = Transfer()
@@ -173,7 +126,7 @@ class SshExecutor(Executor):
         try:
             asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=20)
         except Exception as exc:
-            log.warning("ssh executor: shutdown was not clean: %s", _describe(exc))
+            log.warning("ssh executor: shutdown was not clean: %s", describe(exc))
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -232,7 +185,7 @@ class SshExecutor(Executor):
             task.kill = (kind, message)
             task.runner.cancel()  # closing the channel makes the remote side kill the attempt
 
-    def _finish(self, task: _Task, outcome: TaskResult | tuple[str, str], host: _Host | None = None) -> None:
+    def _finish(self, task: _Task, outcome: TaskResult | tuple[str, str], host: Host | None = None) -> None:
         self._tasks.pop(task.spec.task_id, None)
         if isinstance(outcome, tuple):
             outcome = TaskResult.failure(task.spec.task_id, *outcome, host=host.label if host else None)
@@ -248,7 +201,7 @@ class SshExecutor(Executor):
                 host.busy += task.weight
                 task.runner = asyncio.get_running_loop().create_task(self._attempt(task, host))
 
-    def _place(self, task: _Task) -> _Host | None:
+    def _place(self, task: _Task) -> Host | None:
         untried = [h for h in self._hosts if h.label not in task.tried and h.refused is None]
         if not untried:
             self._queue.remove(task)
@@ -266,7 +219,7 @@ class SshExecutor(Executor):
         free = [h for h in pool if h.busy + min(task.weight, h.slots) <= h.slots]
         return max(free, key=lambda h: h.slots - h.busy) if free else None
 
-    def _mark_down(self, host: _Host, reason: str) -> None:
+    def _mark_down(self, host: Host, reason: str) -> None:
         if host.down_until <= time.monotonic():
             log.warning("%s; placing attempts on other hosts for %g s", reason, COOLDOWN_S)
         host.reason, host.down_until = reason, time.monotonic() + COOLDOWN_S
@@ -274,13 +227,13 @@ class SshExecutor(Executor):
             host.conn.close()
         host.conn = host.sftp = None
 
-    async def _attempt(self, task: _Task, host: _Host) -> None:
+    async def _attempt(self, task: _Task, host: Host) -> None:
         outcome: TaskResult | tuple[str, str] | None = None
         requeue = False
         try:
             try:
                 await self._connect(host)
-            except _Unusable as exc:
+            except Unusable as exc:
                 task.tried[host.label] = str(exc)
                 requeue = True
                 return
@@ -289,15 +242,15 @@ class SshExecutor(Executor):
             outcome = task.kill or ("Cancelled", "the executor shut down")
         except (asyncssh.Error, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             if host.connected():
-                outcome = ("SshError", f"ssh host {host.label}: {_describe(exc)}")
+                outcome = ("SshError", f"ssh host {host.label}: {describe(exc)}")
             else:
                 outcome = (
                     "HostDropped",
-                    f"ssh host {host.label} dropped during the attempt: {_describe(exc)}",
+                    f"ssh host {host.label} dropped during the attempt: {describe(exc)}",
                 )
                 self._mark_down(host, f"ssh host {host.label} dropped")
         except Exception as exc:  # the local store, a corrupt fetch, code too big to ship
-            outcome = (type(exc).__name__, f"ssh host {host.label}: {_describe(exc)}")
+            outcome = (type(exc).__name__, f"ssh host {host.label}: {describe(exc)}")
         finally:
             host.busy -= task.weight
             if task.process is not None:
@@ -313,63 +266,24 @@ class SshExecutor(Executor):
                 self._pump()
 
     # -- connections --------------------------------------------------------------------
-    async def _connect(self, host: _Host) -> None:
+    async def _connect(self, host: Host) -> None:
         if host.refused:
-            raise _Unusable(host.refused)
+            raise Unusable(host.refused)
         if host.connected():
             return
         if host.connecting is None or host.connecting.done():
             host.connecting = asyncio.get_running_loop().create_task(self._open(host))
         await asyncio.shield(host.connecting)
 
-    async def _open(self, host: _Host) -> None:
-        keys: dict[str, Any] = {"client_keys": [self._identity], "agent_path": None} if self._identity else {}
+    async def _open(self, host: Host) -> None:
         try:
-            conn = await asyncio.wait_for(
-                asyncssh.connect(
-                    host.hostname,
-                    host.port,
-                    username=host.user,
-                    known_hosts=self._known_hosts,
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    keepalive_interval=15,
-                    keepalive_count_max=3,
-                    **keys,
-                ),
-                CONNECT_TIMEOUT_S + 5,
-            )
-        except asyncssh.HostKeyNotVerifiable as exc:
-            host.refused = (
-                f"ssh host {host.label} refused: its host key does not match the known_hosts file "
-                f"{self._known_hosts} ({_describe(exc)}); not retried on this host"
-            )
-            log.warning("%s", host.refused)
-            raise _Unusable(host.refused) from None
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-            reason = f"ssh host {host.label} cannot be reached ({_describe(exc)})"
-            self._mark_down(host, reason)
-            raise _Unusable(reason) from None
-        try:
-            sftp = await conn.start_sftp_client()
-            workdir = self._workdir
-            if workdir == "~" or workdir.startswith("~/") or not workdir.startswith("/"):
-                home = await sftp.realpath(".")
-                workdir = posixpath.join(
-                    home, workdir[2:] if workdir.startswith("~/") else workdir.lstrip("~")
-                )
-            await sftp.makedirs(workdir, exist_ok=True)
-            async with sftp.open(posixpath.join(workdir, MARKER), "wb") as f:
-                await f.write(b"a flowlib ssh executor workdir\n")
-        except (OSError, asyncssh.Error) as exc:
-            conn.close()
-            reason = f"ssh host {host.label}: cannot use workdir {self._workdir!r} ({_describe(exc)})"
-            self._mark_down(host, reason)
-            raise _Unusable(reason) from None
-        host.conn, host.sftp, host.workdir = conn, sftp, workdir.rstrip("/") or "/"
-        host.down_until, host.have = 0.0, set()
+            await open_host(host, self._identity, self._known_hosts, self._workdir)
+        except HostDown as exc:
+            self._mark_down(host, str(exc))
+            raise Unusable(str(exc)) from None
 
     # -- one attempt on a connected host ------------------------------------------------
-    async def _run(self, task: _Task, host: _Host) -> TaskResult:
+    async def _run(self, task: _Task, host: Host) -> TaskResult:
         spec, started = task.spec, time.time()
         remote_spec, sys_path = await self._transfer.ship(host, spec)
         command = f"cd {shlex.quote(host.workdir)} && exec " + shlex.join(
