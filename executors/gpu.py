@@ -40,7 +40,7 @@ import cloudpickle
 from executors.base import EventSink, TaskResult, TaskSpec
 from executors.local import LocalExecutor, _Task, _Worker, machine_memory
 from flowlib.errors import ConfigError
-from flowlib.resources import Resources
+from flowlib.resources import Resources, per_attempt
 
 # Another process's unlock wakes nothing here (flock has no notification, and a
 # blocking flock in a thread could not be abandoned on cancel), so an attempt
@@ -55,8 +55,7 @@ def lock_folder() -> Path:
 
 def gpus_needed(spec: TaskSpec) -> int:
     """Devices one attempt needs: its `gpus` per rank times the ranks."""
-    nprocs = spec.distributed.nprocs if spec.distributed else 1
-    return int(spec.resources.gpus) * nprocs
+    return int(per_attempt(spec.resources, spec.distributed).gpus)
 
 
 # -- which devices ------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
 from executors.worker import HOST, dumps
-from flowlib.resources import Resources
+from flowlib.resources import Resources, per_attempt
 
 
 @dataclass
@@ -205,9 +205,7 @@ class LocalExecutor(Executor):
                 return
             if worker.task is None and worker.alive() and not worker.one_shot:
                 task = self._queue[0]
-                resources = task.spec.resources
-                nprocs = task.spec.distributed.nprocs if task.spec.distributed else 1
-                need = min(resources.cpus * nprocs, self._size)
+                need = min(per_attempt(task.spec.resources, task.spec.distributed).cpus, self._size)
                 if self._busy > 0 and self._busy + need > self._size + 1e-9:
                     return  # the head waits for CPUs; the ones behind it wait their turn
                 self._queue.popleft()

@@ -95,3 +95,12 @@ class Distributed:
 
     def to_json(self) -> dict[str, Any]:
         return {"nprocs": self.nprocs, "backend": self.backend, "nnodes": self.nnodes}
+
+
+def per_attempt(resources: Resources, distributed: Distributed | None) -> Resources:
+    """What one attempt holds in all: a distributed node holds its resources once per rank."""
+    ranks = distributed.nprocs if distributed else 1
+    if ranks == 1:
+        return resources
+    memory = resources.memory * ranks if resources.memory else None
+    return Resources(resources.cpus * ranks, resources.gpus * ranks, memory)

@@ -6,12 +6,7 @@ from collections.abc import Mapping
 
 from executors.base import Executor
 from flowlib.operators import Operator
-
-
-def demand(op: Operator) -> tuple[float, int]:
-    """The CPUs and GPUs one attempt of `op` holds while it runs (every process of a group)."""
-    nprocs = op.distributed.nprocs if op.distributed else 1
-    return op.resources.cpus * nprocs, op.resources.gpus * nprocs
+from flowlib.resources import per_attempt
 
 
 class Capacity:
@@ -28,8 +23,8 @@ class Capacity:
         if used[0] == 0 and used[1] == 0:
             return True  # an idle executor takes any node it could ever hold
         total, extra = self.total[executor], self.prefetch[executor]
-        cpus, gpus = demand(op)
-        return used[0] + cpus <= total.cpus + extra + 1e-9 and used[1] + gpus <= total.gpus + extra
+        need = per_attempt(op.resources, op.distributed)
+        return used[0] + need.cpus <= total.cpus + extra + 1e-9 and used[1] + need.gpus <= total.gpus + extra
 
     def take(self, executor: str, op: Operator) -> None:
         self._add(executor, op, 1)
@@ -38,7 +33,7 @@ class Capacity:
         self._add(executor, op, -1)
 
     def _add(self, executor: str, op: Operator, sign: int) -> None:
-        cpus, gpus = demand(op)
+        need = per_attempt(op.resources, op.distributed)
         used = self.used[executor]
-        used[0] += sign * cpus
-        used[1] += sign * gpus
+        used[0] += sign * need.cpus
+        used[1] += sign * need.gpus

@@ -18,6 +18,7 @@ from flowlib.config import Config
 from flowlib.dag import DAG
 from flowlib.errors import ConfigError, FlowError
 from flowlib.hashing import find_project_root
+from flowlib.resources import per_attempt
 from flowlib.store import ArtifactStore
 from scheduler import db
 from scheduler import repository as repo
@@ -55,9 +56,8 @@ def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> N
         op = node.operator
         name = op.executor or default
         capacity = capacities[name]
-        nprocs = op.distributed.nprocs if op.distributed else 1
-        cpus, gpus = op.resources.cpus * nprocs, op.resources.gpus * nprocs
-        memory = (op.resources.memory or 0) * nprocs
+        need = per_attempt(op.resources, op.distributed)
+        cpus, gpus, memory = need.cpus, need.gpus, need.memory or 0
         if capacity.memory is not None and memory > capacity.memory:
             raise ConfigError(
                 f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {memory} bytes of memory, "
