@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from executors.base import Event, Executor, TaskResult
-from flowlib.artifacts import INLINE_LIMIT
+from flowlib import serializers
 from flowlib.dag import DAG
+from flowlib.hashing import node_key
 from flowlib.results import DONE, FINAL
 from flowlib.store import MANIFEST
 from scheduler import maps
@@ -71,7 +72,7 @@ class RunScheduler:
             fsync,
         )
         self.progress = progress
-        self.blobs = blobs if blobs is not None else Blobs(engine)
+        self.blobs = blobs if blobs is not None else Blobs()
         self.blobs.engine = engine
         self.states: dict[str, NodeState] = {}
         self.users: dict[str, list[str]] = {}
@@ -218,8 +219,6 @@ class RunScheduler:
         for param, value in state.node.inputs.items():
             state.input_specs[param], digests[param] = input_spec(value, self.states)
         state.input_digests = digests
-        from flowlib.hashing import node_key
-
         state.key = node_key(fingerprint.digest, digests)
 
     def _lookup_cache(self, batch: list[NodeState]) -> None:
@@ -254,8 +253,6 @@ class RunScheduler:
 
     def _unusable(self, outputs: dict[str, Any]) -> str | None:
         """Why stored outputs cannot be used (a corrupt or missing artifact, an old serializer), else None."""
-        from flowlib import serializers
-
         for ref in outputs.values():
             name, version = ref.get("serializer"), ref.get("serializer_version")
             if name != MANIFEST and serializers.get(name).version != version:
@@ -339,7 +336,6 @@ class RunScheduler:
             blobs=self.blobs,
             store_url=self.store.url,
             fsync=self.fsync,
-            inline_limit=INLINE_LIMIT,
         )
         self.capacity.take(state.executor, node.operator)  # type: ignore[arg-type]
         state.task_id, state.started_at = task_id, time.time()
@@ -438,7 +434,6 @@ class RunScheduler:
         while stack:
             child = self.states[stack.pop()]
             if child.status in ("pending", "queued"):
-                child.status = status
                 self.record.set(child, status=status, error=error)
                 self._notify(child.node.name, status)
                 stack.extend(self.users.get(child.node.name, ()))
@@ -459,7 +454,6 @@ class RunScheduler:
         error = {"type": "Cancelled", "message": why}
         for state in self.states.values():
             if state.status not in FINAL:
-                state.status = "cancelled"
                 self.record.set(state, status="cancelled", error=error, ended_at=now)
         self.running.clear()
 

@@ -11,7 +11,9 @@ import cloudpickle
 
 from executors.base import OperatorRef, TaskSpec
 from executors.worker import checkpoint_name
+from flowlib.artifacts import INLINE_LIMIT
 from flowlib.dag import Literal, Node, Ref
+from flowlib.hashing import tuple_digest
 from flowlib.operators import Operator
 
 
@@ -95,8 +97,6 @@ def input_spec(value: Ref | Literal, states: dict[str, NodeState]) -> tuple[dict
     The spec's "inline" lists the artifacts kept in the database that the worker needs;
     `with_inline_bytes` puts their bytes in when the attempt is sent.
     """
-    from flowlib.hashing import tuple_digest
-
     if isinstance(value, Literal):
         return {"literal": value.value}, value.digest
     upstream = states[value.node]
@@ -138,7 +138,6 @@ def task_spec(
     blobs: Any,
     store_url: str,
     fsync: bool,
-    inline_limit: int,
 ) -> TaskSpec:
     """Attempt number `state.attempts` of a node, as a worker gets it."""
     node, op = state.node, state.node.operator
@@ -156,5 +155,5 @@ def task_spec(
         fsync=fsync,
         checkpoint_ref=checkpoint_name(root_run_id, node.name),
         project_root=str(fingerprints.project_root),
-        inline_limit=inline_limit,
+        inline_limit=INLINE_LIMIT,
     )
