@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from flowlib.artifacts import Reader
 from scheduler.models import artifacts
+from scheduler.repository import chunks
 
 MEMORY_LIMIT = 256 * 1024 * 1024
 
@@ -55,10 +56,10 @@ class Blobs:
         if missing:
             loaded = {}
             with self.engine.connect() as conn:
-                for start in range(0, len(missing), 500):
-                    columns = artifacts.c
+                columns = artifacts.c
+                for chunk in chunks(missing):
                     query = select(columns.digest, columns.data).where(
-                        columns.digest.in_(missing[start : start + 500]), columns.data.is_not(None)
+                        columns.digest.in_(chunk), columns.data.is_not(None)
                     )
                     for digest, data in conn.execute(query):
                         if hashlib.sha256(data).hexdigest() == digest:

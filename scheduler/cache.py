@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 
 from scheduler.models import artifacts, cache_entries, checkpoints, nodes
+from scheduler.repository import chunks
 
 _A, _C = artifacts.c, cache_entries.c
 
@@ -71,6 +72,6 @@ def collect_garbage(engine: Engine, store: Any, *, dry_run: bool = False) -> tup
     rows = doomed + inline_doomed
     if rows and not dry_run:
         with engine.begin() as conn:
-            for start in range(0, len(rows), 500):
-                conn.execute(delete(artifacts).where(_A.digest.in_(rows[start : start + 500])))
+            for chunk in chunks(rows):
+                conn.execute(delete(artifacts).where(_A.digest.in_(chunk)))
     return len(rows), freed

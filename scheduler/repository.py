@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, insert, select, update
@@ -25,6 +25,13 @@ from scheduler.models import (
 
 _N = nodes.c
 _R = runs.c
+IN_CHUNK = 500  # values per `IN (...)`: SQLite builds before 3.32 allow 999 parameters a statement
+
+
+def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """`values` in slices short enough for one `IN (...)` each."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
 
 
 def _insert_ignoring_duplicates(
@@ -169,10 +176,8 @@ def node_summaries(conn: Connection, run_id: str) -> list[Row]:
 def node_outputs(conn: Connection, run_id: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """name -> the outputs recorded for those nodes of a run."""
     found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(names), 500):
-        query = select(_N.name, _N.outputs).where(
-            _N.run_id == run_id, _N.name.in_(names[start : start + 500])
-        )
+    for chunk in chunks(names):
+        query = select(_N.name, _N.outputs).where(_N.run_id == run_id, _N.name.in_(chunk))
         found.update({name: outputs or {} for name, outputs in conn.execute(query)})
     return found
 
@@ -247,8 +252,8 @@ def find_cache_entries(
     entries = cache_entries.c
     selected = [entries.key, *(entries[name] for name in columns)]
     found: dict[str, Any] = {}
-    for start in range(0, len(keys), 500):
-        for row in conn.execute(select(*selected).where(entries.key.in_(keys[start : start + 500]))):
+    for chunk in chunks(keys):
+        for row in conn.execute(select(*selected).where(entries.key.in_(chunk))):
             found[row.key] = row
     return found
 
