@@ -223,9 +223,11 @@ class LocalExecutor(Executor):
 
     def _grow_locked(self) -> None:
         """Start another pool worker while tasks wait and none is idle, up to the pool's size."""
+        if not self._queue or self._closing:
+            return
         pool = [w for w in self._workers if not w.one_shot]
         idle = sum(1 for w in pool if w.task is None)
-        if self._closing or len(pool) >= self._size or len(self._queue) <= idle:
+        if len(pool) >= self._size or len(self._queue) <= idle:
             return
         for _ in range(min(self._size - len(pool), len(self._queue) - idle)):
             self._workers.append(self._spawn())

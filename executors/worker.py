@@ -280,7 +280,7 @@ def die_with_parent(*, group: bool = False) -> None:
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
 
-def serve(conn: Any, sys_path: list[str], preload: Sequence[tuple[str, str]] = ()) -> None:
+def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ()) -> None:
     """Loop of a warm worker process: receive pickled specs, send events and results back.
 
     `preload` names (module, file) of pipelines to import before the first task arrives.
@@ -312,7 +312,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[tuple[str, str]] = (
         conn.send_bytes(payload)
 
 
-def _preload(pipelines: Sequence[tuple[str, str]]) -> None:
+def _preload(pipelines: Sequence[Sequence[str]]) -> None:
     """Import the run's pipelines ahead of its tasks. What they print was shown by the scheduler's
     own import already; an import that fails here fails again, reported, in the task that needs it."""
     from flowlib.loading import load_module
@@ -331,7 +331,7 @@ def main() -> None:
     from multiprocessing.connection import Connection
 
     sys_path = json.loads(os.environ.pop("FLOWLIB_WORKER_SYS_PATH", "[]"))
-    preload = [(name, file) for name, file in json.loads(os.environ.pop("FLOWLIB_WORKER_PRELOAD", "[]"))]
+    preload = json.loads(os.environ.pop("FLOWLIB_WORKER_PRELOAD", "[]"))  # [[module, file], ...]
     serve(Connection(int(sys.argv[1])), sys_path, preload)
 
 

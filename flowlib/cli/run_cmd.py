@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
 
 import click
 
@@ -16,15 +15,10 @@ from flowlib.results import RunResult
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 130}
 
 
-@contextlib.contextmanager
-def _stdout_kept_for(as_json: bool) -> Iterator[None]:
+def _stdout_kept_for(as_json: bool) -> contextlib.AbstractContextManager:
     """With --json, stdout carries the result alone: what the pipeline prints as it is
     imported or runs in this process goes to stderr instead."""
-    if not as_json:
-        yield
-        return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 def report(result: RunResult, as_json: bool) -> None:
