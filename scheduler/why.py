@@ -72,7 +72,8 @@ def _nearest_earlier(conn: Connection, run: Row, node: Row) -> tuple[str, Any, A
     computed a node of that name and operator, else the newest earlier cache entry of the operator.
     """
     if node.cached and node.cache_key:
-        hit = conn.execute(select(cache_entries).where(_C.key == node.cache_key)).first()
+        columns = ("run_id", "node", "fingerprint", "inputs")
+        hit = repo.find_cache_entries(conn, [node.cache_key], columns).get(node.cache_key)
         if hit is not None:
             return (
                 f"the cache entry of run {hit.run_id} (node '{hit.node}')",
