@@ -397,3 +397,21 @@ def test_the_head_constant_matches_the_migration_scripts():
     from scheduler import db
 
     assert db.head_revision() == db._script().get_current_head()
+
+
+def test_lookups_by_many_keys_find_them_all(any_url: str) -> None:
+    """IN (...) lists are cut into chunks; every chunk's rows must come back."""
+    from scheduler import repository as repo
+
+    engine = db.connect(any_url)
+    keys = [f"{i:064x}" for i in range(2 * repo.IN_CHUNK + 1)]
+    entry = {"operator": "m.op", "fingerprint": "f" * 64, "inputs": {}, "serializers": {}, "created_at": 1.0}
+    with engine.begin() as conn:
+        rows = [
+            {**entry, "key": key, "outputs": {"i": i}, "run_id": "r", "node": f"n{i}"}
+            for i, key in enumerate(keys)
+        ]
+        repo.put_cache_entries(conn, rows)
+    with engine.connect() as conn:
+        found = repo.find_cache_entries(conn, keys, ("outputs",))
+    assert len(found) == len(keys) and found[keys[-1]].outputs == {"i": len(keys) - 1}
