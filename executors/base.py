@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from flowlib.resources import Distributed, Resources
 
@@ -117,3 +117,13 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything this executor started; no process outlives it."""
+
+
+@runtime_checkable
+class Drivable(Protocol):
+    """An executor whose event loop a caller may run on its own thread (see LocalExecutor)."""
+
+    def drive_here(self) -> None: ...
+    def loop_handles(self) -> list[Any]: ...
+    def loop_timeout(self) -> float | None: ...
+    def serve(self, ready: Collection[Any]) -> None: ...

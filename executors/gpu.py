@@ -250,8 +250,9 @@ class GpuExecutor(LocalExecutor):
             )
             return future
         with self._lock:
+            self._ensure_loop_locked()
             self._waiting.append(_Task(task, on_event, future, 0.0 if task.timeout else None))
-        self._wake()  # the loop thread starts it: see _loop_step
+        self._wake()  # the loop starts it: see _loop_step
         return future
 
     def cancel(self, task_id: str) -> None:

@@ -1,7 +1,8 @@
 """`local`: a pool of warm worker processes on this machine.
 
-One thread multiplexes every worker's pipe and exit sentinel, so results, events,
-deaths and timeouts are handled as they happen, without polling.
+One loop multiplexes every worker's pipe, so results, events, deaths and timeouts
+are handled as they happen, without polling. It runs on a thread of its own, or,
+when the scheduler drives it (`drive_here`), on the scheduler's thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -104,6 +105,8 @@ class LocalExecutor(Executor):
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._driven = False
+        self._pause: float | None = None  # the most seconds the loop may wait (a hook's wish)
         self._size = 1
         self._busy = 0.0  # CPUs held by running pool tasks
 
@@ -114,8 +117,22 @@ class LocalExecutor(Executor):
         # One worker now, the others when tasks queue up: on a small machine every interpreter
         # starting at once slows the scheduler's own start, and a chain never needs a second.
         self._workers = [self._spawn()]
-        self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
-        self._thread.start()
+
+    def drive_here(self) -> None:
+        """From now on the caller's thread runs the loop: it waits on `loop_handles()` for up to
+        `loop_timeout()` seconds, then calls `serve()`. A result then reaches the caller without a
+        thread in between: one wake-up less per task. Call it before the first submit, from a
+        thread that lasts until shutdown (workers started on it die with it)."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("the executor's loop already runs on its own thread")
+            self._driven = True
+
+    def _ensure_loop_locked(self) -> None:
+        """Start the loop's own thread with the first task, unless a caller drives the loop."""
+        if self._thread is None and not self._driven and not self._closing:
+            self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
+            self._thread.start()
 
     def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> _Worker:
         """Start a worker as `python -m executors.worker FD` over a socket pair.
@@ -177,6 +194,7 @@ class LocalExecutor(Executor):
         future: Future[TaskResult] = Future()
         deadline = time.monotonic() + task.timeout if task.timeout else None
         with self._lock:
+            self._ensure_loop_locked()
             self._queue.append(_Task(task, on_event, future, deadline))
             self._dispatch_locked()
         if deadline is not None:
@@ -241,32 +259,45 @@ class LocalExecutor(Executor):
 
     # -- the multiplexing loop ----------------------------------------------------------
     def _loop(self) -> None:
-        pause: float | None = None
         while not self._closing:
-            with self._lock:
-                workers = list(self._workers)
-                deadlines = [w.task.deadline for w in workers if w.task and w.task.deadline is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            if pause is not None:
-                timeout = pause if timeout is None else min(timeout, pause)
-            handles: list[Any] = [self._wake_r] + [worker.conn for worker in workers]
-            ready = wait(handles, timeout)
+            ready = wait(self.loop_handles(), self.loop_timeout())
             if self._closing:
                 return
-            if self._wake_r in ready:
-                while self._wake_r.poll():
-                    self._wake_r.recv_bytes()
-            for worker in workers:
-                if worker.conn in ready and not self._read(worker):
-                    self._replace(worker)
-            self._enforce_timeouts()
-            pause = self._loop_step()
+            self.serve(ready)
+
+    def loop_handles(self) -> list[Any]:
+        """What the loop waits on: the wake-up pipe and every worker's connection."""
+        with self._lock:
+            return [self._wake_r, *(worker.conn for worker in self._workers)]
+
+    def loop_timeout(self) -> float | None:
+        """The most seconds the loop may wait: until the nearest deadline, or None for no limit."""
+        with self._lock:
+            deadlines = [w.task.deadline for w in self._workers if w.task and w.task.deadline is not None]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        if self._pause is not None:
+            timeout = self._pause if timeout is None else min(timeout, self._pause)
+        return timeout
+
+    def serve(self, ready: Collection[Any]) -> None:
+        """One pass of the loop: take what the `ready` handles (of those waited on) brought, kill
+        what ran past its deadline."""
+        if self._wake_r in ready:
+            while self._wake_r.poll():
+                self._wake_r.recv_bytes()
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            if worker.conn in ready and not self._read(worker):
+                self._replace(worker)
+        self._enforce_timeouts()
+        self._pause = self._loop_step()
 
     def _loop_step(self) -> float | None:
-        """Run at the end of every loop pass, on the loop thread (a hook).
+        """Run at the end of every loop pass, on the loop's thread (a hook).
 
         Workers started here outlive the call: PR_SET_PDEATHSIG kills a worker when
-        the *thread* that started it ends, and this thread lasts until shutdown.
+        the *thread* that started it ends, and the loop's thread lasts until shutdown.
         Return the most seconds to wait before the next pass, or None for no limit.
         """
         return None

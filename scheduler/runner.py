@@ -1,7 +1,7 @@
 """The dispatch loop of one run: event-driven, committed in batches, crash-safe.
 
 Ready nodes are resolved against the cache or sent to their executor within its
-capacity; results arrive on one inbox queue. Each loop step writes everything it
+capacity; results arrive in one inbox. Each loop step writes everything it
 learned in one transaction, and only then dispatches what became ready, so a
 success is always committed before anything downstream of it starts.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import queue
 import random
 import signal
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from executors.base import Event, Executor, TaskResult
+from executors.base import Drivable, Event, Executor, TaskResult
 from flowlib import serializers
 from flowlib.dag import DAG
 from flowlib.hashing import node_key
@@ -32,6 +31,7 @@ from scheduler import repository as repo
 from scheduler.batch import Batch
 from scheduler.blobs import Blobs
 from scheduler.capacity import Capacity
+from scheduler.inbox import Inbox
 from scheduler.recorder import Recorder
 from scheduler.tasks import Fingerprints, NodeState, input_spec, task_spec
 
@@ -76,7 +76,11 @@ class RunScheduler:
         self.blobs.engine = engine
         self.states: dict[str, NodeState] = {}
         self.users: dict[str, list[str]] = {}
-        self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # put() is safe in a signal handler
+        self.inbox = Inbox()
+        # executors whose loop runs on this thread, in _wait: their results come without a thread hop
+        self.driven = [e for e in executors.values() if isinstance(e, Drivable)]
+        for executor in self.driven:
+            executor.drive_here()
         self.ready: deque[str] = deque()
         self.capacity = Capacity(executors)
         # per executor, FIFO: a node that does not fit yet holds back the ones behind it
@@ -150,6 +154,7 @@ class RunScheduler:
                 signal.signal(signal.SIGINT, previous)
             gc.unfreeze()
             self.batch.stop()
+            self.inbox.close()
             # the newest small artifacts (the outputs among them) stay for reading the result
             self.blobs.shrink(KEEP_AFTER_RUN)
         return self._finish()
@@ -164,12 +169,14 @@ class RunScheduler:
         if self.batch:
             deadlines.append(self._flushed_at + FLUSH_EVERY_S)
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        try:
-            messages = [self.inbox.get(timeout=timeout)]
-        except queue.Empty:
-            messages = []
-        while not self.inbox.empty():
-            messages.append(self.inbox.get())
+        for executor in self.driven:
+            wanted = executor.loop_timeout()
+            if wanted is not None:
+                timeout = wanted if timeout is None else min(timeout, wanted)
+        ready = self.inbox.wait(timeout, [handle for e in self.driven for handle in e.loop_handles()])
+        for executor in self.driven:
+            executor.serve(ready)
+        messages = self.inbox.take()
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, name = heapq.heappop(self.timers)

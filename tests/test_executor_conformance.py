@@ -7,16 +7,20 @@ Adding an executor? Add it to EXECUTORS.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import wait
+from multiprocessing import connection
 
 import pytest
 
-from executors.base import Event, Executor, OperatorRef, TaskSpec
+from executors.base import Drivable, Event, Executor, OperatorRef, TaskSpec
 from executors.registry import executor_class
 from flowlib.resources import Resources
 
 EXECUTORS = {"inline": {}, "local": {"workers": 2}, "gpu": {"workers": 2, "devices": [0, 1]}}
+# the same executors with their loop run by a caller's thread, as the scheduler runs it
+DRIVEN = ["local", "gpu"]
 
 PIPELINE = """
 import time
@@ -39,14 +43,31 @@ def sleepy(x: int) -> int:
 """
 
 
-@pytest.fixture(params=list(EXECUTORS))
+@pytest.fixture(params=[*EXECUTORS, *(f"{name} driven" for name in DRIVEN)])
 def executor(request, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the gpu executor's lock files
     monkeypatch.delenv("FLOW_GPUS", raising=False)
-    instance: Executor = executor_class(request.param)()
-    instance.start(EXECUTORS[request.param])
+    name, _, driven = request.param.partition(" ")
+    instance: Executor = executor_class(name)()
+    instance.start(EXECUTORS[name])
+    stop = threading.Event()
+    driver = threading.Thread(target=drive, args=(instance, stop), daemon=True)
+    if driven:
+        assert isinstance(instance, Drivable)
+        instance.drive_here()
+        driver.start()
     yield instance
+    stop.set()
+    if driven:
+        driver.join(timeout=10)
     instance.shutdown()
+
+
+def drive(executor: Drivable, stop: threading.Event) -> None:
+    """Run an executor's loop on this thread, as the scheduler does between its steps."""
+    while not stop.is_set():
+        limit = executor.loop_timeout()
+        executor.serve(connection.wait(executor.loop_handles(), 0.1 if limit is None else min(limit, 0.1)))
 
 
 def spec(tmp_path, qualname: str, x: int, **extra) -> TaskSpec:  # type: ignore[no-untyped-def]
@@ -104,3 +125,14 @@ def test_cancel_and_timeout_stop_a_running_task(executor, tmp_path):
     timed = executor.submit(spec(tmp_path, "sleepy", 2, timeout=1.0), lambda _: None).result(timeout=20)
     assert timed.error["type"] == "Timeout"
     assert time.monotonic() - started < 20
+
+
+def test_a_driven_loop_cannot_also_get_a_thread(tmp_path):
+    instance = executor_class("local")()
+    instance.start({"workers": 1})
+    try:
+        instance.submit(spec(tmp_path, "double", 1), lambda _: None).result(timeout=60)
+        with pytest.raises(RuntimeError, match="own thread"):
+            instance.drive_here()
+    finally:
+        instance.shutdown()
