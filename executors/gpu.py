@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -236,9 +236,26 @@ class GpuExecutor(LocalExecutor):
         return super()._spawn({"CUDA_VISIBLE_DEVICES": "", **(env or {})}, pass_fds)
 
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
-        count = gpus_needed(task)
-        if count == 0:
+        if gpus_needed(task) == 0:
             return super().submit(task, on_event)
+        return self._submit_gpu(task, on_event, held=False)
+
+    def submit_held(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
+        if gpus_needed(task) == 0:
+            return super().submit_held(task, on_event)
+        return self._submit_gpu(task, on_event, held=True)  # waits unstarted: see _start_waiting_locked
+
+    def release(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            waiting = [task for task in self._waiting if task.spec.task_id in task_ids]
+            for task in waiting:
+                task.held = False
+        if waiting:
+            self._wake()  # the loop starts them
+        super().release(task_ids)
+
+    def _submit_gpu(self, task: TaskSpec, on_event: EventSink, *, held: bool) -> Future[TaskResult]:
+        count = gpus_needed(task)
         future: Future[TaskResult] = Future()
         if count > len(self.devices):
             future.set_result(
@@ -251,7 +268,7 @@ class GpuExecutor(LocalExecutor):
             return future
         with self._lock:
             self._ensure_loop_locked()
-            self._waiting.append(_Task(task, on_event, future, 0.0 if task.timeout else None))
+            self._waiting.append(_Task(task, on_event, future, 0.0 if task.timeout else None, held=held))
         self._wake()  # the loop starts it: see _loop_step
         return future
 
@@ -293,6 +310,8 @@ class GpuExecutor(LocalExecutor):
         for task in list(self._waiting):
             if self._closing:
                 return False
+            if task.held:
+                continue
             count = gpus_needed(task.spec)
             try:
                 devices = self._locks.acquire(count, task.spec.node)

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.worker import HOST, dumps
+from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import Resources, per_attempt
 
 
@@ -37,6 +37,7 @@ class _Task:
     deadline: float | None = None
     started: float = field(default_factory=time.time)
     cpus: float = 0.0  # what it holds of the pool while it runs
+    held: bool = False  # handed over ahead of its start: it starts once released
 
 
 @dataclass
@@ -191,15 +192,37 @@ class LocalExecutor(Executor):
 
     # -- tasks --------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
-        future: Future[TaskResult] = Future()
-        deadline = time.monotonic() + task.timeout if task.timeout else None
+        return self._submit(_Task(task, on_event, Future(), 0.0 if task.timeout else None))
+
+    def submit_held(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
+        """Like `submit`, but the task starts only once `release`d. A worker may take it meanwhile
+        and load it and its inputs: the scheduler hands tasks over before the commit they wait for."""
+        return self._submit(_Task(task, on_event, Future(), 0.0 if task.timeout else None, held=True))
+
+    def release(self, task_ids: Collection[str]) -> None:
+        """Let held tasks start (a deadline counts from here)."""
+        timed = False
+        with self._lock:
+            for task in self._queue:
+                if task.spec.task_id in task_ids:
+                    task.held = False
+            for worker in self._workers:
+                task = worker.task
+                if task is not None and task.held and task.spec.task_id in task_ids:
+                    task.held = False
+                    self._start_locked(worker, task, RELEASE)
+                    timed = timed or task.deadline is not None
+        if timed:
+            self._wake()  # the loop's wait must learn the new deadlines
+
+    def _submit(self, task: _Task) -> Future[TaskResult]:
         with self._lock:
             self._ensure_loop_locked()
-            self._queue.append(_Task(task, on_event, future, deadline))
+            self._queue.append(task)
             self._dispatch_locked()
-        if deadline is not None:
+        if task.deadline is not None:
             self._wake()  # the loop's wait must learn the new deadline
-        return future
+        return task.future
 
     def cancel(self, task_id: str) -> None:
         with self._lock:
@@ -229,15 +252,20 @@ class LocalExecutor(Executor):
                 self._queue.popleft()
                 task.cpus = need
                 self._busy += need
-                task.started = time.time()
-                if task.deadline is not None:
-                    task.deadline = time.monotonic() + task.spec.timeout
                 worker.task = task
-                try:
-                    worker.conn.send_bytes(dumps(task.spec))
-                except (OSError, ValueError):
-                    worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
-                    worker.kill()
+                self._start_locked(worker, task, dumps(("held", task.spec) if task.held else task.spec))
+
+    def _start_locked(self, worker: _Worker, task: _Task, message: bytes) -> None:
+        """Send a worker its task, or the release of the one it holds; a held task's clock waits."""
+        if not task.held:
+            task.started = time.time()
+            if task.deadline is not None:
+                task.deadline = time.monotonic() + (task.spec.timeout or 0)
+        try:
+            worker.conn.send_bytes(message)
+        except (OSError, ValueError):
+            worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
+            worker.kill()
 
     def _grow_locked(self) -> None:
         """Start another pool worker while tasks wait and none is idle, up to the pool's size."""
@@ -273,7 +301,9 @@ class LocalExecutor(Executor):
     def loop_timeout(self) -> float | None:
         """The most seconds the loop may wait: until the nearest deadline, or None for no limit."""
         with self._lock:
-            deadlines = [w.task.deadline for w in self._workers if w.task and w.task.deadline is not None]
+            deadlines = [
+                w.task.deadline for w in self._workers if w.task and w.task.deadline and not w.task.held
+            ]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         if self._pause is not None:
             timeout = self._pause if timeout is None else min(timeout, self._pause)
@@ -374,7 +404,13 @@ class LocalExecutor(Executor):
         with self._lock:
             for worker in self._workers:
                 task = worker.task
-                if task and task.deadline is not None and now >= task.deadline and worker.kill_reason is None:
+                if (
+                    task
+                    and task.deadline
+                    and not task.held
+                    and now >= task.deadline
+                    and not worker.kill_reason
+                ):
                     worker.kill_reason = (
                         "Timeout",
                         f"timed out after {task.spec.timeout:g} s and was killed",

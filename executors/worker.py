@@ -38,6 +38,7 @@ def store_for(spec: TaskSpec) -> Any:
 
 
 _operators: dict[Any, Any] = {}
+RELEASE = b"release"  # what lets a held task start (see LocalExecutor.submit_held)
 
 
 def dumps(obj: Any) -> bytes:
@@ -163,12 +164,18 @@ def execute(
     rank: int = 0,
     world_size: int = 1,
     in_group: bool = False,
+    released: Callable[[], None] | None = None,
 ) -> TaskResult:
-    """Run one attempt and return its TaskResult; user errors are results, not exceptions."""
+    """Run one attempt and return its TaskResult; user errors are results, not exceptions.
+
+    A held task gets `released`, which returns once the task may start: the attempt loads its
+    operator and inputs first, then waits for it."""
     from flowlib import context, typecheck
     from flowlib.errors import OperatorReturnTypeError
 
     if spec.distributed is not None and not in_group:
+        if released is not None:
+            released()
         from executors.distributed import run_group
 
         result = run_group(spec, emit)
@@ -209,6 +216,9 @@ def execute(
             kwargs = {param: load_input(store, value) for param, value in spec.inputs.items()}
             if capture == "fd":  # a worker process, not the scheduler's own (inline)
                 fit_threads(spec.resources.cpus)
+            if released is not None:
+                released()
+                result.started_at = time.time()
             value = op.fn(**kwargs)
             if not typecheck.is_instance(value, op.return_type):
                 raise OperatorReturnTypeError(
@@ -280,6 +290,21 @@ def die_with_parent(*, group: bool = False) -> None:
     threading.Thread(target=watch, daemon=True, name="flowlib-parent-watch").start()
 
 
+class _Release:
+    """Waits, once, for the release of a held task (RELEASE: nothing else comes while one is held)."""
+
+    def __init__(self, conn: Any, held: bool) -> None:
+        self.conn, self.pending = conn, held
+
+    def __call__(self) -> None:
+        if self.pending:
+            self.pending = False
+            try:
+                self.conn.recv_bytes()
+            except (EOFError, OSError):
+                os._exit(0)  # the pool shut down (or its scheduler died) before the task started
+
+
 def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ()) -> None:
     """Loop of a warm worker process: receive pickled specs, send events and results back.
 
@@ -298,12 +323,16 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        spec: TaskSpec = pickle.loads(message)
+        task = pickle.loads(message)
+        held = isinstance(task, tuple)  # ("held", spec): it starts once released
+        spec: TaskSpec = task[1] if held else task
 
         def emit(kind: str, data: dict[str, Any], _spec: TaskSpec = spec) -> None:
             conn.send_bytes(dumps(("event", _spec.task_id, kind, data)))
 
-        result = execute(spec, emit)
+        release = _Release(conn, held)
+        result = execute(spec, emit, released=release if held else None)
+        release()  # one that failed before its start (a missing input) still waits: the release comes
         try:
             payload = dumps(("result", result))
         except Exception as exc:

@@ -3,7 +3,9 @@
 Ready nodes are resolved against the cache or sent to their executor within its
 capacity; results arrive in one inbox. Each loop step writes everything it
 learned in one transaction, and only then dispatches what became ready, so a
-success is always committed before anything downstream of it starts.
+success is always committed before anything downstream of it starts. Executors
+that can hold a task get it just before that commit, to load it and its inputs
+meanwhile, and start it once released, after the commit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from executors.base import Drivable, Event, Executor, TaskResult
+from executors.base import Drivable, Event, Executor, Holding, TaskResult
 from flowlib import serializers
 from flowlib.dag import DAG
 from flowlib.hashing import node_key
@@ -134,7 +136,10 @@ class RunScheduler:
                     or time.monotonic() - self._flushed_at >= FLUSH_EVERY_S
                     or not self.running
                 ):
-                    self._flush()  # before any dispatch that depends on a completion
+                    held = self._dispatch(held=True) if not self.stopping else {}
+                    self._flush()  # before any start that depends on a completion
+                    for name, task_ids in held.items():
+                        self.executors[name].release(task_ids)  # type: ignore[attr-defined]
                 if not self.stopping:
                     self._dispatch()
                 if (
@@ -315,11 +320,16 @@ class RunScheduler:
     def _enqueue(self, state: NodeState) -> None:
         self.dispatchable[state.executor].append(state.node.name)  # type: ignore[index]
 
-    def _dispatch(self) -> None:
-        for waiting in self.dispatchable.values():
+    def _dispatch(self, *, held: bool = False) -> dict[str, list[str]]:
+        """Submit what fits; with `held`, only to executors that can hold tasks, and return the
+        task ids submitted by executor (they start once released)."""
+        submitted: dict[str, list[str]] = {}
+        for executor, waiting in self.dispatchable.items():
+            if held and not isinstance(self.executors[executor], Holding):
+                continue
             while waiting:
                 if self.max_parallel and len(self.running) >= self.max_parallel:
-                    return
+                    return submitted
                 state = self.states[waiting[0]]
                 if state.status not in ("queued", "pending"):
                     waiting.popleft()
@@ -327,9 +337,10 @@ class RunScheduler:
                 if not self.capacity.fits(state.executor, state.node.operator):  # type: ignore[arg-type]
                     break
                 waiting.popleft()
-                self._submit(state)
+                submitted.setdefault(executor, []).append(self._submit(state, held=held))
+        return submitted
 
-    def _submit(self, state: NodeState) -> None:
+    def _submit(self, state: NodeState, *, held: bool = False) -> str:
         node = state.node
         state.attempts += 1
         self._tasks_submitted += 1
@@ -360,8 +371,10 @@ class RunScheduler:
         def on_event(event: Event, _name: str = node.name, _attempt: int = state.attempts) -> None:
             self.inbox.put(("event", _name, (event, _attempt)))
 
-        future = self.executors[state.executor].submit(spec, on_event)  # type: ignore[index]
+        executor: Any = self.executors[state.executor]  # type: ignore[index]
+        future = executor.submit_held(spec, on_event) if held else executor.submit(spec, on_event)
         future.add_done_callback(lambda f, _id=task_id: self.inbox.put(("result", _id, f.result())))
+        return task_id
 
     # -- results --------------------------------------------------------------------------------------------
     def _on_event(self, name: str, payload: tuple[Event, int]) -> None:

@@ -14,7 +14,7 @@ from multiprocessing import connection
 
 import pytest
 
-from executors.base import Drivable, Event, Executor, OperatorRef, TaskSpec
+from executors.base import Drivable, Event, Executor, Holding, OperatorRef, TaskSpec
 from executors.registry import executor_class
 from flowlib.resources import Resources
 
@@ -35,6 +35,11 @@ def double(x: int) -> int:
 @operator
 def broken(x: int) -> int:
     raise ValueError("broken-marker")
+
+@operator
+def touch(path: str) -> int:
+    open(path, "w").close()
+    return 1
 
 @operator
 def sleepy(x: int) -> int:
@@ -80,10 +85,9 @@ def spec(tmp_path, qualname: str, x: int, **extra) -> TaskSpec:  # type: ignore[
         node=qualname,
         attempt=1,
         operator=OperatorRef(str(pipeline), "conformance_pipeline", qualname),
-        inputs={"x": {"literal": x}},
         store_url=str(tmp_path / "store"),
         fsync=False,
-        **extra,
+        **{"inputs": {"x": {"literal": x}}, **extra},
     )
 
 
@@ -136,3 +140,56 @@ def test_a_driven_loop_cannot_also_get_a_thread(tmp_path):
             instance.drive_here()
     finally:
         instance.shutdown()
+
+
+def held(executor):  # type: ignore[no-untyped-def]
+    if not isinstance(executor, Holding):
+        pytest.skip(f"{executor.name} does not hold tasks")
+    return executor
+
+
+def test_a_held_task_starts_only_once_released(executor, tmp_path):
+    executor = held(executor)
+    marker = tmp_path / "started"
+    task = spec(tmp_path, "touch", 1, inputs={"path": {"literal": str(marker)}})
+    future = executor.submit_held(task, lambda _: None)
+    time.sleep(1.5)  # long enough for a worker to take it and load it
+    assert not marker.exists() and not future.done()
+    executor.release([task.task_id])
+    result = future.result(timeout=60)
+    assert result.ok, result.error
+    assert marker.exists()
+
+
+def test_a_held_tasks_timeout_counts_from_its_release(executor, tmp_path):
+    executor = held(executor)
+    task = spec(tmp_path, "double", 4, timeout=1.0)
+    future = executor.submit_held(task, lambda _: None)
+    time.sleep(2.0)
+    assert not future.done()
+    executor.release([task.task_id])
+    assert future.result(timeout=60).ok
+
+
+def test_a_held_task_can_be_cancelled_before_its_release(executor, tmp_path):
+    executor = held(executor)
+    task = spec(tmp_path, "double", 5)
+    future = executor.submit_held(task, lambda _: None)
+    time.sleep(1.0)
+    executor.cancel(task.task_id)
+    assert future.result(timeout=20).error["type"] == "Cancelled"
+    assert executor.submit(spec(tmp_path, "double", 6), lambda _: None).result(timeout=60).ok
+
+
+def test_a_held_task_that_fails_before_its_start_reports_after_its_release(executor, tmp_path):
+    executor = held(executor)
+    missing = {"x": {"digest": "0" * 64}}  # no such artifact: loading the inputs fails
+    task = spec(tmp_path, "double", 7, inputs=missing)
+    future = executor.submit_held(task, lambda _: None)
+    time.sleep(1.5)
+    assert not future.done()
+    executor.release([task.task_id])
+    result = future.result(timeout=60)
+    assert not result.ok and result.error["type"] != "WorkerDied", result.error
+    # the worker is still in step with the pool: the next task runs normally
+    assert executor.submit(spec(tmp_path, "double", 8), lambda _: None).result(timeout=60).ok

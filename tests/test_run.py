@@ -144,6 +144,44 @@ def test_retries_count_attempts(project):
     assert logs.out.count("=== flaky (attempt") == 3
 
 
+SEES_UPSTREAM = """
+import os, sqlite3
+from flowlib import operator, workflow, current
+
+def recorded(name: str) -> str:
+    with sqlite3.connect(os.path.join(os.environ["FLOW_HOME"], "flow.db")) as db:
+        row = db.execute(
+            "SELECT status FROM nodes WHERE run_id = ? AND name = ?", (current.run_id, name)
+        ).fetchone()
+    return row[0]
+
+@operator
+def first(x: int) -> int:
+    return x + 1
+
+@operator
+def after(x: int, upstream: str) -> str:
+    return recorded(upstream)
+
+@workflow
+def seen(n: int = 5) -> list[str]:
+    x, seen = first(0), []
+    for i in range(n):
+        seen.append(after(x, "first" if i == 0 else "first-" + str(i + 1)))
+        x = first(x)
+    return seen
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "inline"])
+def test_a_node_starts_only_once_its_upstreams_success_is_committed(project, executor):
+    # a node is held by its worker while the scheduler commits, and starts after (crash safety)
+    project.write("p.py", SEES_UPSTREAM)
+    done = project.flow("run", "p.py", "--executor", executor, "--json")
+    assert done.code == 0, done
+    assert done.json()["outputs"] == ["succeeded"] * 5
+
+
 def test_the_event_log_records_every_state_change_in_order(project):
     project.write("p.py", RETRY)
     done = project.flow("run", "p.py", "--json")
