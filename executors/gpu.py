@@ -351,7 +351,7 @@ class GpuExecutor(LocalExecutor):
         self._workers.append(worker)
         self._assigned[worker.process.pid] = devices
         try:
-            worker.conn.send_bytes(cloudpickle.dumps(task.spec))
+            worker.conn.send(cloudpickle.dumps(task.spec))
         except (OSError, ValueError):
             worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
             worker.kill()

@@ -21,10 +21,11 @@ from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.channel import Channel
 from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import Resources, per_attempt
 
@@ -43,7 +44,7 @@ class _Task:
 @dataclass
 class _Worker:
     process: subprocess.Popen
-    conn: Connection
+    conn: Channel
     task: _Task | None = None
     kill_reason: tuple[str, str] | None = None
     one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
@@ -54,8 +55,7 @@ class _Worker:
     def end_input(self) -> None:
         """Tell a worker no task follows: its next receive sees EOF and it exits."""
         try:
-            with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
-                sock.shutdown(socket.SHUT_WR)
+            self.conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.kill()
 
@@ -160,7 +160,7 @@ class LocalExecutor(Executor):
             start_new_session=True,  # its own process group: a kill takes what the operator started too
         )
         theirs.close()
-        return _Worker(process, Connection(ours.detach()))
+        return _Worker(process, Channel(ours))
 
     def capacity(self) -> Resources:
         return Resources(cpus=self._size, gpus=0, memory=machine_memory())
@@ -262,7 +262,7 @@ class LocalExecutor(Executor):
             if task.deadline is not None:
                 task.deadline = time.monotonic() + (task.spec.timeout or 0)
         try:
-            worker.conn.send_bytes(message)
+            worker.conn.send(message)
         except (OSError, ValueError):
             worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
             worker.kill()
@@ -335,8 +335,8 @@ class LocalExecutor(Executor):
     def _read(self, worker: _Worker) -> bool:
         """Take what the worker sent; False when its end closed (it died)."""
         try:
-            while worker.conn.poll():
-                message = pickle.loads(worker.conn.recv_bytes())
+            for raw in worker.conn.receive_ready():
+                message = pickle.loads(raw)
                 if message[0] == "event":
                     _, task_id, kind, data = message
                     if worker.task is not None:

@@ -300,7 +300,7 @@ class _Release:
         if self.pending:
             self.pending = False
             try:
-                self.conn.recv_bytes()
+                self.conn.receive()
             except (EOFError, OSError):
                 os._exit(0)  # the pool shut down (or its scheduler died) before the task started
 
@@ -320,7 +320,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
     _preload(preload)
     while True:
         try:
-            message = conn.recv_bytes()
+            message = conn.receive()
         except (EOFError, OSError):
             return
         task = pickle.loads(message)
@@ -328,7 +328,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
         spec: TaskSpec = task[1] if held else task
 
         def emit(kind: str, data: dict[str, Any], _spec: TaskSpec = spec) -> None:
-            conn.send_bytes(dumps(("event", _spec.task_id, kind, data)))
+            conn.send(dumps(("event", _spec.task_id, kind, data)))
 
         release = _Release(conn, held)
         result = execute(spec, emit, released=release if held else None)
@@ -338,7 +338,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
         except Exception as exc:
             result = TaskResult.failure(spec.task_id, "ResultNotPicklable", str(exc))
             payload = dumps(("result", result))
-        conn.send_bytes(payload)
+        conn.send(payload)
 
 
 def _preload(pipelines: Sequence[Sequence[str]]) -> None:
@@ -357,11 +357,12 @@ def _preload(pipelines: Sequence[Sequence[str]]) -> None:
 def main() -> None:
     """`python -m executors.worker FD`: serve tasks over the inherited socket FD."""
     import json
-    from multiprocessing.connection import Connection
+
+    from executors.channel import Channel
 
     sys_path = json.loads(os.environ.pop("FLOWLIB_WORKER_SYS_PATH", "[]"))
     preload = json.loads(os.environ.pop("FLOWLIB_WORKER_PRELOAD", "[]"))  # [[module, file], ...]
-    serve(Connection(int(sys.argv[1])), sys_path, preload)
+    serve(Channel(socket.socket(fileno=int(sys.argv[1]))), sys_path, preload)
 
 
 if __name__ == "__main__":
