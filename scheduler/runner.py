@@ -83,6 +83,7 @@ class RunScheduler:
         self.driven = [e for e in executors.values() if isinstance(e, Drivable)]
         for executor in self.driven:
             executor.drive_here()
+        self.holding = {name for name, executor in executors.items() if isinstance(executor, Holding)}
         self.ready: deque[str] = deque()
         self.capacity = Capacity(executors)
         # per executor, FIFO: a node that does not fit yet holds back the ones behind it
@@ -325,7 +326,7 @@ class RunScheduler:
         task ids submitted by executor (they start once released)."""
         submitted: dict[str, list[str]] = {}
         for executor, waiting in self.dispatchable.items():
-            if held and not isinstance(self.executors[executor], Holding):
+            if held and executor not in self.holding:
                 continue
             while waiting:
                 if self.max_parallel and len(self.running) >= self.max_parallel:
