@@ -4,6 +4,7 @@ the scheduler's loop waits, on them and on the loops of the executors it drives.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import wait
@@ -27,24 +28,39 @@ class Inbox:
             except BlockingIOError:
                 pass  # the pipe is full of wake-ups already
 
-    def wait(self, timeout: float | None, handles: Sequence[Any] = ()) -> list[Any]:
+    def wait(self, timeout: float | None, handles: Sequence[Any] = (), spin: float = 0.0) -> list[Any]:
         """Wait until a message is queued, one of `handles` is ready or `timeout` seconds pass;
-        return the ready handles."""
+        return the ready handles. With `spin`, poll for that many seconds before sleeping."""
         self._sleeping = True
         try:
-            if self._messages:
-                return []
-            ready = wait([self._wake_r, *handles], timeout)
+            waited = [self._wake_r, *handles]
+            if spin:
+                ready = self._spin(waited, min(spin, timeout) if timeout is not None else spin)
+                if timeout is not None:
+                    timeout = max(0.0, timeout - spin)
+            else:
+                ready = []
+            if not ready and not self._messages:
+                ready = wait(waited, timeout)
         finally:
             self._sleeping = False
-        if self._wake_r in ready:
+        if self._wake_r in ready or self._messages:  # a put while we slept may have written
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
-            ready.remove(self._wake_r)
-        return ready
+        return [handle for handle in ready if handle != self._wake_r]
+
+    def _spin(self, waited: list[Any], seconds: float) -> list[Any]:
+        # A process that sleeps for a moment wakes up slowly on a virtual machine (its CPU
+        # halts, then runs cold): a chain of quick nodes ran a sixth faster with this.
+        end = time.perf_counter() + seconds
+        while not self._messages:
+            ready = wait(waited, 0)
+            if ready or time.perf_counter() >= end:
+                return ready
+        return []
 
     def take(self) -> list[tuple]:
         """Every message queued so far, oldest first."""

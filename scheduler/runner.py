@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import os
 import random
 import signal
 import threading
@@ -40,6 +41,8 @@ from scheduler.tasks import Fingerprints, NodeState, input_spec, task_spec
 HEARTBEAT_S = 2.0
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
 FLUSH_EVERY_S = 0.5  # the longest a completion waits for its commit when nothing forces one
+SPIN_S = 0.002  # how long the scheduler polls for a result before it sleeps (see Inbox.wait)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 Progress = Callable[[str, str, dict[str, int]], None]
 
 
@@ -179,7 +182,9 @@ class RunScheduler:
             wanted = executor.loop_timeout()
             if wanted is not None:
                 timeout = wanted if timeout is None else min(timeout, wanted)
-        ready = self.inbox.wait(timeout, [handle for e in self.driven for handle in e.loop_handles()])
+        # spin only where a core is left over: then the scheduler, not a worker, is what waits
+        spin = SPIN_S if self.driven and 0 < len(self.running) < CORES else 0.0
+        ready = self.inbox.wait(timeout, [handle for e in self.driven for handle in e.loop_handles()], spin)
         for executor in self.driven:
             executor.serve(ready)
         messages = self.inbox.take()

@@ -54,3 +54,18 @@ def test_a_signal_handler_putting_a_message_wakes_the_wait():
     finally:
         signal.signal(signal.SIGUSR1, previous)
         inbox.close()
+
+
+def test_spinning_sees_a_ready_handle_a_message_and_the_timeout():
+    inbox = Inbox()
+    ours, theirs = socket.socketpair()
+    threading.Timer(0.05, theirs.send, args=(b"x",)).start()
+    assert inbox.wait(30, [ours], spin=5.0) == [ours]  # seen while spinning, long before 30 s
+    threading.Timer(0.05, inbox.put, args=(("result", 2),)).start()
+    assert inbox.wait(30, [], spin=5.0) == [] and inbox.take() == [("result", 2)]
+    started = time.monotonic()
+    assert inbox.wait(0.3, [], spin=0.1) == []  # spins 0.1 s, then sleeps the rest
+    assert 0.29 <= time.monotonic() - started < 10
+    inbox.close()
+    ours.close()
+    theirs.close()
