@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from typing import Any
 
@@ -46,4 +48,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    # The interpreter's last garbage collections at exit walked every object SQLAlchemy and a
+    # run had made: ~0.1 s of each command. Frozen, they are left to the end of the process.
+    atexit.register(gc.freeze)
     sys.exit(cli.main(standalone_mode=True))
