@@ -64,10 +64,11 @@ class WalCheckpointer:
             self._thread.start()
         self._due.set()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """No checkpoint starts after this; with `wait`, return once a running one is done."""
         self._stopping.set()
         self._due.set()
-        if self._thread is not None:
+        if self._thread is not None and wait:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:

@@ -91,7 +91,10 @@ def test_no_thread_until_a_commit_and_none_for_a_memory_database(tmp_path) -> No
     batch.event(None, "note", {})
     batch.flush()
     assert checkpointers() == before + 1
-    batch.stop()
+    batch.stop()  # the thread ends by itself, without the run waiting for it
+    deadline = time.monotonic() + 10
+    while checkpointers() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert checkpointers() == before
     for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"):
         assert not walcheckpoint.wanted(create_engine(url, poolclass=NullPool))
