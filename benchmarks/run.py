@@ -26,12 +26,14 @@ from benchmarks.shapes import PIPELINES
 REPO = Path(__file__).resolve().parents[1]
 FLOW = str(Path(sys.executable).with_name("flow"))
 
-# Runs `flow` in this interpreter and reports the scheduler's peak RSS (MiB) on stderr's last line.
+# Runs `flow` (its console-script entry point) and reports the scheduler's peak RSS (MiB) on
+# stderr's last line.
 _MEASURED_FLOW = """
 import resource, sys
-from flowlib.cli.main import cli
+from flowlib.cli.main import main
+sys.argv = ["flow", *sys.argv[1:]]
 try:
-    cli.main(args=sys.argv[1:], prog_name="flow", standalone_mode=False)
+    main()
 finally:
     print("PEAK_RSS_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
 """
