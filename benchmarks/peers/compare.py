@@ -57,7 +57,7 @@ def compare(
     executors = sorted({executor for (_, _, executor) in flowlib_per_node})
     print(f"--- peers (benchmarks/peers), median of {repeat} ---")
     print(
-        f"{'peer':<13} {'version':<9} {'shape':<8} {'nodes':>6} {'wall s':>8} {'ms/node':>8} "
+        f"{'peer':<17} {'version':<9} {'shape':<8} {'nodes':>6} {'wall s':>8} {'ms/node':>8} "
         f"{'RSS MB':>7} {'setup s':>7}" + "".join(f" {'x ' + e:>8}" for e in executors),
         flush=True,
     )
@@ -72,7 +72,7 @@ def compare(
                 except PeerError as exc:
                     cell = {"peer": peer, "shape": shape, "n": n, "error": exc.reason}
                     what = f"timed out (> {timeout_s:g} s a run)" if exc.timed_out else "failed"
-                    print(f"{peer:<13} {'':<9} {shape:<8} {n:>6} {what}", flush=True)
+                    print(f"{peer:<17} {'':<9} {shape:<8} {n:>6} {what}", flush=True)
                     if not exc.timed_out:
                         print(exc, file=sys.stderr)
                     results.append(cell)
@@ -82,7 +82,7 @@ def compare(
                     ours = flowlib_per_node.get((shape, n, executor))
                     ratios.append(cell["per_node_ms"] / ours if ours else None)
                 print(
-                    f"{peer:<13} {cell['version']:<9} {shape:<8} {n:>6} {_fmt(cell['wall_s'], 8, 2)} "
+                    f"{peer:<17} {cell['version']:<9} {shape:<8} {n:>6} {_fmt(cell['wall_s'], 8, 2)} "
                     f"{_fmt(cell['per_node_ms'], 8, 3)} {_fmt(cell['peak_rss_mb'], 7, 0)} "
                     f"{_fmt(cell.get('setup_s'), 7, 2)}" + "".join(f" {_fmt(r, 8, 1)}" for r in ratios),
                     flush=True,

@@ -1,5 +1,9 @@
 """Prefect 3: the no-op fan-out and chain as @task / @flow, against a private SQLite server.
 
+Variant `threads` (Prefect's default): the fan-out's tasks go to the ThreadPoolTaskRunner and
+the chain's run in the flow's thread, like flowlib's `inline`. Variant `processes`: every task
+goes to a 2-worker ProcessPoolTaskRunner, like flowlib's `local` pool of worker processes.
+
 Prefect needs an API server; with no PREFECT_API_URL it starts its own "ephemeral"
 one in a subprocess on 127.0.0.1, backed here by a fresh SQLite file in a temp
 PREFECT_HOME. Starting it (and migrating its database) is setup_s, outside wall_s.
@@ -46,7 +50,7 @@ def _count_task_runs(db: str) -> int:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], variants=("threads", "processes"))
     with tempfile.TemporaryDirectory(prefix="peer-prefect-") as home:
         _configure(home)
         import prefect
@@ -55,6 +59,10 @@ def main() -> None:
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
         from prefect.server.api.server import SubprocessASGIServer
+        from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+        processes = args.variant == "processes"
+        runner = ProcessPoolTaskRunner(max_workers=2) if processes else ThreadPoolTaskRunner()
 
         @task
         def noop(i: int) -> int:
@@ -68,16 +76,16 @@ def main() -> None:
         def step(value: int) -> int:
             return value + 1
 
-        @flow
+        @flow(task_runner=runner)
         def fan_out(n: int) -> int:
             futures = [noop.submit(i) for i in range(n)]
-            return gather(futures)
+            return gather.submit(futures).result() if processes else gather(futures)
 
-        @flow
+        @flow(task_runner=runner)
         def chain(n: int) -> int:
             value = 0
             for _ in range(n):
-                value = step(value)
+                value = step.submit(value).result() if processes else step(value)
             return value
 
         def start_server() -> None:
@@ -103,7 +111,7 @@ def main() -> None:
         persisted_s = time.perf_counter() - started
         SubprocessASGIServer().stop()
         report(
-            "prefect",
+            "prefect" if not processes else "prefect-processes",
             args.shape,
             args.n,
             result,
