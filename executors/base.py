@@ -97,6 +97,9 @@ class Executor(ABC):
     # queues them and keeps to its capacity itself sets this, so its workers never idle
     # while the scheduler commits a step.
     prefetch: int = 0
+    # True for an executor that runs a task inside submit() (inline): while it does, nothing
+    # else runs on the scheduler's thread, so no other executor's loop may depend on that thread.
+    runs_in_submit: ClassVar[bool] = False
 
     @abstractmethod
     def start(self, settings: Mapping[str, Any]) -> None:

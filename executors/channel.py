@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 _HEADER = struct.Struct("!Q")
 _CHUNK = 1 << 16
@@ -18,6 +19,7 @@ _CHUNK = 1 << 16
 class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._sending = threading.Lock()  # an operator's own threads may emit events too
         self._buffer = bytearray()
         self._closed = False  # the other end closed; whole messages may still be buffered
 
@@ -26,11 +28,12 @@ class Channel:
 
     def send(self, payload: bytes) -> None:
         header = _HEADER.pack(len(payload))
-        if len(payload) < _CHUNK:
-            self.sock.sendall(header + payload)  # one write for the usual small message
-        else:
-            self.sock.sendall(header)
-            self.sock.sendall(payload)
+        with self._sending:
+            if len(payload) < _CHUNK:
+                self.sock.sendall(header + payload)  # one write for the usual small message
+            else:
+                self.sock.sendall(header)
+                self.sock.sendall(payload)
 
     def receive(self) -> bytes:
         """The next message, waiting for it; EOFError once the other end has closed."""

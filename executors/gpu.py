@@ -28,7 +28,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
@@ -246,6 +245,7 @@ class GpuExecutor(LocalExecutor):
         return self._submit_gpu(task, on_event, held=True)  # waits unstarted: see _start_waiting_locked
 
     def release(self, task_ids: Collection[str]) -> None:
+        task_ids = set(task_ids)
         with self._lock:
             waiting = [task for task in self._waiting if task.spec.task_id in task_ids]
             for task in waiting:
@@ -256,21 +256,21 @@ class GpuExecutor(LocalExecutor):
 
     def _submit_gpu(self, task: TaskSpec, on_event: EventSink, *, held: bool) -> Future[TaskResult]:
         count = gpus_needed(task)
-        future: Future[TaskResult] = Future()
+        job = _Task.of(task, on_event, held=held)
         if count > len(self.devices):
-            future.set_result(
+            job.future.set_result(
                 TaskResult.failure(
                     task.task_id,
                     "ResourceError",
                     f"node '{task.node}' asks for {count} GPUs; executor 'gpu' has {len(self.devices)} ({self.source})",
                 )
             )
-            return future
+            return job.future
         with self._lock:
             self._ensure_loop_locked()
-            self._waiting.append(_Task(task, on_event, future, 0.0 if task.timeout else None, held=held))
+            self._waiting.append(job)
         self._wake()  # the loop starts it: see _loop_step
-        return future
+        return job.future
 
     def cancel(self, task_id: str) -> None:
         with self._lock:
@@ -298,7 +298,7 @@ class GpuExecutor(LocalExecutor):
                     TaskResult.failure(task.spec.task_id, "Cancelled", "the executor shut down")
                 )
 
-    # -- on the loop thread -------------------------------------------------------------------
+    # -- on the loop's thread (its own, or the scheduler's that drives it) ---------------------
     def _loop_step(self) -> float | None:
         with self._lock:
             held_elsewhere = self._start_waiting_locked()
@@ -344,17 +344,10 @@ class GpuExecutor(LocalExecutor):
             )
             return
         worker.one_shot = True
-        task.started = time.time()
-        if task.deadline is not None:
-            task.deadline = time.monotonic() + (task.spec.timeout or 0)
         worker.task = task
         self._workers.append(worker)
         self._assigned[worker.process.pid] = devices
-        try:
-            worker.conn.send(cloudpickle.dumps(task.spec))
-        except (OSError, ValueError):
-            worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
-            worker.kill()
+        self._start_locked(worker, task, cloudpickle.dumps(task.spec))
 
     def _retired_locked(self, worker: _Worker) -> None:
         self._locks.release(self._assigned.pop(worker.process.pid, []))

@@ -18,6 +18,7 @@ class InlineExecutor(Executor):
 
     name = "inline"
     prefetch = 64  # tasks finish inside submit(): hand over a batch per scheduling step
+    runs_in_submit = True
 
     def start(self, settings: Mapping[str, Any]) -> None:
         self._cpus = os.cpu_count() or 1

@@ -40,6 +40,11 @@ class _Task:
     cpus: float = 0.0  # what it holds of the pool while it runs
     held: bool = False  # handed over ahead of its start: it starts once released
 
+    @classmethod
+    def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> _Task:
+        # a deadline is set when the task starts; 0.0 until then marks that it will have one
+        return cls(spec, on_event, Future(), 0.0 if spec.timeout else None, held=held)
+
 
 @dataclass
 class _Worker:
@@ -104,6 +109,7 @@ class LocalExecutor(Executor):
         self._queue: deque[_Task] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        os.set_blocking(self._wake_w.fileno(), False)  # a full pipe already wakes the loop
         self._closing = False
         self._thread: threading.Thread | None = None
         self._driven = False
@@ -192,15 +198,16 @@ class LocalExecutor(Executor):
 
     # -- tasks --------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
-        return self._submit(_Task(task, on_event, Future(), 0.0 if task.timeout else None))
+        return self._submit(_Task.of(task, on_event))
 
     def submit_held(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
         """Like `submit`, but the task starts only once `release`d. A worker may take it meanwhile
         and load it and its inputs: the scheduler hands tasks over before the commit they wait for."""
-        return self._submit(_Task(task, on_event, Future(), 0.0 if task.timeout else None, held=True))
+        return self._submit(_Task.of(task, on_event, held=True))
 
     def release(self, task_ids: Collection[str]) -> None:
         """Let held tasks start (a deadline counts from here)."""
+        task_ids = set(task_ids)
         timed = False
         with self._lock:
             for task in self._queue:
@@ -213,7 +220,7 @@ class LocalExecutor(Executor):
                     self._start_locked(worker, task, RELEASE)
                     timed = timed or task.deadline is not None
         if timed:
-            self._wake()  # the loop's wait must learn the new deadlines
+            self._wake()  # the loop's thread must learn the new deadlines
 
     def _submit(self, task: _Task) -> Future[TaskResult]:
         with self._lock:
@@ -221,7 +228,7 @@ class LocalExecutor(Executor):
             self._queue.append(task)
             self._dispatch_locked()
         if task.deadline is not None:
-            self._wake()  # the loop's wait must learn the new deadline
+            self._wake()  # the loop's thread must learn the deadline of a task that started
         return task.future
 
     def cancel(self, task_id: str) -> None:
@@ -264,7 +271,7 @@ class LocalExecutor(Executor):
         try:
             worker.conn.send(message)
         except (OSError, ValueError):
-            worker.kill_reason = ("WorkerDied", "could not send the task to the worker process")
+            worker.kill_reason = worker.kill_reason or ("WorkerDied", "could not send the task to the worker")
             worker.kill()
 
     def _grow_locked(self) -> None:
@@ -302,7 +309,9 @@ class LocalExecutor(Executor):
         """The most seconds the loop may wait: until the nearest deadline, or None for no limit."""
         with self._lock:
             deadlines = [
-                w.task.deadline for w in self._workers if w.task and w.task.deadline and not w.task.held
+                w.task.deadline
+                for w in self._workers
+                if w.task and w.task.deadline is not None and not w.task.held
             ]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         if self._pause is not None:
@@ -406,10 +415,10 @@ class LocalExecutor(Executor):
                 task = worker.task
                 if (
                     task
-                    and task.deadline
+                    and task.deadline is not None
                     and not task.held
                     and now >= task.deadline
-                    and not worker.kill_reason
+                    and worker.kill_reason is None
                 ):
                     worker.kill_reason = (
                         "Timeout",

@@ -300,9 +300,11 @@ class _Release:
         if self.pending:
             self.pending = False
             try:
-                self.conn.receive()
+                message = self.conn.receive()
             except (EOFError, OSError):
                 os._exit(0)  # the pool shut down (or its scheduler died) before the task started
+            if message != RELEASE:
+                raise RuntimeError(f"a held task got {message[:40]!r} instead of its release")
 
 
 def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ()) -> None:

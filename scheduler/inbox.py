@@ -25,8 +25,8 @@ class Inbox:
         if self._sleeping:  # set before the waiter last looked at the queue: it must wake
             try:
                 os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # the pipe is full of wake-ups already
+            except OSError:
+                pass  # the pipe is full of wake-ups already, or the run is over
 
     def wait(self, timeout: float | None, handles: Sequence[Any] = (), spin: float = 0.0) -> list[Any]:
         """Wait until a message is queued, one of `handles` is ready or `timeout` seconds pass;
@@ -34,14 +34,11 @@ class Inbox:
         self._sleeping = True
         try:
             waited = [self._wake_r, *handles]
-            if spin:
-                ready = self._spin(waited, min(spin, timeout) if timeout is not None else spin)
-                if timeout is not None:
-                    timeout = max(0.0, timeout - spin)
-            else:
-                ready = []
+            started = time.perf_counter()
+            ready = self._spin(waited, spin if timeout is None else min(spin, timeout))
             if not ready and not self._messages:
-                ready = wait(waited, timeout)
+                left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
+                ready = wait(waited, left)
         finally:
             self._sleeping = False
         if self._wake_r in ready or self._messages:  # a put while we slept may have written
@@ -53,14 +50,15 @@ class Inbox:
         return [handle for handle in ready if handle != self._wake_r]
 
     def _spin(self, waited: list[Any], seconds: float) -> list[Any]:
-        # A process that sleeps for a moment wakes up slowly on a virtual machine (its CPU
-        # halts, then runs cold): a chain of quick nodes ran a sixth faster with this.
+        """Poll the handles at least once (queued messages must not starve them), for `seconds`.
+
+        A process that sleeps for a moment wakes up slowly on a virtual machine (its CPU halts,
+        then runs cold): a chain of quick nodes ran a sixth faster with this."""
         end = time.perf_counter() + seconds
-        while not self._messages:
+        while True:
             ready = wait(waited, 0)
-            if ready or time.perf_counter() >= end:
+            if ready or self._messages or time.perf_counter() >= end:
                 return ready
-        return []
 
     def take(self) -> list[tuple]:
         """Every message queued so far, oldest first."""
@@ -70,5 +68,10 @@ class Inbox:
         return messages
 
     def close(self) -> None:
+        """Stop waking: a late put from another thread then fails on the closed pipe. Its write
+        end closes with the inbox itself, so such a put never writes to a reused descriptor."""
+        self._sleeping = False
         os.close(self._wake_r)
+
+    def __del__(self) -> None:
         os.close(self._wake_w)

@@ -81,9 +81,11 @@ class RunScheduler:
         self.blobs.engine = engine
         self.states: dict[str, NodeState] = {}
         self.users: dict[str, list[str]] = {}
-        self.inbox = Inbox()
-        # executors whose loop runs on this thread, in _wait: their results come without a thread hop
-        self.driven = [e for e in executors.values() if isinstance(e, Drivable)]
+        # executors whose loop runs on this thread, in _wait: their results come without a thread
+        # hop (not beside one that runs tasks on this thread: a pool's timeouts would wait for them)
+        self.driven: list[Any] = []
+        if not any(executor.runs_in_submit for executor in executors.values()):
+            self.driven = [e for e in executors.values() if isinstance(e, Drivable)]
         for executor in self.driven:
             executor.drive_here()
         self.holding = {name for name, executor in executors.items() if isinstance(executor, Holding)}
@@ -126,6 +128,7 @@ class RunScheduler:
         # The DAG and node states live for the whole run: kept out of the cyclic collector's
         # full passes, which otherwise walk all of them again and again (~10 % of a 10,000-node run).
         gc.freeze()
+        self.inbox = Inbox()
         beat = threading.Thread(target=self._heartbeat, name="flowlib-heartbeat", daemon=True)
         self._beating = True
         beat.start()

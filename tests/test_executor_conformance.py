@@ -193,3 +193,22 @@ def test_a_held_task_that_fails_before_its_start_reports_after_its_release(execu
     assert not result.ok and result.error["type"] != "WorkerDied", result.error
     # the worker is still in step with the pool: the next task runs normally
     assert executor.submit(spec(tmp_path, "double", 8), lambda _: None).result(timeout=60).ok
+
+
+def test_a_driven_pool_nobody_serves_yet_takes_many_tasks_with_timeouts(tmp_path):
+    # each such submit wakes the loop; undrained wake-ups must not block the submitting thread
+    instance = executor_class("local")()
+    instance.start({"workers": 1})
+    instance.drive_here()
+    done = threading.Event()
+
+    def submit_all() -> None:
+        for i in range(20_000):
+            instance.submit(spec(tmp_path, "double", i, timeout=60.0), lambda _: None)
+        done.set()
+
+    threading.Thread(target=submit_all, daemon=True).start()
+    try:
+        assert done.wait(120)
+    finally:
+        instance.shutdown()

@@ -69,3 +69,15 @@ def test_spinning_sees_a_ready_handle_a_message_and_the_timeout():
     inbox.close()
     ours.close()
     theirs.close()
+
+
+def test_queued_messages_do_not_hide_a_ready_handle():
+    inbox = Inbox()
+    ours, theirs = socket.socketpair()
+    theirs.send(b"x")
+    inbox.put(("event", 1))
+    assert inbox.wait(30, [ours]) == [ours]  # a stream of messages must not starve the workers
+    assert inbox.take() == [("event", 1)]
+    inbox.close()
+    ours.close()
+    theirs.close()

@@ -314,6 +314,43 @@ def timing() -> list[int]:
     assert nodes["quick"]["status"] == "succeeded"
 
 
+def test_a_local_timeout_fires_while_an_inline_node_holds_the_scheduler(project):
+    # inline nodes run on the scheduler's thread: the local pool then keeps its own loop thread
+    project.write(
+        "p.py",
+        """
+import time
+from flowlib import operator, workflow
+
+@operator
+def first(x: int) -> int:
+    return x
+
+@operator(executor="inline")
+def hog(x: int) -> int:
+    time.sleep(6)
+    return x
+
+@operator(timeout=1)
+def sleepy(x: int) -> int:
+    time.sleep(60)
+    return x
+
+@workflow
+def mixed() -> list[int]:
+    return [hog(first(1)), sleepy(2)]
+""",
+    )
+    done = project.flow("run", "p.py", "--json")
+    assert done.code == 1, done
+    with sqlite3.connect(project.root / ".flow" / "flow.db") as db:
+        started, ended = db.execute(
+            "SELECT started_at, ended_at FROM attempts WHERE run_id = ? AND node = 'sleepy'",
+            (done.json()["run_id"],),
+        ).fetchone()
+    assert ended - started < 4  # killed after 1 s, not once the inline node let go of the scheduler
+
+
 def test_worker_death_fails_only_its_attempt(project):
     project.write(
         "p.py",

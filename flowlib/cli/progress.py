@@ -29,8 +29,13 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
+            # drawn from the counts on each refresh, not rebuilt per node state change (a
+            # chain of quick nodes changes state thousands of times a second)
             self._display = Live(
-                self._render(), console=Console(stderr=True), refresh_per_second=8, transient=True
+                get_renderable=self._render,
+                console=Console(stderr=True),
+                refresh_per_second=8,
+                transient=True,
             )
             self._display.start()
         else:
@@ -39,10 +44,10 @@ class Progress:
     def __call__(self, name: str, status: str, _info: dict[str, Any]) -> None:
         with self.lock:
             self.states[name] = status
-        if self._display is not None:
-            self._display.update(self._render())
-        elif status in ("succeeded", "cached", "failed", "upstream_failed") and (
-            status == "failed" or max(self.total_hint, len(self.states)) <= PLAIN_LINE_LIMIT
+        if (
+            self._display is None
+            and status in ("succeeded", "cached", "failed", "upstream_failed")
+            and (status == "failed" or max(self.total_hint, len(self.states)) <= PLAIN_LINE_LIMIT)
         ):
             print(f"  {status:<15} {name}", file=sys.stderr, flush=True)
 
