@@ -37,7 +37,8 @@ from typing import Any
 import cloudpickle
 
 from executors.base import EventSink, TaskResult, TaskSpec
-from executors.local import LocalExecutor, _Task, _Worker, machine_memory
+from executors.local import LocalExecutor, machine_memory
+from executors.pool_worker import PoolTask, PoolWorker
 from flowlib.errors import ConfigError
 from flowlib.resources import Resources, per_attempt
 
@@ -218,7 +219,7 @@ class GpuExecutor(LocalExecutor):
         self.devices: list[int] = []
         self.source = ""
         self._locks = DeviceLocks(lock_folder(), [])
-        self._waiting: deque[_Task] = deque()
+        self._waiting: deque[PoolTask] = deque()
         self._assigned: dict[int, list[int]] = {}  # one-shot worker pid -> its devices
 
     def start(self, settings: Mapping[str, Any]) -> None:
@@ -230,7 +231,7 @@ class GpuExecutor(LocalExecutor):
     def capacity(self) -> Resources:
         return Resources(cpus=self._size, gpus=len(self.devices), memory=machine_memory())
 
-    def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> _Worker:
+    def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> PoolWorker:
         # An empty CUDA_VISIBLE_DEVICES hides every GPU: a gpus=0 attempt cannot take one by accident.
         return super()._spawn({"CUDA_VISIBLE_DEVICES": "", **(env or {})}, pass_fds)
 
@@ -256,7 +257,7 @@ class GpuExecutor(LocalExecutor):
 
     def _submit_gpu(self, task: TaskSpec, on_event: EventSink, *, held: bool) -> Future[TaskResult]:
         count = gpus_needed(task)
-        job = _Task.of(task, on_event, held=held)
+        job = PoolTask.of(task, on_event, held=held)
         if count > len(self.devices):
             job.future.set_result(
                 TaskResult.failure(
@@ -327,7 +328,7 @@ class GpuExecutor(LocalExecutor):
             self._start_one_shot(task, devices)
         return held_elsewhere
 
-    def _start_one_shot(self, task: _Task, devices: list[int]) -> None:
+    def _start_one_shot(self, task: PoolTask, devices: list[int]) -> None:
         visible = ",".join(str(device) for device in devices)
         task.spec = dataclasses.replace(task.spec, env={**task.spec.env, "CUDA_VISIBLE_DEVICES": visible})
         env = {"CUDA_VISIBLE_DEVICES": visible}
@@ -349,5 +350,5 @@ class GpuExecutor(LocalExecutor):
         self._assigned[worker.process.pid] = devices
         self._start_locked(worker, task, cloudpickle.dumps(task.spec))
 
-    def _retired_locked(self, worker: _Worker) -> None:
+    def _retired_locked(self, worker: PoolWorker) -> None:
         self._locks.release(self._assigned.pop(worker.process.pid, []))

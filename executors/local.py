@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -20,61 +19,14 @@ import time
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
 from executors.channel import Channel
+from executors.pool_worker import PoolTask, PoolWorker, describe_exit
 from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import Resources, per_attempt
-
-
-@dataclass
-class _Task:
-    spec: TaskSpec
-    on_event: EventSink
-    future: Future
-    deadline: float | None = None
-    started: float = field(default_factory=time.time)
-    cpus: float = 0.0  # what it holds of the pool while it runs
-    held: bool = False  # handed over ahead of its start: it starts once released
-
-    @classmethod
-    def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> _Task:
-        # a deadline is set when the task starts; 0.0 until then marks that it will have one
-        return cls(spec, on_event, Future(), 0.0 if spec.timeout else None, held=held)
-
-
-@dataclass
-class _Worker:
-    process: subprocess.Popen
-    conn: Channel
-    task: _Task | None = None
-    kill_reason: tuple[str, str] | None = None
-    one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def end_input(self) -> None:
-        """Tell a worker no task follows: its next receive sees EOF and it exits."""
-        try:
-            self.conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.kill()
-
-    def kill(self) -> None:
-        """Kill the worker and every process it started (it leads its own process group)."""
-        # Before the worker is reaped its pid (and so its group id) cannot be reused:
-        # the group goes down even when the worker itself has already died.
-        if self.process.returncode is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if self.process.poll() is None:
-                self.process.kill()
 
 
 def machine_memory() -> int:
@@ -87,26 +39,12 @@ def machine_memory() -> int:
         return int(psutil.virtual_memory().total)
 
 
-def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:
-    """Return (how the process ended, exit code, signal number)."""
-    if exitcode is None:
-        return "the worker process vanished", None, None
-    if exitcode < 0:
-        number = -exitcode
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"the worker process was killed by {name} (signal {number})", None, number
-    return f"the worker process exited with code {exitcode} before finishing the task", exitcode, None
-
-
 class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self) -> None:
-        self._workers: list[_Worker] = []
-        self._queue: deque[_Task] = deque()
+        self._workers: list[PoolWorker] = []
+        self._queue: deque[PoolTask] = deque()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         os.set_blocking(self._wake_w.fileno(), False)  # a full pipe already wakes the loop
@@ -141,7 +79,7 @@ class LocalExecutor(Executor):
             self._thread = threading.Thread(target=self._loop, name="flowlib-local", daemon=True)
             self._thread.start()
 
-    def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> _Worker:
+    def _spawn(self, env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> PoolWorker:
         """Start a worker as `python -m executors.worker FD` over a socket pair.
 
         A fresh interpreter, not multiprocessing's spawn: that would re-run the
@@ -166,7 +104,7 @@ class LocalExecutor(Executor):
             start_new_session=True,  # its own process group: a kill takes what the operator started too
         )
         theirs.close()
-        return _Worker(process, Channel(ours))
+        return PoolWorker(process, Channel(ours))
 
     def capacity(self) -> Resources:
         return Resources(cpus=self._size, gpus=0, memory=machine_memory())
@@ -198,12 +136,12 @@ class LocalExecutor(Executor):
 
     # -- tasks --------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
-        return self._submit(_Task.of(task, on_event))
+        return self._submit(PoolTask.of(task, on_event))
 
     def submit_held(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
         """Like `submit`, but the task starts only once `release`d. A worker may take it meanwhile
         and load it and its inputs: the scheduler hands tasks over before the commit they wait for."""
-        return self._submit(_Task.of(task, on_event, held=True))
+        return self._submit(PoolTask.of(task, on_event, held=True))
 
     def release(self, task_ids: Collection[str]) -> None:
         """Let held tasks start (a deadline counts from here)."""
@@ -222,7 +160,7 @@ class LocalExecutor(Executor):
         if timed:
             self._wake()  # the loop's thread must learn the new deadlines
 
-    def _submit(self, task: _Task) -> Future[TaskResult]:
+    def _submit(self, task: PoolTask) -> Future[TaskResult]:
         with self._lock:
             self._ensure_loop_locked()
             self._queue.append(task)
@@ -262,7 +200,7 @@ class LocalExecutor(Executor):
                 worker.task = task
                 self._start_locked(worker, task, dumps(("held", task.spec) if task.held else task.spec))
 
-    def _start_locked(self, worker: _Worker, task: _Task, message: bytes) -> None:
+    def _start_locked(self, worker: PoolWorker, task: PoolTask, message: bytes) -> None:
         """Send a worker its task, or the release of the one it holds; a held task's clock waits."""
         if not task.held:
             task.started = time.time()
@@ -341,7 +279,7 @@ class LocalExecutor(Executor):
         """
         return None
 
-    def _read(self, worker: _Worker) -> bool:
+    def _read(self, worker: PoolWorker) -> bool:
         """Take what the worker sent; False when its end closed (it died)."""
         try:
             for raw in worker.conn.receive_ready():
@@ -364,7 +302,7 @@ class LocalExecutor(Executor):
             return False
         return True
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: PoolWorker) -> None:
         """A worker process died: fail its attempt with how it died, start a fresh one."""
         worker.kill()
         try:
@@ -401,11 +339,11 @@ class LocalExecutor(Executor):
             )
         )
 
-    def _release_locked(self, worker: _Worker, task: _Task | None) -> None:
+    def _release_locked(self, worker: PoolWorker, task: PoolTask | None) -> None:
         if task is not None and not worker.one_shot:
             self._busy = max(0.0, self._busy - task.cpus)
 
-    def _retired_locked(self, worker: _Worker) -> None:
+    def _retired_locked(self, worker: PoolWorker) -> None:
         """A one-shot worker has exited and left the pool (a hook; the lock is held)."""
 
     def _enforce_timeouts(self) -> None:

@@ -1,0 +1,75 @@
+"""One worker process of the local pool, the task it runs, and how such a process ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from executors.base import EventSink, TaskSpec
+from executors.channel import Channel
+
+
+@dataclass
+class PoolTask:
+    spec: TaskSpec
+    on_event: EventSink
+    future: Future
+    deadline: float | None = None
+    started: float = field(default_factory=time.time)
+    cpus: float = 0.0  # what it holds of the pool while it runs
+    held: bool = False  # handed over ahead of its start: it starts once released
+
+    @classmethod
+    def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> PoolTask:
+        # a deadline is set when the task starts; 0.0 until then marks that it will have one
+        return cls(spec, on_event, Future(), 0.0 if spec.timeout else None, held=held)
+
+
+@dataclass
+class PoolWorker:
+    process: subprocess.Popen
+    conn: Channel
+    task: PoolTask | None = None
+    kill_reason: tuple[str, str] | None = None
+    one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def end_input(self) -> None:
+        """Tell a worker no task follows: its next receive sees EOF and it exits."""
+        try:
+            self.conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill the worker and every process it started (it leads its own process group)."""
+        # Before the worker is reaped its pid (and so its group id) cannot be reused:
+        # the group goes down even when the worker itself has already died.
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:
+    """Return (how the process ended, exit code, signal number)."""
+    if exitcode is None:
+        return "the worker process vanished", None, None
+    if exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"the worker process was killed by {name} (signal {number})", None, number
+    return f"the worker process exited with code {exitcode} before finishing the task", exitcode, None
