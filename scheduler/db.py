@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -218,15 +219,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _set_wal(engine: Engine, url: URL) -> None:
-    # journal_mode is stored in the file, so it is set once, not per connection.
-    try:
-        with engine.connect() as conn:
-            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-            if mode != "wal" and url.database not in (None, "", ":memory:"):
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    except DBAPIError as exc:
-        engine.dispose()
-        raise _unreachable(url, exc) from exc
+    # journal_mode is stored in the file, so it is set once, not per connection. Switching
+    # needs the file to itself, and SQLite answers "locked" at once instead of waiting while
+    # another process creates the same new database: retried for as long as a busy wait.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            with engine.connect() as conn:
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                if mode != "wal" and url.database not in (None, "", ":memory:"):
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            return
+        except DBAPIError as exc:
+            if "database is locked" in str(exc.orig) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            engine.dispose()
+            raise _unreachable(url, exc) from exc
 
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
