@@ -1,4 +1,5 @@
-"""Length-prefixed messages over a stream socket: the local pool's line to each worker.
+"""Length-prefixed messages over a stream socket: the local pool's line to each worker;
+and a wake-up pipe, which makes a loop waiting on such lines look again.
 
 multiprocessing's Connection does the same with two reads per message and a poll
 (a selector built per call) to learn whether another one waits. Here one read
@@ -8,6 +9,7 @@ nodes that was a tenth of the scheduler's time per node.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -77,3 +79,40 @@ class Channel:
         message = bytes(self._buffer[_HEADER.size : end])
         del self._buffer[:end]
         return message
+
+
+class Waker:
+    """A pipe to wait on beside the channels: `wake()` makes the wait return."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        """Safe from any thread and in a signal handler; never blocks."""
+        try:
+            os.write(self._write, b"\0")
+        except OSError:
+            pass  # full of wake-ups already, or closed: either way nothing is lost
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Stop waking. The write end closes with the object itself, so a late `wake()` from
+        another thread fails on the closed pipe and never writes to a reused descriptor."""
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
+
+    def __del__(self) -> None:
+        self.close()
+        os.close(self._write)

@@ -8,7 +8,6 @@ when the scheduler drives it (`drive_here`), on the scheduler's thread.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
 import socket
@@ -23,7 +22,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.channel import Channel
+from executors.channel import Channel, Waker
 from executors.pool_worker import PoolTask, PoolWorker, describe_exit
 from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import Resources, per_attempt
@@ -46,8 +45,7 @@ class LocalExecutor(Executor):
         self._workers: list[PoolWorker] = []
         self._queue: deque[PoolTask] = deque()
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
-        os.set_blocking(self._wake_w.fileno(), False)  # a full pipe already wakes the loop
+        self._waker = Waker()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._driven = False
@@ -114,6 +112,7 @@ class LocalExecutor(Executor):
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=5)  # first: it may be closing a dead worker's connection itself
+        self._waker.close()
         for worker in self._workers:
             try:
                 worker.conn.close()
@@ -225,10 +224,7 @@ class LocalExecutor(Executor):
         self._wake()  # the loop must watch the new workers' pipes
 
     def _wake(self) -> None:
-        try:
-            self._wake_w.send_bytes(b"")
-        except OSError:
-            pass
+        self._waker.wake()
 
     # -- the multiplexing loop ----------------------------------------------------------
     def _loop(self) -> None:
@@ -241,7 +237,7 @@ class LocalExecutor(Executor):
     def loop_handles(self) -> list[Any]:
         """What the loop waits on: the wake-up pipe and every worker's connection."""
         with self._lock:
-            return [self._wake_r, *(worker.conn for worker in self._workers)]
+            return [self._waker, *(worker.conn for worker in self._workers)]
 
     def loop_timeout(self) -> float | None:
         """The most seconds the loop may wait: until the nearest deadline, or None for no limit."""
@@ -259,9 +255,8 @@ class LocalExecutor(Executor):
     def serve(self, ready: Collection[Any]) -> None:
         """One pass of the loop: take what the `ready` handles (of those waited on) brought, kill
         what ran past its deadline."""
-        if self._wake_r in ready:
-            while self._wake_r.poll():
-                self._wake_r.recv_bytes()
+        if self._waker in ready:
+            self._waker.drain()
         with self._lock:
             workers = list(self._workers)
         for worker in workers:

@@ -3,37 +3,33 @@ the scheduler's loop waits, on them and on the loops of the executors it drives.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
+from executors.channel import Waker
+
 
 class Inbox:
     def __init__(self) -> None:
         self._messages: deque[tuple] = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._waker = Waker()
         self._sleeping = False
 
     def put(self, message: tuple) -> None:
         """Queue a message; safe from any thread and in a signal handler."""
         self._messages.append(message)
         if self._sleeping:  # set before the waiter last looked at the queue: it must wake
-            try:
-                os.write(self._wake_w, b"\0")
-            except OSError:
-                pass  # the pipe is full of wake-ups already, or the run is over
+            self._waker.wake()
 
     def wait(self, timeout: float | None, handles: Sequence[Any] = (), spin: float = 0.0) -> list[Any]:
         """Wait until a message is queued, one of `handles` is ready or `timeout` seconds pass;
         return the ready handles. With `spin`, poll for that many seconds before sleeping."""
         self._sleeping = True
         try:
-            waited = [self._wake_r, *handles]
+            waited = [self._waker, *handles]
             started = time.perf_counter()
             ready = self._spin(waited, spin if timeout is None else min(spin, timeout))
             if not ready and not self._messages:
@@ -41,13 +37,9 @@ class Inbox:
                 ready = wait(waited, left)
         finally:
             self._sleeping = False
-        if self._wake_r in ready or self._messages:  # a put while we slept may have written
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-        return [handle for handle in ready if handle != self._wake_r]
+        if self._waker in ready or self._messages:  # a put while we slept may have woken it
+            self._waker.drain()
+        return [handle for handle in ready if handle is not self._waker]
 
     def _spin(self, waited: list[Any], seconds: float) -> list[Any]:
         """Poll the handles at least once (queued messages must not starve them), for `seconds`.
@@ -68,10 +60,6 @@ class Inbox:
         return messages
 
     def close(self) -> None:
-        """Stop waking: a late put from another thread then fails on the closed pipe. Its write
-        end closes with the inbox itself, so such a put never writes to a reused descriptor."""
+        """Stop waking (a late put from another thread is then only queued)."""
         self._sleeping = False
-        os.close(self._wake_r)
-
-    def __del__(self) -> None:
-        os.close(self._wake_w)
+        self._waker.close()

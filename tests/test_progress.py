@@ -11,7 +11,7 @@ def test_the_live_line_is_drawn_from_the_counts_of_node_states():
     try:
         for name, status in [("a", "running"), ("a", "succeeded"), ("b", "cached"), ("c", "running")]:
             progress(name, status, {})
-        text = progress._render().plain
+        text = progress._display.get_renderable().plain  # what the next refresh draws
         assert "run run-1" in text and "2 done (1 cached)" in text and "1 running" in text
     finally:
         progress.close("succeeded")
