@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from sqlite3 import SQLITE_BUSY
 from typing import Any
 
 from sqlalchemy import (
@@ -231,7 +232,7 @@ def _set_wal(engine: Engine, url: URL) -> None:
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             return
         except DBAPIError as exc:
-            if "database is locked" in str(exc.orig) and time.monotonic() < deadline:
+            if getattr(exc.orig, "sqlite_errorcode", None) == SQLITE_BUSY and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
             engine.dispose()

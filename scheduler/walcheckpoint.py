@@ -62,7 +62,8 @@ class WalCheckpointer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="flowlib-wal-checkpoint", daemon=True)
             self._thread.start()
-        self._due.set()
+        if not self._due.is_set():  # most commits find it set already: no lock taken, no notify
+            self._due.set()
 
     def stop(self, *, wait: bool = True) -> None:
         """No checkpoint starts after this; with `wait`, return once a running one is done."""
