@@ -36,8 +36,8 @@ def run(
     from scheduler.launch import RunOptions, executor_names, start_executors
 
     executors = start_executors(executor_names(dag, executor or config.executor), config)
-    from scheduler.blobs import Blobs  # SQLAlchemy loads while the workers start
     from scheduler.service import execute_dag, open_store
+    from scheduler.store.blobs import Blobs  # SQLAlchemy loads while the workers start
 
     options = RunOptions(
         executor=executor,
@@ -76,9 +76,9 @@ def get_run(
     _blobs: Any = None,
 ) -> RunResult:
     """Return a recorded run; its outputs load from the artifact store on first use."""
-    from scheduler.blobs import Blobs
-    from scheduler.readback import load_run
     from scheduler.service import connect, open_store
+    from scheduler.store.blobs import Blobs
+    from scheduler.store.readback import load_run
 
     config = _config or load(db=db)
     engine = connect(config)

@@ -1,6 +1,6 @@
 """Alembic environment for flowlib's run database.
 
-`scheduler.db` runs it on its own connection (`config.attributes["connection"]`)
+`scheduler.store.db` runs it on its own connection (`config.attributes["connection"]`)
 inside the transaction and lock it holds; the `alembic` command line (for writing
 new revisions) connects through the `sqlalchemy.url` option instead.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from scheduler.models import metadata
+from scheduler.store.models import metadata
 
 config = context.config
 target_metadata = metadata

@@ -24,7 +24,7 @@ class RunOptions:
     fail_fast: bool = False
     max_parallel: int | None = None
     progress: Callable[[str, str, dict[str, int]], None] | None = None
-    # the run's small artifacts as the scheduler saw them (scheduler.blobs.Blobs), for reading
+    # the run's small artifacts as the scheduler saw them (scheduler.store.blobs.Blobs), for reading
     # its outputs afterwards without loading them from the database again
     blobs: Any = None
 

@@ -8,8 +8,8 @@ from typing import Any
 from flowlib.artifacts import INLINE_LIMIT, Reader
 from flowlib.dag import Node, Ref
 from flowlib.store import MANIFEST, MANIFEST_VERSION, pack
-from scheduler.blobs import Blobs
 from scheduler.recorder import Recorder
+from scheduler.store.blobs import Blobs
 from scheduler.tasks import NodeState
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from executors.base import Event, TaskResult
 from flowlib.store import ArtifactRef
-from scheduler.batch import Batch
-from scheduler.blobs import Blobs
+from scheduler.store.batch import Batch
+from scheduler.store.blobs import Blobs
 from scheduler.tasks import NodeState
 
 

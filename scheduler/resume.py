@@ -16,9 +16,9 @@ from flowlib.errors import FlowError
 from flowlib.hashing import diff_fingerprints, find_project_root, node_key
 from flowlib.loading import select_workflow
 from flowlib.params import parse_params
-from scheduler import repository as repo
-from scheduler.readback import RunNotFound
 from scheduler.service import connect
+from scheduler.store import repository as repo
+from scheduler.store.readback import RunNotFound
 from scheduler.tasks import Fingerprints, NodeState, input_spec
 
 STALE_HEARTBEAT_S = 30.0

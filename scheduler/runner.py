@@ -30,12 +30,12 @@ from flowlib.hashing import node_key
 from flowlib.results import DONE, FINAL
 from flowlib.store import MANIFEST
 from scheduler import maps
-from scheduler import repository as repo
-from scheduler.batch import Batch
-from scheduler.blobs import Blobs
 from scheduler.capacity import Capacity
-from scheduler.inbox import Inbox
+from scheduler.drivers.inbox import Inbox
 from scheduler.recorder import Recorder
+from scheduler.store import repository as repo
+from scheduler.store.batch import Batch
+from scheduler.store.blobs import Blobs
 from scheduler.tasks import Fingerprints, NodeState, input_spec, task_spec
 
 HEARTBEAT_S = 2.0

@@ -20,10 +20,10 @@ from flowlib.errors import ConfigError, FlowError
 from flowlib.hashing import find_project_root
 from flowlib.resources import per_attempt
 from flowlib.store import ArtifactStore
-from scheduler import db
-from scheduler import repository as repo
 from scheduler.launch import RunOptions, executor_names, start_executors
 from scheduler.runner import RunScheduler
+from scheduler.store import db
+from scheduler.store import repository as repo
 from scheduler.tasks import Fingerprints
 
 

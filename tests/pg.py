@@ -53,7 +53,7 @@ def database() -> Iterator[str]:
     try:
         yield url
     finally:
-        from scheduler import db
+        from scheduler.store import db
 
         db.dispose(url)
         drop_database(url)

@@ -1,4 +1,4 @@
-"""scheduler.bulk writes the same rows SQLAlchemy's own executemany would, on SQLite and PostgreSQL."""
+"""scheduler.store.bulk writes the same rows SQLAlchemy's own executemany would, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 
-from scheduler import bulk
+from scheduler.store import bulk
 
 _ticks = itertools.count(1)
 metadata = MetaData()

@@ -21,8 +21,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, delete, func, insert, inspect, select, text
 
 from flowlib.errors import ConfigError
-from scheduler import db
-from scheduler.models import events, metadata, nodes, runs
+from scheduler.store import db
+from scheduler.store.models import events, metadata, nodes, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,8 @@ WORKER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from sqlalchemy import func, insert, select
-    from scheduler import db
-    from scheduler.models import events
+    from scheduler.store import db
+    from scheduler.store.models import events
 
     url, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     deadline = time.monotonic() + 30
@@ -394,14 +394,14 @@ def test_unopenable_sqlite_path_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_head_constant_matches_the_migration_scripts():
-    from scheduler import db
+    from scheduler.store import db
 
     assert db.head_revision() == db._script().get_current_head()
 
 
 def test_lookups_by_many_keys_find_them_all(any_url: str) -> None:
     """IN (...) lists are cut into chunks; every chunk's rows must come back."""
-    from scheduler import repository as repo
+    from scheduler.store import repository as repo
 
     engine = db.connect(any_url)
     keys = [f"{i:064x}" for i in range(2 * repo.IN_CHUNK + 1)]

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from scheduler.inbox import Inbox
+from scheduler.drivers.inbox import Inbox
 
 
 def test_a_message_from_another_thread_wakes_the_wait():

@@ -9,8 +9,8 @@ import time
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from scheduler import db, walcheckpoint
-from scheduler.batch import Batch
+from scheduler.store import db, walcheckpoint
+from scheduler.store.batch import Batch
 
 
 def _pragma(conn, setting: str) -> None:

@@ -27,7 +27,7 @@ def cache_group() -> None:
 @json_option
 def ls(operator: str | None, db: str | None, as_json: bool) -> None:
     """List cache entries: key, operator, node and run that made them, output sizes."""
-    from scheduler.cache import list_entries
+    from scheduler.store.cache_index import list_entries
 
     engine, _ = _open(db)
     entries = list_entries(engine, operator)
@@ -46,7 +46,7 @@ def ls(operator: str | None, db: str | None, as_json: bool) -> None:
 @db_option
 def clear(operator: str | None, yes: bool, db: str | None) -> None:
     """Forget cache entries (artifacts stay until `flow cache gc`)."""
-    from scheduler.cache import clear_entries
+    from scheduler.store.cache_index import clear_entries
 
     what = f"cache entries of operator '{operator}'" if operator else "all cache entries"
     if not yes and not click.confirm(f"Forget {what}?", default=False):
@@ -60,7 +60,7 @@ def clear(operator: str | None, yes: bool, db: str | None) -> None:
 @db_option
 def gc(dry_run: bool, db: str | None) -> None:
     """Remove artifacts that no run, cache entry or checkpoint references; report bytes freed."""
-    from scheduler.cache import collect_garbage
+    from scheduler.store.cache_index import collect_garbage
 
     engine, store = _open(db)
     count, freed = collect_garbage(engine, store, dry_run=dry_run)

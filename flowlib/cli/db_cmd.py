@@ -16,7 +16,7 @@ def db_group() -> None:
 @db_option
 def upgrade(db: str | None) -> None:
     """Upgrade the database to this flowlib's schema (creating it when missing)."""
-    from scheduler import db as database
+    from scheduler.store import db as database
 
     url = config(db).db
     revision = database.upgrade(url)
@@ -27,7 +27,7 @@ def upgrade(db: str | None) -> None:
 @db_option
 def current(db: str | None) -> None:
     """Print the database's schema revision and this flowlib's head revision."""
-    from scheduler import db as database
+    from scheduler.store import db as database
 
     url = config(db).db
     engine = database.connect(url, upgrade=False)

@@ -13,8 +13,8 @@ from flowlib.errors import FlowError
 
 def _engine_and_store(db: str | None) -> tuple[Any, Any]:
     """The database engine and a reader of artifacts (store files and inline database rows)."""
-    from scheduler.blobs import Blobs
     from scheduler.service import connect, open_store
+    from scheduler.store.blobs import Blobs
 
     settings = config(db)
     engine = connect(settings)
@@ -36,8 +36,8 @@ def _engine_and_store(db: str | None) -> tuple[Any, Any]:
 @json_option
 def runs(workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool) -> None:
     """List recorded runs, newest first."""
-    from scheduler import repository as repo
-    from scheduler.readback import result_of
+    from scheduler.store import repository as repo
+    from scheduler.store.readback import result_of
 
     engine, store = _engine_and_store(db)
     with engine.connect() as conn:
@@ -61,7 +61,7 @@ def runs(workflow: str | None, status: str | None, limit: int, db: str | None, a
 @json_option
 def status(run_id: str, db: str | None, as_json: bool) -> None:
     """Show a run's nodes: status, attempts, cache hits, durations, errors."""
-    from scheduler.readback import load_run
+    from scheduler.store.readback import load_run
 
     engine, store = _engine_and_store(db)
     result = load_run(engine, store, run_id)
@@ -85,8 +85,8 @@ def status(run_id: str, db: str | None, as_json: bool) -> None:
 @db_option
 def logs(run_id: str, node: str | None, db: str | None) -> None:
     """Print what nodes printed (stdout, stderr, current.logger), by attempt."""
-    from scheduler import repository as repo
-    from scheduler.readback import RunNotFound
+    from scheduler.store import repository as repo
+    from scheduler.store.readback import RunNotFound
 
     engine, _ = _engine_and_store(db)
     with engine.connect() as conn:
@@ -110,20 +110,20 @@ def logs(run_id: str, node: str | None, db: str | None) -> None:
 def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> None:
     """Print a run's outputs, or one node's outputs by name."""
     from flowlib.results import jsonable
-    from scheduler.readback import RunNotFound, load_run
+    from scheduler.store.readback import RunNotFound, load_run
 
     engine, store = _engine_and_store(db)
     result = load_run(engine, store, run_id)
     if node is None:
         value = result.outputs_json()
     else:
-        from scheduler import repository as repo
+        from scheduler.store import repository as repo
 
         with engine.connect() as conn:
             rows = {row.name: row for row in repo.nodes_of(conn, result.run_id)}
         if node not in rows:
             raise RunNotFound(f"run {result.run_id} has no node '{node}'")
-        from scheduler.readback import import_pipeline
+        from scheduler.store.readback import import_pipeline
 
         import_pipeline(_run_file(engine, result.run_id))
         try:
@@ -138,7 +138,7 @@ def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> Non
 
 
 def _run_file(engine: Any, run_id: str) -> str:
-    from scheduler import repository as repo
+    from scheduler.store import repository as repo
 
     with engine.connect() as conn:
         return repo.get_run(conn, run_id).file  # type: ignore[union-attr]
@@ -150,8 +150,8 @@ def _run_file(engine: Any, run_id: str) -> str:
 @json_option
 def metrics(run_id: str, db: str | None, as_json: bool) -> None:
     """Print the metrics nodes logged with current.log_metric."""
-    from scheduler import repository as repo
-    from scheduler.readback import RunNotFound
+    from scheduler.store import repository as repo
+    from scheduler.store.readback import RunNotFound
 
     engine, _ = _engine_and_store(db)
     with engine.connect() as conn:
@@ -184,7 +184,7 @@ def metrics(run_id: str, db: str | None, as_json: bool) -> None:
 @json_option
 def why(run_id: str, node: str, db: str | None, as_json: bool) -> None:
     """Explain why NODE of RUN_ID hit or missed the cache: which part of its key differs."""
-    from scheduler.why import explain
+    from scheduler.store.why import explain
 
     engine, _ = _engine_and_store(db)
     answer = explain(engine, run_id, node)
@@ -205,9 +205,9 @@ def cancel(run_id: str, db: str | None) -> None:
     A live scheduler sees the request within a couple of seconds (its `flow run`
     then exits 130); a run whose scheduler is gone is marked cancelled at once.
     """
-    from scheduler import repository as repo
-    from scheduler.readback import RunNotFound
     from scheduler.resume import scheduler_alive
+    from scheduler.store import repository as repo
+    from scheduler.store.readback import RunNotFound
 
     engine, _ = _engine_and_store(db)
     with engine.begin() as conn:

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, insert, select, update
 
-from scheduler import bulk
-from scheduler.models import (
+from scheduler.store import bulk
+from scheduler.store.models import (
     artifacts,
     attempts,
     cache_entries,

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from flowlib.artifacts import Reader
-from scheduler.models import artifacts
-from scheduler.repository import chunks
+from scheduler.store.models import artifacts
+from scheduler.store.repository import chunks
 
 MEMORY_LIMIT = 256 * 1024 * 1024
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, Row
 
 from flowlib.errors import FlowError
 from flowlib.results import NodeResult, NodeStatus, RunResult, RunStatus, jsonable
-from scheduler import repository as repo
+from scheduler.store import repository as repo
 
 
 class RunNotFound(FlowError):
@@ -18,7 +18,7 @@ class RunNotFound(FlowError):
 
 
 def load_run(engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = True) -> RunResult:
-    """Return a recorded run whose outputs load through `reader` (see scheduler.blobs.Blobs.reader)."""
+    """Return a recorded run whose outputs load through `reader` (see scheduler.store.blobs.Blobs.reader)."""
     with engine.connect() as conn:
         run = repo.find_run(conn, run_id)
         if run is None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scheduler import repository as repo
-from scheduler import walcheckpoint
+from scheduler.store import repository as repo
+from scheduler.store import walcheckpoint
 
 REUSE_S = 5.0
 KINDS = ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")

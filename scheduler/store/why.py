@@ -8,8 +8,8 @@ from sqlalchemy import Connection, Engine, Row, select
 
 from flowlib.errors import FlowError
 from flowlib.hashing import diff_fingerprints
-from scheduler import repository as repo
-from scheduler.models import cache_entries, nodes, runs
+from scheduler.store import repository as repo
+from scheduler.store.models import cache_entries, nodes, runs
 
 _C, _N, _R = cache_entries.c, nodes.c, runs.c
 

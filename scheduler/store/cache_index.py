@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, select
 
-from scheduler.models import artifacts, cache_entries, checkpoints, nodes
-from scheduler.repository import chunks
+from scheduler.store.models import artifacts, cache_entries, checkpoints, nodes
+from scheduler.store.repository import chunks
 
 _A, _C = artifacts.c, cache_entries.c
 

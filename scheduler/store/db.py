@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from flowlib.errors import ConfigError
-from scheduler.models import metadata
+from scheduler.store.models import metadata
 
 __all__ = [
     "alembic_config",
