@@ -24,13 +24,20 @@ def on_config(config: Any) -> Any:
     return config
 
 
-def walk(command: Any, path: tuple[str, ...], parent: Any = None) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+def walk(
+    command: Any, path: tuple[str, ...], parent: Any = None
+) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
     """Yield (command path, command, click context) for `command` and every subcommand, depth first."""
     import click
 
     if parent is None:
-        ctx = click.Context(command, info_name=path[-1], terminal_width=WIDTH, max_content_width=WIDTH,
-                            **command.context_settings)
+        ctx = click.Context(
+            command,
+            info_name=path[-1],
+            terminal_width=WIDTH,
+            max_content_width=WIDTH,
+            **command.context_settings,
+        )
     else:
         ctx = click.Context(command, info_name=path[-1], parent=parent)
     yield path, command, ctx
