@@ -36,8 +36,8 @@ class TaskSpec:
     node: str
     attempt: int
     operator: OperatorRef
-    # param -> {"digest": d} | {"literal": value} | {"fields": {name: d}, "cls": [module, qualname]};
-    # a digest input may carry "inline": {digest: bytes} for artifacts kept in the database
+    # param -> what executors.worker.load_input takes (see scheduler.engine.inputs); an input may
+    # carry "inline": {digest: bytes} for the artifacts it names that are kept in the database
     inputs: Mapping[str, Mapping[str, Any]]
     resources: Resources = field(default_factory=Resources)
     timeout: float | None = None
@@ -48,12 +48,14 @@ class TaskSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     project_root: str = ""
     inline_limit: int = 0  # outputs up to this many bytes come back in the result instead of the store
+    split_outputs: tuple[str, ...] = ()  # list outputs to store one artifact per element (a map expands them)
 
 
 @dataclass
 class TaskResult:
     """How an attempt ended. `outputs`: name -> {digest, serializer, serializer_version, size,
-    elements? (a list's element digests), inline? (digest -> bytes of small artifacts)}."""
+    elements? (a split list's element refs), inline? (digest -> bytes of small artifacts)}.
+    `log` holds what the attempt printed that no "log" event carried yet."""
 
     task_id: str
     ok: bool
@@ -78,7 +80,8 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class Event:
-    """Something a running task reports: kind "metric", "checkpoint" or "log"."""
+    """Something a running task reports: kind "started" (a worker began it), "metric",
+    "checkpoint" or "log" (lines it printed, in order)."""
 
     task_id: str
     kind: str

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -22,10 +24,19 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.capture import LOG_PATH_ENV
 from executors.channel import Channel, Waker
 from executors.pool_worker import PoolTask, PoolWorker, describe_exit
-from executors.worker import HOST, RELEASE, dumps
+from executors.worker import HOST, RELEASE, THREAD_VARIABLES, USER_THREADS, dumps
 from flowlib.resources import Resources, per_attempt
+
+
+def thread_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """A worker's native thread pools start at one thread (each attempt then gets as many as its
+    CPUs); thread counts the user set in the environment are theirs to keep."""
+    if any(environ.get(name) for name in THREAD_VARIABLES):
+        return {USER_THREADS: "1"}
+    return dict.fromkeys(THREAD_VARIABLES, "1")
 
 
 def machine_memory() -> int:
@@ -87,12 +98,15 @@ class LocalExecutor(Executor):
         from flowlib.loading import LOADED
 
         ours, theirs = socket.socketpair()
+        log_path = os.path.join(tempfile.gettempdir(), f"flowlib-worker-{secrets.token_hex(8)}.log")
         full_env = {
             **os.environ,
             **(env or {}),
             "FLOWLIB_WORKER_SYS_PATH": json.dumps(sys.path),
             # imported while the scheduler starts up, not when the first task arrives (torch takes seconds)
             "FLOWLIB_WORKER_PRELOAD": json.dumps(sorted(LOADED.items())),
+            LOG_PATH_ENV: log_path,
+            **thread_settings(os.environ),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "executors.worker", str(theirs.fileno())],
@@ -102,7 +116,7 @@ class LocalExecutor(Executor):
             start_new_session=True,  # its own process group: a kill takes what the operator started too
         )
         theirs.close()
-        return PoolWorker(process, Channel(ours))
+        return PoolWorker(process, Channel(ours), log_path=log_path)
 
     def capacity(self) -> Resources:
         return Resources(cpus=self._size, gpus=0, memory=machine_memory())
@@ -124,6 +138,7 @@ class LocalExecutor(Executor):
                 worker.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+            worker.forget_log()
         with self._lock:
             pending = [w.task for w in self._workers if w.task] + list(self._queue)
             self._queue.clear()
@@ -281,8 +296,13 @@ class LocalExecutor(Executor):
                 message = pickle.loads(raw)
                 if message[0] == "event":
                     _, task_id, kind, data = message
-                    if worker.task is not None:
-                        worker.task.on_event(Event(task_id, kind, data))
+                    task = worker.task
+                    if task is not None:
+                        if kind == "log":
+                            task.log_sent = data.get("end", task.log_sent)
+                        elif kind == "started":
+                            self._started(task, data.get("time"))
+                        task.on_event(Event(task_id, kind, data))
                     continue
                 result: TaskResult = message[1]
                 if worker.one_shot:
@@ -305,6 +325,8 @@ class LocalExecutor(Executor):
         except subprocess.TimeoutExpired:
             exitcode = None
         how, code, number = describe_exit(exitcode)
+        printed = worker.unsent_log()
+        worker.forget_log()
         with self._lock:
             task, worker.task = worker.task, None
             self._release_locked(worker, task)
@@ -331,8 +353,19 @@ class LocalExecutor(Executor):
                 host=HOST,
                 pid=worker.process.pid,
                 started_at=task.started,
+                log=printed,
             )
         )
+
+    def _started(self, task: PoolTask, when: float | None) -> None:
+        """The worker began the operator: its timeout counts from then, not from the hand-over."""
+        if when is None:
+            return
+        task.started = when
+        if task.spec.timeout:
+            with self._lock:
+                if task.deadline is not None and not task.held:
+                    task.deadline = time.monotonic() - (time.time() - when) + task.spec.timeout
 
     def _release_locked(self, worker: PoolWorker, task: PoolTask | None) -> None:
         if task is not None and not worker.one_shot:

@@ -23,6 +23,7 @@ class PoolTask:
     started: float = field(default_factory=time.time)
     cpus: float = 0.0  # what it holds of the pool while it runs
     held: bool = False  # handed over ahead of its start: it starts once released
+    log_sent: int = 0  # bytes of the worker's capture file its "log" events carried
 
     @classmethod
     def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> PoolTask:
@@ -37,6 +38,20 @@ class PoolWorker:
     task: PoolTask | None = None
     kill_reason: tuple[str, str] | None = None
     one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
+    log_path: str | None = None  # where the worker captures what attempts print
+
+    def unsent_log(self) -> str:
+        """What the running task printed that its "log" events did not carry (after a crash)."""
+        from executors.capture import read_unsent
+
+        return read_unsent(self.log_path, self.task.log_sent if self.task else 0) if self.log_path else ""
+
+    def forget_log(self) -> None:
+        if self.log_path:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -22,6 +21,7 @@ from typing import Any
 from executors.base import TaskResult, TaskSpec
 from executors.capture import Captured
 from flowlib.artifacts import Reader, write_output
+from flowlib.plan import RETURN
 
 HOST = socket.gethostname()
 
@@ -78,7 +78,9 @@ def _resolve(ref: Any) -> Any:
     return obj
 
 
-def _namedtuple_class(cls_ref: list[str], names: list[str]) -> Any:
+def _namedtuple_class(cls_ref: list[str] | None, names: list[str]) -> Any:
+    if cls_ref is None:
+        return None  # a plain tuple output
     module, qualname = cls_ref
     try:
         obj: Any = sys.modules.get(module) or import_module(module)
@@ -89,21 +91,82 @@ def _namedtuple_class(cls_ref: list[str], names: list[str]) -> Any:
         return namedtuple(qualname.rsplit(".", 1)[-1], names)
 
 
-def load_input(store: Any, value: Mapping[str, Any]) -> Any:
-    """Turn one TaskSpec input into its value."""
+def load_input(store: Any, value: Mapping[str, Any], project_root: str = "") -> Any:
+    """Turn one TaskSpec input (see scheduler.engine.inputs) into its value."""
+    return _load(Reader(store, value.get("inline")), value, project_root)
+
+
+def _load(reader: Reader, value: Mapping[str, Any], root: str) -> Any:
+    if "ref" in value:
+        return reader.get(value["ref"])
     if "literal" in value:
         return value["literal"]
-    reader = Reader(store, value.get("inline"))
-    if "digest" in value:
-        return reader.get(value["digest"])
-    fields = value["fields"]
-    cls = _namedtuple_class(value["cls"], list(fields))
-    return cls(*(reader.get(digest) for digest in fields.values()))
+    if "pickled" in value:
+        import base64
+
+        return pickle.loads(base64.b64decode(value["pickled"]))
+    if "file" in value:
+        from flowlib.files import File
+
+        return File(value["file"], base=root or ".")
+    if "fields" in value:
+        fields = value["fields"]
+        values = [reader.get(ref) for ref in fields.values()]
+        cls = _namedtuple_class(value.get("cls"), list(fields))
+        return tuple(values) if cls is None else cls(*values)
+    if "list" in value:
+        return [_load(reader, item, root) for item in value["list"]]
+    if "tuple" in value:
+        return tuple(_load(reader, item, root) for item in value["tuple"])
+    if "dict" in value:
+        return {_load(reader, k, root): _load(reader, v, root) for k, v in value["dict"]}
+    raise ValueError(f"unknown input {sorted(value)}")
 
 
-def checkpoint_name(root_run_id: str, node: str) -> str:
-    """The store ref under which a node's checkpoints are kept for a whole resume chain."""
-    return f"checkpoints/{root_run_id}/{hashlib.sha256(node.encode()).hexdigest()[:32]}"
+def call_operator(op: Any, kwargs: dict[str, Any]) -> Any:
+    """Call the operator's function; a `*args` parameter gets its tuple spread."""
+    signature = op.signature
+    if not any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values()):
+        return op.fn(**kwargs)
+    args: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if name not in kwargs:
+            continue
+        if param.kind == param.VAR_POSITIONAL:
+            args.extend(kwargs[name])
+        elif param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and not keywords:
+            args.append(kwargs[name])
+        else:
+            keywords[name] = kwargs[name]
+    return op.fn(*args, **keywords)
+
+
+def as_declared(op: Any, value: Any) -> Any:
+    """The returned value in its declared shape: a plain tuple of the right length becomes the
+    declared NamedTuple; numpy integer and floating scalars become Python numbers where an
+    `int` / `float` is declared."""
+    from flowlib import typecheck
+
+    hint = op.return_type
+    cls = op.output_class
+    fields = op.output_fields
+    if cls is not None and type(value) is tuple and len(value) == len(fields):
+        value = cls(*value)
+    if fields and isinstance(value, tuple) and len(value) == len(fields):
+        converted = [_python_number(v, h) for v, h in zip(value, fields.values(), strict=True)]
+        if any(a is not b for a, b in zip(converted, value, strict=True)):
+            value = cls(*converted) if cls is not None else tuple(converted)
+        return value
+    return _python_number(value, hint) if typecheck.numpy_number(value, hint) else value
+
+
+def _python_number(value: Any, hint: Any) -> Any:
+    from flowlib import typecheck
+
+    if not typecheck.numpy_number(value, hint):
+        return value
+    return int(value) if hint is int else float(value)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -134,16 +197,38 @@ def _node_logger() -> logging.Logger:
     return logger
 
 
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+USER_THREADS = "FLOWLIB_USER_THREADS"  # set in a worker's environment when the user chose thread counts
+_NATIVE = ("numpy", "scipy", "sklearn", "torch", "xgboost", "lightgbm", "numexpr")
+_fitted: list[tuple[int, int]] = []  # (threads, modules loaded) of the last fit, per worker process
+
+
 def fit_threads(cpus: float) -> None:
-    """Give torch as many threads as the attempt has CPUs, not one per core of the machine:
-    two workers each running a core's worth of threads per core slowed training several times.
-    OMP_NUM_THREADS, when the user set it, wins."""
-    torch = sys.modules.get("torch")
-    if torch is None or "OMP_NUM_THREADS" in os.environ:
+    """Give native thread pools (OpenMP, BLAS, MKL, torch) as many threads as the attempt has CPUs,
+    not one per core of the machine: two workers each running a core's worth of threads per core
+    ran several times slower. Thread counts the user set in the environment win."""
+    if os.environ.get(USER_THREADS):
         return
     wanted = max(1, int(cpus))
-    if torch.get_num_threads() != wanted:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+    state = (wanted, len(sys.modules))
+    if _fitted and _fitted[0] == state:
+        return
+    _fitted[:] = [state]
+    if any(name in sys.modules for name in _NATIVE):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return
+        threadpool_limits(limits=wanted)
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -190,15 +275,15 @@ def execute(
     def save_checkpoint(obj: Any, step: int | None) -> None:
         ref = store.put(obj)
         if spec.checkpoint_ref:
-            store.set_ref(spec.checkpoint_ref, ref.digest)
-        emit("checkpoint", {"digest": ref.digest, "step": step, "size": ref.size})
+            store.set_ref(spec.checkpoint_ref, ref)
+        emit("checkpoint", {**ref.to_json(), "step": step})
 
     def load_checkpoint() -> Any:
-        digest = store.get_ref(spec.checkpoint_ref) if spec.checkpoint_ref else None
-        return store.get(digest) if digest else None
+        ref = store.get_ref(spec.checkpoint_ref) if spec.checkpoint_ref else None
+        return store.get(ref) if ref is not None else None
 
     gpus = [int(x) for x in spec.env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip().isdigit()]
-    with Captured(capture) as log:
+    with Captured(capture, emit if capture == "fd" and rank == 0 else None) as log:
         task_context = context.TaskContext(
             run_id=spec.run_id,
             node=spec.node,
@@ -213,27 +298,31 @@ def execute(
         token = context.bind(task_context)
         try:
             op = resolve_operator(spec)
-            kwargs = {param: load_input(store, value) for param, value in spec.inputs.items()}
+            kwargs = {
+                param: load_input(store, value, spec.project_root) for param, value in spec.inputs.items()
+            }
             if capture == "fd":  # a worker process, not the scheduler's own (inline)
                 fit_threads(spec.resources.cpus)
+                _log_records_to_stderr()
             if released is not None:
                 released()
-                result.started_at = time.time()
-            value = op.fn(**kwargs)
+            result.started_at = time.time()
+            log.begin()
+            value = as_declared(op, call_operator(op, kwargs))
             if not typecheck.is_instance(value, op.return_type):
                 raise OperatorReturnTypeError(
                     f"operator '{op.qualname}' returned {typecheck.describe_value(value)}, "
                     f"expected {typecheck.describe(op.return_type)}"
                 )
             if rank == 0:
-                fields = op.output_fields
-                limit = spec.inline_limit
+                fields, limit, split = op.output_fields, spec.inline_limit, spec.split_outputs
                 if fields:
                     result.outputs = {
-                        name: write_output(store, getattr(value, name), limit) for name in fields
+                        name: write_output(store, item, limit, split=name in split)
+                        for name, item in zip(fields, value, strict=True)
                     }
                 else:
-                    result.outputs = {"return": write_output(store, value, limit)}
+                    result.outputs = {"return": write_output(store, value, limit, split=RETURN in split)}
             result.ok = True
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
@@ -254,6 +343,26 @@ def execute(
     result.log = log.text
     result.ended_at = time.time()
     return result
+
+
+_LOGGING: list[bool] = []
+
+
+def _log_records_to_stderr() -> None:
+    """Lines an operator sends through the standard `logging` module (Kedro's style) go to the
+    node's log: the root logger writes to the captured stderr, from INFO up, unless the
+    pipeline configured logging itself."""
+    if _LOGGING:
+        return
+    _LOGGING.append(True)
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.WARNING:
+        root.setLevel(logging.INFO)
 
 
 def die_with_parent(*, group: bool = False) -> None:

@@ -33,11 +33,14 @@ def run(
         raise FlowError(f"flowlib.run takes a @workflow, got {wf!r}")
     config = _config(db, executor)
     dag = dag or wf.build(**(params or {}))
-    from scheduler.launch import RunOptions, executor_names, start_executors
+    from flowlib.compile import compile_dag
 
-    executors = start_executors(executor_names(dag, executor or config.executor), config)
-    from scheduler.service import execute_dag, open_store
-    from scheduler.store.blobs import Blobs  # SQLAlchemy loads while the workers start
+    plan = compile_dag(dag)
+    from scheduler.runs import RunOptions, executor_names, start_executors
+
+    # the workers start while this process imports SQLAlchemy and opens the database
+    executors = start_executors(executor_names(plan, executor or config.executor), config)
+    from scheduler.runs import execute_here, open_store
 
     options = RunOptions(
         executor=executor,
@@ -45,10 +48,10 @@ def run(
         fail_fast=fail_fast,
         max_parallel=max_parallel,
         progress=progress,
-        blobs=Blobs(),
+        on_recorded=on_recorded,
     )
-    run_id = execute_dag(dag, config, options, on_recorded=on_recorded, executors=executors)
-    return get_run(run_id, db=db, _config=config, _store=open_store(config), _blobs=options.blobs)
+    run_id, blobs = execute_here(plan, config, options, executors=executors)
+    return get_run(run_id, db=db, _config=config, _store=open_store(config), _blobs=blobs)
 
 
 def resume(
@@ -56,14 +59,25 @@ def resume(
     executor: str | None = None,
     db: str | None = None,
     *,
+    reuse_succeeded: bool = False,
     progress: Any = None,
     on_recorded: Any = None,
 ) -> RunResult:
-    """Re-run a failed or interrupted run, reusing what succeeded; returns the new run's result."""
-    from scheduler.resume import resume_run
+    """Re-run a failed or interrupted run, reusing what succeeded; returns the new run's result.
+
+    With `reuse_succeeded`, nodes that succeeded before are kept even when their code changed.
+    """
+    from scheduler.resuming import resume_here
 
     config = _config(db, executor)
-    new_id = resume_run(run_id, config, executor=executor, progress=progress, on_recorded=on_recorded)
+    new_id = resume_here(
+        run_id,
+        config,
+        executor=executor,
+        reuse_succeeded=reuse_succeeded,
+        progress=progress,
+        on_recorded=on_recorded,
+    )
     return get_run(new_id, db=db, _config=config)
 
 
@@ -75,8 +89,9 @@ def get_run(
     _store: Any = None,
     _blobs: Any = None,
 ) -> RunResult:
-    """Return a recorded run; its outputs load from the artifact store on first use."""
-    from scheduler.service import connect, open_store
+    """Return a recorded run; its outputs (and every node's, through `RunResult.node_outputs`)
+    load from the artifact store on first use."""
+    from scheduler.runs import connect, open_store
     from scheduler.store.blobs import Blobs
     from scheduler.store.readback import load_run
 

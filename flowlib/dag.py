@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from flowlib.errors import WorkflowDefinitionError
-from flowlib.futures import RETURN, Future, Ref
+from flowlib.futures import RETURN, Ref
 
 if TYPE_CHECKING:
     import networkx
@@ -26,7 +26,28 @@ class Literal:
     digest: str
 
 
-Input = Ref | Literal
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A list, tuple or dict (nested to any depth) holding futures: each future is an edge.
+
+    `keys` are a dict's keys, in order, beside `items`; None for a list or tuple.
+    """
+
+    kind: str  # "list" | "tuple" | "dict"
+    items: tuple[Input, ...]
+    keys: tuple[Any, ...] | None = None
+
+
+Input = Ref | Literal | Container
+
+
+def input_refs(value: Input) -> list[Ref]:
+    """The upstream refs an input holds (a container's, at any depth)."""
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, Container):
+        return [ref for item in value.items for ref in input_refs(item)]
+    return []
 
 
 @dataclass(slots=True)
@@ -47,7 +68,12 @@ class Node:
     items: list[str] | None = None
 
     def upstream(self) -> list[str]:
-        names = [value.node for value in self.inputs.values() if isinstance(value, Ref)]
+        names = []
+        for value in self.inputs.values():
+            if isinstance(value, Ref):
+                names.append(value.node)
+            elif isinstance(value, Container):
+                names.extend(ref.node for ref in input_refs(value))
         if self.items:
             names.extend(self.items)
         return list(dict.fromkeys(names))
@@ -61,6 +87,7 @@ class DAG:
     file: str
     params: dict[str, Any]
     nodes: dict[str, Node] = field(default_factory=dict)
+    module: str = ""  # the module the workflow's file was imported as
     outputs: Any = None
 
     @cached_property
@@ -101,22 +128,16 @@ class DAG:
 
 
 def input_json(value: Input) -> dict[str, Any]:
+    """An input as `flow show --format json` writes it."""
     if isinstance(value, Ref):
         return value.to_json()
+    if isinstance(value, Container):
+        if value.kind == "dict":
+            return {
+                "dict": {str(k): input_json(v) for k, v in zip(value.keys or (), value.items, strict=True)}
+            }
+        return {value.kind: [input_json(item) for item in value.items]}
     return {"literal": value.value}
-
-
-def output_spec(value: Any) -> Any:
-    """Describe a workflow's return value (futures inside containers) as plain JSON."""
-    if isinstance(value, Future):
-        return {"ref": [value.ref.node, value.ref.output]}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {"fields": {name: output_spec(getattr(value, name)) for name in value._fields}}
-    if isinstance(value, (list, tuple)):
-        return {"list" if isinstance(value, list) else "tuple": [output_spec(item) for item in value]}
-    if isinstance(value, dict):
-        return {"dict": {str(key): output_spec(item) for key, item in value.items()}}
-    return {"literal": value}
 
 
 class Builder:

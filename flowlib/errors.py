@@ -33,6 +33,10 @@ class PipelineLoadError(FlowError):
     """A pipeline file cannot be loaded (syntax error, import error, no workflow)."""
 
 
+class RunNotFound(FlowError):
+    """No run (or no node of a run) has that name in the database."""
+
+
 class RunFailed(FlowError):
     """A run ended failed or cancelled; carries the RunResult."""
 

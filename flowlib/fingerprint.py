@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import dis
-import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -86,7 +85,6 @@ def _code_parts(code: types.CodeType) -> list:
     return [code.co_code, list(code.co_names), consts]
 
 
-@functools.lru_cache(maxsize=4096)
 def _source_hash(obj: object) -> str:
     return hashlib.sha256(normalize_source(obj).encode()).hexdigest()
 
@@ -120,7 +118,6 @@ _CONSTS = {"LOAD_CONST", "LOAD_SMALL_INT"}
 _TRANSPARENT = {"CACHE", "EXTENDED_ARG", "NOP"}
 
 
-@functools.lru_cache(maxsize=8192)
 def _file_kind(filename: str | None, root: Path) -> str:
     """Return "project", "flowlib" or "other" for the file a function, class or module comes from."""
     if not filename or filename.startswith("<"):
@@ -135,17 +132,13 @@ def _file_kind(filename: str | None, root: Path) -> str:
     return "project" if path.is_relative_to(root) else "other"
 
 
-@functools.cache
-def _distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()  # slow: scans every installed distribution
-
-
-@functools.lru_cache(maxsize=1024)
-def _distribution_versions(module_name: str) -> tuple[tuple[str, str], ...]:
+def _distribution_versions(
+    module_name: str, distributions: Mapping[str, list[str]]
+) -> tuple[tuple[str, str], ...]:
     top = module_name.partition(".")[0]
     if top in sys.stdlib_module_names:
         return ()
-    dists = ["flowlib"] if top == "flowlib" else sorted(set(_distributions().get(top, ())))
+    dists = ["flowlib"] if top == "flowlib" else sorted(set(distributions.get(top, ())))
     return tuple((dist, _version(dist)) for dist in dists)
 
 
@@ -166,7 +159,6 @@ def _operator_fn(obj: object) -> types.FunctionType | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
 def _all_names(code: types.CodeType) -> frozenset[str]:
     nested = (_all_names(c) for c in code.co_consts if isinstance(c, types.CodeType))
     return frozenset(code.co_names).union(*nested)
@@ -183,8 +175,9 @@ def _merge(found: dict[str, set[str]]) -> dict[str, str]:
 class _Walker:
     """Collect what a function depends on, following same-project code transitively."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, caches: Fingerprinter) -> None:
         self.root = root
+        self.caches = caches
         self.calls: dict[str, set[str]] = {}
         self.globals: dict[str, set[str]] = {}
         self.packages: dict[str, str] = {}
@@ -197,7 +190,7 @@ class _Walker:
                 closure[name] = cell.cell_contents
             except ValueError:  # a cell not assigned yet
                 pass
-        self.code(fn.__code__, fn.__globals__, closure, _all_names(fn.__code__))
+        self.code(fn.__code__, fn.__globals__, closure, self.caches.all_names(fn.__code__))
         code = fn.__code__
         positional = code.co_varnames[: code.co_argcount]
         defaults = dict(zip(positional[::-1], (fn.__defaults__ or ())[::-1], strict=False))
@@ -251,7 +244,7 @@ class _Walker:
             except (ImportError, ValueError):
                 spec = None
             where = spec and (spec.origin or next(iter(spec.submodule_search_locations or ()), None))
-            if _file_kind(where, self.root) != "project":
+            if self.caches.file_kind(where) != "project":
                 self.module(name)  # known by name: never import third-party code to fingerprint it
                 return
             try:
@@ -265,17 +258,17 @@ class _Walker:
 
     def kind(self, obj: object) -> str:
         if isinstance(obj, types.FunctionType):
-            return _file_kind(obj.__code__.co_filename, self.root)
+            return self.caches.file_kind(obj.__code__.co_filename)
         if isinstance(obj, types.ModuleType):
-            return _file_kind(getattr(obj, "__file__", None), self.root)
+            return self.caches.file_kind(getattr(obj, "__file__", None))
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         if getattr(module, "__file__", None) is None and isinstance(obj, type):
             methods = [f for f in vars(obj).values() if isinstance(f, types.FunctionType)]
             return self.kind(methods[0]) if methods else "other"
-        return _file_kind(getattr(module, "__file__", None), self.root)
+        return self.caches.file_kind(getattr(module, "__file__", None))
 
     def module(self, module_name: str) -> None:
-        self.packages.update(_distribution_versions(module_name))
+        self.packages.update(self.caches.distribution_versions(module_name))
 
     def ref(self, name: str, obj: object) -> None:
         if isinstance(obj, types.MethodType):
@@ -310,7 +303,7 @@ class _Walker:
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
-        self.calls.setdefault(obj.__qualname__, set()).add(_source_hash(obj))
+        self.calls.setdefault(obj.__qualname__, set()).add(self.caches.source_hash(obj))
         if isinstance(obj, types.FunctionType):
             self.function(obj)
             return
@@ -329,28 +322,80 @@ class _Walker:
                     self.ref(target.__qualname__, target)
 
 
+class Fingerprinter:
+    """Fingerprints of one compile: what it has worked out once (a function's source hash,
+    which files are project code, installed package versions) is kept for that compile only,
+    so a long-lived process never answers from what was true before a file or package changed."""
+
+    def __init__(self, project_root: str | Path) -> None:
+        self.root = Path(project_root).resolve()
+        self._fingerprints: dict[tuple[int, str], Fingerprint] = {}
+        self._sources: dict[int, str] = {}
+        self._kinds: dict[str | None, str] = {}
+        self._names: dict[types.CodeType, frozenset[str]] = {}
+        self._versions: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._distributions: Mapping[str, list[str]] | None = None
+        self._alive: list[object] = []  # what the id()-keyed caches saw, kept alive as long as they are
+
+    def of(self, fn: Callable, *, version: str | None) -> Fingerprint:
+        """Fingerprint an operator: its source, the project code it reaches, their constants and
+        packages, `version`."""
+        fn = _operator_fn(fn) or fn
+        fn = inspect.unwrap(fn)
+        if not isinstance(fn, types.FunctionType):
+            raise WorkflowDefinitionError(f"cannot fingerprint {fn!r}: an operator must be a plain function")
+        key = (id(fn), version or "")
+        found = self._fingerprints.get(key)
+        if found is None:
+            self._alive.append(fn)
+            found = self._fingerprints[key] = self._compute(fn, version or "")
+        return found
+
+    def _compute(self, fn: types.FunctionType, version: str) -> Fingerprint:
+        walker = _Walker(self.root, self)
+        walker.seen.add(id(fn))
+        walker.function(fn)
+        source = normalize_source(fn)
+        calls, constants = _merge(walker.calls), _merge(walker.globals)
+        packages = dict(sorted(walker.packages.items()))
+        parts = [["calls", sorted(calls.items())], ["globals", sorted(constants.items())]]
+        parts += [["packages", sorted(packages.items())], ["version", version]]
+        digest = hash_labelled(["op", fn.__qualname__, source, *parts])
+        source_hash = hashlib.sha256(source.encode()).hexdigest()
+        return Fingerprint(digest, fn.__qualname__, source_hash, calls, constants, packages, version)
+
+    def source_hash(self, obj: object) -> str:
+        found = self._sources.get(id(obj))
+        if found is None:
+            self._alive.append(obj)
+            found = self._sources[id(obj)] = _source_hash(obj)
+        return found
+
+    def file_kind(self, filename: str | None) -> str:
+        found = self._kinds.get(filename)
+        if found is None:
+            found = self._kinds[filename] = _file_kind(filename, self.root)
+        return found
+
+    def all_names(self, code: types.CodeType) -> frozenset[str]:
+        found = self._names.get(code)
+        if found is None:
+            found = self._names[code] = _all_names(code)
+        return found
+
+    def distribution_versions(self, module_name: str) -> tuple[tuple[str, str], ...]:
+        found = self._versions.get(module_name)
+        if found is None:
+            if self._distributions is None:
+                # slow: scans every installed distribution, so once per compile
+                self._distributions = importlib.metadata.packages_distributions()
+            found = self._versions[module_name] = _distribution_versions(module_name, self._distributions)
+        return found
+
+
 def operator_fingerprint(fn: Callable, *, version: str | None, project_root: str | Path) -> Fingerprint:
-    """Fingerprint an operator: its source, the project code it reaches, their constants and packages, `version`."""
-    fn = _operator_fn(fn) or fn
-    fn = inspect.unwrap(fn)
-    if not isinstance(fn, types.FunctionType):
-        raise WorkflowDefinitionError(f"cannot fingerprint {fn!r}: an operator must be a plain function")
-    return _fingerprint(fn, version or "", project_root)
-
-
-@functools.lru_cache(maxsize=1024)
-def _fingerprint(fn: types.FunctionType, version: str, project_root: str | Path) -> Fingerprint:
-    walker = _Walker(Path(project_root).resolve())
-    walker.seen.add(id(fn))
-    walker.function(fn)
-    source = normalize_source(fn)
-    calls, constants = _merge(walker.calls), _merge(walker.globals)
-    packages = dict(sorted(walker.packages.items()))
-    parts = [["calls", sorted(calls.items())], ["globals", sorted(constants.items())]]
-    parts += [["packages", sorted(packages.items())], ["version", version]]
-    digest = hash_labelled(["op", fn.__qualname__, source, *parts])
-    source_hash = hashlib.sha256(source.encode()).hexdigest()
-    return Fingerprint(digest, fn.__qualname__, source_hash, calls, constants, packages, version)
+    """Fingerprint one operator afresh (see Fingerprinter, which a compile uses to share the work)."""
+    return Fingerprinter(project_root).of(fn, version=version)
 
 
 def diff_fingerprints(old: dict, new: dict) -> list[str]:

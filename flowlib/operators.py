@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flowlib import typecheck
-from flowlib.dag import Builder, Literal, Node, active_builder, call_site
+from flowlib.dag import Builder, Container, Input, Literal, Node, active_builder, call_site
 from flowlib.errors import FlowTypeError, WorkflowDefinitionError
 from flowlib.futures import RETURN, Future, Ref
 from flowlib.resources import Distributed, Resources
@@ -58,6 +58,19 @@ def namedtuple_fields(hint: Any) -> dict[str, Any] | None:
     return None
 
 
+def output_fields(hint: Any) -> dict[str, Any] | None:
+    """The separate outputs a return annotation gives: a NamedTuple's fields by name, a
+    `tuple[A, B]`'s elements as "0", "1"; None for a single output."""
+    fields = namedtuple_fields(hint)
+    if fields is not None:
+        return fields
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if args and Ellipsis not in args and args != ((),):
+            return {str(i): arg for i, arg in enumerate(args)}
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """An operator's execution options; `with_options` copies them with overrides."""
@@ -91,10 +104,10 @@ class Operator(Generic[P, R]):
     def _check_definition(self) -> None:
         where = _definition_site(self.fn)
         for param in self.signature.parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if param.kind == param.VAR_KEYWORD:
                 raise WorkflowDefinitionError(
-                    f"{where}: operator '{self.qualname}', parameter '{param.name}': *args and **kwargs "
-                    "cannot be DAG inputs; name each parameter"
+                    f"{where}: operator '{self.qualname}', parameter '{param.name}': **kwargs cannot be "
+                    "DAG inputs; name each parameter"
                 )
             if param.annotation is inspect.Parameter.empty:
                 raise WorkflowDefinitionError(
@@ -161,7 +174,13 @@ class Operator(Generic[P, R]):
 
     @functools.cached_property
     def output_fields(self) -> dict[str, Any] | None:
-        return namedtuple_fields(self.return_type)
+        return output_fields(self.return_type)
+
+    @property
+    def output_class(self) -> type | None:
+        """The NamedTuple class of a multi-output operator (None for a plain tuple or one output)."""
+        hint = self.return_type
+        return hint if namedtuple_fields(hint) is not None else None
 
     @property
     def output_names(self) -> list[str]:
@@ -207,31 +226,61 @@ class Operator(Generic[P, R]):
         bound.apply_defaults()
         return bound.arguments
 
-    def _input(self, param: str, value: Any, site: str, builder: Builder, hint: Any) -> Ref | Literal:
+    def _input(self, param: str, value: Any, site: str, builder: Builder, hint: Any) -> Input:
+        if self.signature.parameters[param].kind == inspect.Parameter.VAR_POSITIONAL:
+            hint = tuple[hint, ...]  # type: ignore[valid-type]  # `*xs: int` arrive as a tuple of ints
+        return self._value(param, "", value, site, builder, hint)
+
+    def _value(self, param: str, path: str, value: Any, site: str, builder: Builder, hint: Any) -> Input:
+        """One input (or an element of a container input at `path`), checked against `hint`."""
         if isinstance(value, Future):
             if not typecheck.fits(value.type, hint):
-                raise self._type_error(
-                    param,
-                    hint,
-                    f"{typecheck.describe(value.type)} (output of '{value.ref.node}')",
-                    site,
-                    builder,
-                )
+                got = f"{typecheck.describe(value.type)} (output of '{value.ref.node}')"
+                raise self._type_error(param + path, hint, got, site, builder)
             return value.ref
         if _holds_future(value):
-            raise WorkflowDefinitionError(
-                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': "
-                "futures inside a list or dict are not inputs; pass each future as its own parameter"
-            )
+            return self._container(param, path, value, site, builder, hint)
         if not typecheck.is_instance(value, hint):
-            raise self._type_error(param, hint, typecheck.describe_value(value), site, builder)
+            raise self._type_error(param + path, hint, typecheck.describe_value(value), site, builder)
         hashing = _hashing()
         try:
             return Literal(value, hashing.literal_digest(value))
         except hashing.UnhashableLiteral as exc:
             raise hashing.UnhashableLiteral(
-                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}': {exc}"
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}{path}': {exc}"
             ) from None
+
+    def _container(
+        self, param: str, path: str, value: Any, site: str, builder: Builder, hint: Any
+    ) -> Container:
+        """A list, tuple or dict holding futures: every future in it an edge, every element checked."""
+        if type(value) not in (list, tuple, dict):
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}{path}': "
+                f"futures inside a {type(value).__name__} are not inputs; put them in a list, tuple or dict"
+            )
+        problem = typecheck.container_mismatch(value, hint)
+        if problem is not None:
+            raise self._type_error(param + path, hint, problem, site, builder)
+        key_hint, hints = typecheck.element_hints(hint, value)
+        if isinstance(value, dict):
+            keys = tuple(value)
+            for key in keys:
+                if not typecheck.is_instance(key, key_hint):
+                    raise self._type_error(
+                        f"{param}{path} key", key_hint, typecheck.describe_value(key), site, builder
+                    )
+            items = tuple(
+                self._value(param, f"{path}[{key!r}]", item, site, builder, item_hint)
+                for (key, item), item_hint in zip(value.items(), hints, strict=True)
+            )
+            _hashing().literal_digest(list(keys))  # keys enter the digest: refuse unhashable ones now
+            return Container("dict", items, keys)
+        items = tuple(
+            self._value(param, f"{path}[{i}]", item, site, builder, item_hint)
+            for i, (item, item_hint) in enumerate(zip(value, hints, strict=True))
+        )
+        return Container(type(value).__name__, items)
 
     def _type_error(self, param: str, hint: Any, got: str, site: str, builder: Builder) -> FlowTypeError:
         return FlowTypeError(
@@ -249,6 +298,13 @@ class Operator(Generic[P, R]):
         builder.add(Node(name, self, inputs, site))
         return Future(Ref(name), self.return_type, self.output_fields)
 
+    def _map_result(self, base: str) -> Future:
+        """A map's future: the list of item results; a multi-output operator's map also gives one
+        list future per output (`op.map(xs).train`)."""
+        fields = self.output_fields
+        per_field = {name: list[hint] for name, hint in fields.items()} if fields else None  # type: ignore[valid-type]
+        return Future(Ref(base), list[self.return_type], per_field, unpacks=False)  # type: ignore[name-defined]
+
     def map(self, items: Any, **fixed: Any) -> Any:
         """Fan out over `items` (a list or a Future of a list): one node per element.
 
@@ -262,7 +318,7 @@ class Operator(Generic[P, R]):
         param = self._map_param(fixed, site, builder)
         hint = self.hints.get(param, Any)
         base = builder.unique(self.options.name)
-        result = Future(Ref(base), list[self.return_type])  # type: ignore[name-defined]
+        result = self._map_result(base)
         fixed_inputs = {
             key: self._input(key, value, site, builder, self.hints.get(key, Any))
             for key, value in fixed.items()
@@ -313,6 +369,9 @@ def _holds_future(value: Any) -> bool:
     if isinstance(value, dict):
         return any(isinstance(item, Future) or _holds_future(item) for item in value.values())
     return False
+
+
+holds_future = _holds_future
 
 
 @overload

@@ -68,6 +68,10 @@ class Resources:
     def to_json(self) -> dict[str, Any]:
         return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Resources:
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class Distributed:

@@ -14,10 +14,12 @@ from flowlib.errors import FlowError
 
 class RunStatus(str, enum.Enum):
     PENDING = "pending"
+    QUEUED = "queued"  # submitted to a server, not claimed yet
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its scheduler died (read from a `running` row without a live scheduler)
 
     def __str__(self) -> str:
         return self.value
@@ -32,13 +34,24 @@ class NodeStatus(str, enum.Enum):
     CACHED = "cached"
     UPSTREAM_FAILED = "upstream_failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # was unfinished when its scheduler died
 
     def __str__(self) -> str:
         return self.value
 
 
-DONE = frozenset({"succeeded", "cached"})
-FINAL = frozenset({"succeeded", "cached", "failed", "upstream_failed", "cancelled"})
+DONE = frozenset({NodeStatus.SUCCEEDED, NodeStatus.CACHED})
+FINAL = frozenset(
+    {
+        NodeStatus.SUCCEEDED,
+        NodeStatus.CACHED,
+        NodeStatus.FAILED,
+        NodeStatus.UPSTREAM_FAILED,
+        NodeStatus.CANCELLED,
+        NodeStatus.INTERRUPTED,
+    }
+)
+UNFINISHED = frozenset({NodeStatus.PENDING, NodeStatus.QUEUED, NodeStatus.RUNNING})
 
 
 @dataclass

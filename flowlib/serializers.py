@@ -1,7 +1,8 @@
 """Serializers chosen by value type: torch, numpy, json, then cloudpickle for the rest.
 
-Each serializer has a ``name`` and ``version`` that the artifact header records, so a
-cache entry written by another serializer version can be told apart. numpy and torch
+Each serializer has a ``name`` and ``version``, recorded beside every artifact's digest
+(an ArtifactRef, and the run database), so a cache entry written by another serializer
+version can be told apart. An artifact file is the serializer's own format alone. numpy and torch
 are never imported here: a value can only be a tensor or an array if its library is
 already in ``sys.modules``, so that is where the classes are looked up.
 """
@@ -28,7 +29,7 @@ class Serializer:
     """Turn values of the types it accepts into bytes and back."""
 
     name: str = ""
-    version: int = 1
+    version: int = 2  # 2: files hold the serializer's own format alone (no flowlib header)
 
     def accepts(self, value: Any) -> bool:
         raise NotImplementedError
@@ -40,7 +41,7 @@ class Serializer:
         raise NotImplementedError
 
     # Large values stream: written through a file object (hashed as it goes) and read back
-    # from one, so a 1 GiB tensor is never held twice in memory.
+    # from the file by path, so a 1 GiB tensor is never held twice in memory.
     def size_hint(self, value: Any) -> int | None:
         """The rough serialized size when it is cheap to know (tensors, arrays), else None."""
         return None
@@ -48,16 +49,9 @@ class Serializer:
     def dump(self, value: Any, file: Any) -> None:
         file.write(self.dumps(value))
 
-    def load(self, file: Any) -> Any:
-        return self.loads(file.read())
-
-    def dump_payload_first(self, value: Any, file: Any) -> bytes | None:
-        """Write the payload so the file can be loaded by path; return the lead bytes, or None."""
-        return None
-
-    def load_path(self, path: str, lead: bytes) -> Any:
+    def load_path(self, path: str) -> Any:
         with open(path, "rb") as file:
-            return self.loads(lead + file.read())
+            return self.loads(file.read())
 
     def __repr__(self) -> str:
         return f"<Serializer {self.name} v{self.version}>"
@@ -67,105 +61,87 @@ def _torch_if_loaded() -> Any:
     return sys.modules.get("torch")
 
 
+def _is_state_dict(torch: Any, value: Any) -> bool:
+    return (
+        type(value) in (dict, OrderedDict)
+        and len(value) > 0
+        and all(isinstance(k, str) for k in value)
+        and all(isinstance(v, torch.Tensor) for v in value.values())
+    )
+
+
 class TorchSerializer(Serializer):
-    """Tensors, state dicts (dicts of tensors) and ``nn.Module`` objects via ``torch.save``."""
+    """Plain tensors and state dicts via ``torch.save``, loaded with ``weights_only=True``
+    (no arbitrary code runs on load)."""
 
     name = "torch"
-    version = 1
-
-    # The first payload byte says how to load the rest: tensors and state dicts load
-    # with weights_only=True (no arbitrary code runs); a Module needs a full unpickle.
-    _WEIGHTS = b"W"
-    _FULL = b"F"
+    weights_only = True
 
     def accepts(self, value: Any) -> bool:
         torch = _torch_if_loaded()
         if torch is None:
             return False
-        if isinstance(value, (torch.Tensor, torch.nn.Module)):
-            return True
-        return self._is_state_dict(torch, value)
-
-    @staticmethod
-    def _is_state_dict(torch: Any, value: Any) -> bool:
-        return (
-            type(value) in (dict, OrderedDict)
-            and len(value) > 0
-            and all(isinstance(k, str) for k in value)
-            and all(isinstance(v, torch.Tensor) for v in value.values())
-        )
-
-    def _weights_only_safe(self, torch: Any, value: Any) -> bool:
         # Tensor subclasses other than Parameter are not on weights_only's allow-list.
         plain = (torch.Tensor, torch.nn.Parameter)
         if isinstance(value, torch.Tensor):
             return type(value) in plain
-        return self._is_state_dict(torch, value) and all(type(v) in plain for v in value.values())
+        return _is_state_dict(torch, value) and all(type(v) in plain for v in value.values())
 
     def dumps(self, value: Any) -> bytes:
-        # cloudpickle for a Module, so its class defined in a pipeline file (often
-        # __main__) can be loaded in a worker that never imported that file.
         buf = io.BytesIO()
         self.dump(value, buf)
         return buf.getvalue()
 
     def loads(self, data: bytes) -> Any:
-        return self.load(io.BytesIO(data))
+        import torch
+
+        return torch.load(io.BytesIO(data), weights_only=self.weights_only, map_location="cpu")
 
     def size_hint(self, value: Any) -> int | None:
         import torch
 
         if isinstance(value, torch.Tensor):
             return value.element_size() * value.nelement()
-        if self._is_state_dict(torch, value):
+        if _is_state_dict(torch, value):
             return sum(v.element_size() * v.nelement() for v in value.values())
         return None
 
     def dump(self, value: Any, file: Any) -> None:
-        self._write_mode_and_save(value, file, file)
-
-    def _write_mode_and_save(self, value: Any, file: Any, mode_to: Any) -> None:
         import torch
 
-        if self._weights_only_safe(torch, value):
-            mode_to.write(self._WEIGHTS)
-            torch.save(value, file)
-        else:
-            import cloudpickle
+        torch.save(value, file)
 
-            mode_to.write(self._FULL)
-            torch.save(value, file, pickle_module=cloudpickle)
-
-    def dump_payload_first(self, value: Any, file: Any) -> bytes | None:
-        # The torch file at offset 0 (a trailer after its zip is ignored by torch), so
-        # `load_path` can memory-map it; the mode byte moves to the trailer.
-        mode = io.BytesIO()
-        self._write_mode_and_save(value, file, mode)
-        return mode.getvalue()
-
-    def load_path(self, path: str, lead: bytes) -> Any:
+    def load_path(self, path: str) -> Any:
         import torch
 
-        if lead not in (self._WEIGHTS, self._FULL):
-            raise FlowError(f"torch artifact has unknown load mode {lead!r}")
-        return torch.load(path, weights_only=lead == self._WEIGHTS, map_location="cpu", mmap=True)
+        return torch.load(path, weights_only=self.weights_only, map_location="cpu", mmap=True)
 
-    def load(self, file: Any) -> Any:
+
+class TorchObjectSerializer(TorchSerializer):
+    """``nn.Module`` objects, tensor subclasses and other torch values: ``torch.save`` with
+    cloudpickle, so a module class defined in a pipeline file (often ``__main__``) loads in a
+    worker that never imported it; loading it runs pickle's code."""
+
+    name = "torch-pickle"
+    weights_only = False
+
+    def accepts(self, value: Any) -> bool:
+        torch = _torch_if_loaded()
+        if torch is None:
+            return False
+        return isinstance(value, (torch.Tensor, torch.nn.Module)) or _is_state_dict(torch, value)
+
+    def dump(self, value: Any, file: Any) -> None:
+        import cloudpickle
         import torch
 
-        mode = file.read(1)  # torch reads its zip from the file's current position on
-        if mode == self._WEIGHTS:
-            return torch.load(file, weights_only=True, map_location="cpu")
-        if mode == self._FULL:
-            return torch.load(file, weights_only=False, map_location="cpu")
-        raise FlowError(f"torch artifact has unknown load mode {mode!r}")
+        torch.save(value, file, pickle_module=cloudpickle)
 
 
 class NumpySerializer(Serializer):
     """Plain ``numpy.ndarray`` values without Python objects inside, as ``.npy``."""
 
     name = "numpy"
-    version = 1
 
     def accepts(self, value: Any) -> bool:
         np = sys.modules.get("numpy")
@@ -180,7 +156,9 @@ class NumpySerializer(Serializer):
         return buf.getvalue()
 
     def loads(self, data: bytes) -> Any:
-        return self.load(io.BytesIO(data))
+        import numpy as np
+
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def size_hint(self, value: Any) -> int | None:
         return int(value.nbytes)
@@ -190,10 +168,10 @@ class NumpySerializer(Serializer):
 
         np.save(file, value, allow_pickle=False)
 
-    def load(self, file: Any) -> Any:
+    def load_path(self, path: str) -> Any:
         import numpy as np
 
-        return np.load(file, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
 
 
 def _json_exact(value: Any) -> bool:
@@ -216,7 +194,6 @@ class JsonSerializer(Serializer):
     """Values that round-trip exactly through strict JSON, dict order kept."""
 
     name = "json"
-    version = 1
 
     def accepts(self, value: Any) -> bool:
         try:
@@ -235,7 +212,6 @@ class PickleSerializer(Serializer):
     """Anything else, with cloudpickle (functions and classes from ``__main__`` included)."""
 
     name = "pickle"
-    version = 1
 
     def accepts(self, value: Any) -> bool:
         return True
@@ -252,7 +228,14 @@ class PickleSerializer(Serializer):
 
 
 registry: dict[str, Serializer] = {
-    s.name: s for s in (TorchSerializer(), NumpySerializer(), JsonSerializer(), PickleSerializer())
+    s.name: s
+    for s in (
+        TorchSerializer(),
+        TorchObjectSerializer(),
+        NumpySerializer(),
+        JsonSerializer(),
+        PickleSerializer(),
+    )
 }
 
 

@@ -1,9 +1,11 @@
 """The content-addressed artifact store: ``objects/ab/<sha256>`` files plus ``refs/<name>`` pointers.
 
-An artifact file is ``b"FLOW1 <serializer> <version>\\n"`` followed by the payload, and
-its digest is the sha256 of the whole file, so the header is covered by the digest.
-Every read is verified; writes go to a temporary name and are renamed into place, so
-no reader ever sees half an artifact under a real digest.
+An artifact file is exactly its serializer's format (a ``.npy`` file, a ``torch.save``
+file, JSON, a pickle), with nothing before or after it; its digest is the sha256 of
+the file. Which serializer wrote it travels beside the digest, in an ``ArtifactRef``
+(and in the run database), so every load names both. Every read is verified; writes
+go to a temporary name and are renamed into place, so no reader ever sees half an
+artifact under a real digest.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +26,11 @@ from flowlib.storefs import CHUNK, FsspecFS, LocalFS, local_path
 
 __all__ = ["ArtifactRef", "ArtifactStore", "CorruptArtifact", "InvalidDigest", "InvalidRefName"]
 
-MAGIC = b"FLOW1 "
-MANIFEST = "manifest"
-MANIFEST_VERSION = 1
+MANIFEST = "manifest"  # a list stored one artifact per element: JSON [[digest, serializer, version, size]]
+MANIFEST_VERSION = 2
 STREAM_MIN = 16 << 20  # tensors and arrays this large stream to and from a local store
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _REF_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
-_HEADER_MAX = 256
 _PARALLEL_MIN = 16
 _PARALLEL_WORKERS = 8
 
@@ -70,8 +70,12 @@ class ArtifactRef:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ArtifactRef:
+    def from_json(cls, d: Mapping[str, Any]) -> ArtifactRef:
         return cls(str(d["digest"]), str(d["serializer"]), int(d["serializer_version"]), int(d["size"]))
+
+    @classmethod
+    def of(cls, ref: ArtifactRef | Mapping[str, Any]) -> ArtifactRef:
+        return ref if isinstance(ref, ArtifactRef) else cls.from_json(ref)
 
 
 def check_digest(digest: str) -> str:
@@ -92,20 +96,20 @@ def check_ref_name(name: str) -> str:
     return name
 
 
-def _serializer(digest: str, name: str, version: int) -> serializers.Serializer:
-    serializer = serializers.get(name)
-    if version != serializer.version:
+def serializer_of(ref: ArtifactRef) -> serializers.Serializer:
+    """The serializer that reads `ref`; another version of it is an error naming both."""
+    serializer = serializers.get(ref.serializer)
+    if ref.serializer_version != serializer.version:
         raise FlowError(
-            f"artifact {digest} was written by serializer {name!r} version {version}; "
-            f"this flowlib reads version {serializer.version}"
+            f"artifact {ref.digest} was written by serializer {ref.serializer!r} version "
+            f"{ref.serializer_version}; this flowlib reads version {serializer.version}"
         )
     return serializer
 
 
 def pack(serializer: str, version: int, payload: bytes) -> tuple[ArtifactRef, bytes]:
-    """Return the artifact bytes (header + payload) and their ref, without storing anything."""
-    data = encode_header(serializer, version) + payload
-    return ArtifactRef(hashlib.sha256(data).hexdigest(), serializer, version, len(data)), data
+    """Return the artifact bytes (the payload itself) and their ref, without storing anything."""
+    return ArtifactRef(hashlib.sha256(payload).hexdigest(), serializer, version, len(payload)), payload
 
 
 def encode(value: Any) -> tuple[ArtifactRef, bytes]:
@@ -115,44 +119,21 @@ def encode(value: Any) -> tuple[ArtifactRef, bytes]:
 
 
 def manifest_payload(refs: list[ArtifactRef]) -> bytes:
-    return json.dumps([[r.digest, r.serializer] for r in refs], separators=(",", ":")).encode()
+    rows = [[r.digest, r.serializer, r.serializer_version, r.size] for r in refs]
+    return json.dumps(rows, separators=(",", ":")).encode()
 
 
-def encode_header(serializer: str, version: int) -> bytes:
-    if not serializer or not re.fullmatch(r"[A-Za-z0-9_.-]+", serializer):
-        raise FlowError(f"invalid serializer name {serializer!r}")
-    return MAGIC + serializer.encode() + b" " + str(int(version)).encode() + b"\n"
+def pack_manifest(refs: list[ArtifactRef]) -> tuple[ArtifactRef, bytes]:
+    """The manifest artifact of a list stored one artifact per element."""
+    return pack(MANIFEST, MANIFEST_VERSION, manifest_payload(refs))
 
 
-def _parse_header(digest: str, data: bytes) -> tuple[str, int, int]:
-    """Return (serializer, version, payload offset) of a header-first artifact."""
-    end = data.find(b"\n", 0, _HEADER_MAX)
-    parts = data[len(MAGIC) : end].split(b" ") if data.startswith(MAGIC) and end > 0 else []
-    if len(parts) != 2 or not parts[1].isdigit():
-        raise CorruptArtifact(digest, "not a flowlib artifact (bad header)")
-    return parts[0].decode("ascii", "replace"), int(parts[1]), end + 1
-
-
-def _parse_trailer(digest: str, tail: bytes) -> tuple[str, int, bytes, int]:
-    """Return (serializer, version, lead bytes, trailer length) of a payload-first artifact.
-
-    A large torch artifact is the torch file itself followed by a trailer line, so
-    torch can map it from disk; the lead bytes logically precede the payload.
-    """
-    start = tail.rfind(b"\n" + MAGIC)
-    parts = tail[start + 1 + len(MAGIC) : -1].split(b" ") if start >= 0 and tail.endswith(b"\n") else []
-    if len(parts) != 3 or not parts[1].isdigit():
-        raise CorruptArtifact(digest, "not a flowlib artifact (bad header or trailer)")
-    return parts[0].decode("ascii", "replace"), int(parts[1]), parts[2], len(tail) - start
-
-
-def _split(digest: str, data: bytes) -> tuple[str, int, bytes]:
-    """Return (serializer, version, payload) of either layout."""
-    if data.startswith(MAGIC):
-        name, version, offset = _parse_header(digest, data)
-        return name, version, data[offset:]
-    name, version, lead, length = _parse_trailer(digest, data[-_HEADER_MAX:])
-    return name, version, lead + data[: len(data) - length]
+def parse_manifest(digest: str, payload: bytes) -> list[ArtifactRef]:
+    """The element refs a manifest lists."""
+    try:
+        return [ArtifactRef(check_digest(d), str(s), int(v), int(n)) for d, s, v, n in json.loads(payload)]
+    except (ValueError, TypeError) as exc:
+        raise CorruptArtifact(digest, f"a malformed manifest ({exc})") from None
 
 
 class ArtifactStore:
@@ -166,6 +147,10 @@ class ArtifactStore:
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self._fs, LocalFS)
 
     def path_for(self, digest: str) -> str:
         """Return the file path of ``digest``; raises InvalidDigest for anything but 64 lowercase hex."""
@@ -182,23 +167,12 @@ class ArtifactStore:
         serializer = serializers.choose(value)
         hint = serializer.size_hint(value)
         if hint is not None and hint >= STREAM_MIN and isinstance(self._fs, LocalFS):
-
-            def produce(file: Any) -> None:
-                lead = serializer.dump_payload_first(value, file)
-                if lead is None:  # this serializer cannot be read at an offset: header first
-                    file.write(encode_header(serializer.name, serializer.version))
-                    serializer.dump(value, file)
-                else:
-                    file.write(
-                        b"\n" + encode_header(serializer.name, serializer.version)[:-1] + b" " + lead + b"\n"
-                    )
-
-            digest, size = self._fs.write_stream(produce)
+            digest, size = self._fs.write_stream(lambda file: serializer.dump(value, file))
             return ArtifactRef(digest, serializer.name, serializer.version, size)
         return self.put_bytes(serializer.name, serializer.version, serializer.dumps(value))
 
     def put_bytes(self, serializer: str, version: int, payload: bytes) -> ArtifactRef:
-        """Store an already serialized payload under its header."""
+        """Store an already serialized payload."""
         ref, data = pack(serializer, version, payload)
         self.write(ref, data)
         return ref
@@ -218,7 +192,9 @@ class ArtifactStore:
                 refs = list(pool.map(self.put, values))
         else:
             refs = [self.put(v) for v in values]
-        return self.put_bytes(MANIFEST, MANIFEST_VERSION, manifest_payload(refs)), refs
+        manifest, data = pack_manifest(refs)
+        self.write(manifest, data)
+        return manifest, refs
 
     def delete(self, digest: str) -> None:
         """Remove an artifact; a missing one is not an error."""
@@ -235,11 +211,12 @@ class ArtifactStore:
             raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
         return data
 
-    def get(self, digest: str) -> Any:
-        """Load the value stored under ``digest`` (a manifest loads as the list of its elements)."""
-        if self.is_large(digest):
-            return self._get_large(digest, self.path_for(digest))
-        return self.decode(digest, self.read_verified(digest), verified=True)
+    def get(self, ref: ArtifactRef | Mapping[str, Any]) -> Any:
+        """Load the value `ref` names (a manifest loads as the list of its elements)."""
+        ref = ArtifactRef.of(ref)
+        if ref.serializer != MANIFEST and self.is_large(ref.digest):
+            return self._get_large(ref)
+        return self.decode(ref, self.read_verified(ref.digest), verified=True)
 
     def is_large(self, digest: str) -> bool:
         """Whether `get` streams this artifact (a big file in a local store)."""
@@ -250,61 +227,50 @@ class ArtifactStore:
         except OSError:
             return False
 
-    def _get_large(self, digest: str, path: str) -> Any:
-        """Load a large artifact while a thread hashes the same file; nothing is returned unverified.
-
-        A payload-first torch artifact is memory-mapped, so the load costs no read of its own.
-        """
+    def _get_large(self, ref: ArtifactRef) -> Any:
+        """Load a large artifact by path while a thread hashes the same file; nothing is returned
+        unverified. A torch file is memory-mapped, so the load costs no read of its own."""
+        serializer = serializer_of(ref)
         hashed: list[bool] = []
-        checker = threading.Thread(target=lambda: hashed.append(self.verify(digest)), daemon=True)
+        checker = threading.Thread(target=lambda: hashed.append(self.verify(ref.digest)), daemon=True)
         checker.start()
         try:
-            with open(path, "rb") as file:
-                head = file.read(len(MAGIC))
-                if head == MAGIC:
-                    file.seek(0)
-                    name, version, offset = _parse_header(digest, file.read(_HEADER_MAX))
-                    file.seek(offset)
-                    value = None if name == MANIFEST else _serializer(digest, name, version).load(file)
-                else:
-                    file.seek(max(0, os.path.getsize(path) - _HEADER_MAX))
-                    name, version, lead, _ = _parse_trailer(digest, file.read())
-                    value = _serializer(digest, name, version).load_path(path, lead)
+            value = serializer.load_path(self.path_for(ref.digest))
         except Exception:
             checker.join()
             if not hashed[0]:
-                raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest") from None
+                raise CorruptArtifact(ref.digest, "corrupt: its bytes do not hash to its digest") from None
             raise
         checker.join()
         if not hashed[0]:
-            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
-        return value if name != MANIFEST else self.decode(digest, self.read_verified(digest), verified=True)
+            raise CorruptArtifact(ref.digest, "corrupt: its bytes do not hash to its digest")
+        return value
 
-    def decode(self, digest: str, data: bytes, element: Any = None, *, verified: bool = False) -> Any:
-        """Turn an artifact's bytes into its value; a manifest's elements come from `element(digest)`."""
-        if not verified and hashlib.sha256(data).hexdigest() != digest:
-            raise CorruptArtifact(digest, "corrupt: its bytes do not hash to its digest")
-        name, version, payload = _split(digest, data)
-        if name == MANIFEST:
-            return [(element or self.get)(d) for d in self._manifest(digest, version, payload)]
-        return _serializer(digest, name, version).loads(payload)
-
-    def manifest_elements(self, digest: str, data: bytes | None = None) -> list[str]:
-        """Return the element digests of a manifest artifact without loading the elements."""
-        data = self.read_verified(digest) if data is None else data
-        name, version, payload = _split(digest, data)
-        if name != MANIFEST:
-            raise FlowError(f"artifact {digest} is a {name!r} artifact, not a list manifest")
-        return self._manifest(digest, version, payload)
-
-    @staticmethod
-    def _manifest(digest: str, version: int, payload: bytes) -> list[str]:
-        if version != MANIFEST_VERSION:
-            raise FlowError(f"artifact {digest} is a manifest of unknown version {version}")
+    def decode(self, ref: ArtifactRef, data: bytes, element: Any = None, *, verified: bool = False) -> Any:
+        """Turn an artifact's bytes into its value; a manifest's elements come from `element(ref)`."""
+        if not verified and hashlib.sha256(data).hexdigest() != ref.digest:
+            raise CorruptArtifact(ref.digest, "corrupt: its bytes do not hash to its digest")
+        if ref.serializer == MANIFEST:
+            return [(element or self.get)(r) for r in self.manifest_elements(ref, data)]
         try:
-            return [check_digest(entry[0]) for entry in json.loads(payload)]
-        except (ValueError, TypeError, IndexError, KeyError) as e:
-            raise CorruptArtifact(digest, f"a malformed manifest ({e})") from None
+            return serializer_of(ref).loads(data)
+        except FlowError:
+            raise
+        except Exception as exc:
+            raise CorruptArtifact(
+                ref.digest, f"not readable as {ref.serializer} ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def manifest_elements(self, ref: ArtifactRef, data: bytes | None = None) -> list[ArtifactRef]:
+        """Return the element refs of a manifest artifact without loading the elements."""
+        if ref.serializer != MANIFEST:
+            raise FlowError(f"artifact {ref.digest} is a {ref.serializer!r} artifact, not a list manifest")
+        if ref.serializer_version != MANIFEST_VERSION:
+            raise FlowError(
+                f"artifact {ref.digest} is a manifest of unknown version {ref.serializer_version}"
+            )
+        data = self.read_verified(ref.digest) if data is None else data
+        return parse_manifest(ref.digest, data)
 
     def exists(self, digest: str) -> bool:
         """Whether a file for ``digest`` is present (not verified; see ``verify``)."""
@@ -337,32 +303,36 @@ class ArtifactStore:
 
     # -- refs ------------------------------------------------------------------
 
-    def set_ref(self, name: str, digest: str) -> None:
-        """Point the ref ``name`` at ``digest``, replacing it atomically."""
-        check_digest(digest)
-        self._fs.write_atomic(
-            self._fs.join("refs", *check_ref_name(name).split("/")), digest.encode() + b"\n"
-        )
+    def set_ref(self, name: str, ref: ArtifactRef) -> None:
+        """Point the ref ``name`` at an artifact, replacing it atomically."""
+        check_digest(ref.digest)
+        data = json.dumps(ref.to_json(), separators=(",", ":")).encode() + b"\n"
+        self._fs.write_atomic(self._fs.join("refs", *check_ref_name(name).split("/")), data)
 
-    def get_ref(self, name: str) -> str | None:
-        """Return the digest the ref ``name`` points at, or None if it is not set."""
+    def get_ref(self, name: str) -> ArtifactRef | None:
+        """Return the artifact the ref ``name`` points at, or None if it is not set."""
         data = self._fs.read(self._fs.join("refs", *check_ref_name(name).split("/")))
         if data is None:
             return None
-        return check_digest(data.decode("ascii", "replace").strip())
+        try:
+            ref = ArtifactRef.from_json(json.loads(data))
+        except (ValueError, KeyError, TypeError):
+            return None  # written by an older flowlib: its artifact is unreadable anyway
+        check_digest(ref.digest)
+        return ref
 
     def delete_ref(self, name: str) -> None:
         """Remove the ref ``name``; a missing one is not an error."""
         self._fs.delete(self._fs.join("refs", *check_ref_name(name).split("/")))
 
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
-        """Yield (name, digest) for every ref, optionally only those under ``prefix/``."""
+    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, ArtifactRef]]:
+        """Yield (name, ref) for every ref, optionally only those under ``prefix/``."""
         folder = (
             self._fs.join("refs", *check_ref_name(prefix).split("/")) if prefix else self._fs.join("refs")
         )
         for rel, base in self._fs.walk_files(folder):
             if not base.startswith(".tmp-"):
                 name = f"{prefix}/{rel}" if prefix else rel
-                digest = self.get_ref(name)
-                if digest is not None:
-                    yield name, digest
+                ref = self.get_ref(name)
+                if ref is not None:
+                    yield name, ref

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import sys
 import types
 import typing
 from typing import Any
@@ -70,12 +71,25 @@ def fits(actual: Any, expected: Any) -> bool:
 _TOWER: dict[type, tuple[type, ...]] = {float: (float, int), complex: (complex, float, int)}
 
 
+def numpy_number(value: Any, hint: Any) -> bool:
+    """Whether `value` is a numpy integer or floating scalar that an `int` / `float` annotation
+    accepts (numpy's bool is not a number here)."""
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(value, np.generic):
+        return False
+    if hint is int:
+        return isinstance(value, np.integer)
+    if hint is float or hint is complex:
+        return isinstance(value, (np.integer, np.floating))
+    return False
+
+
 def is_instance(value: Any, hint: Any) -> bool:
     """Return whether `value` satisfies the annotation `hint`."""
     if hint is Any:
         return True
     if type(hint) is type:  # a plain class: what beartype would do, without its per-call overhead
-        return isinstance(value, _TOWER.get(hint, hint))
+        return isinstance(value, _TOWER.get(hint, hint)) or numpy_number(value, hint)
     from beartype.door import is_bearable
 
     try:
@@ -106,6 +120,8 @@ def _items_fit(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if not args:
         return True
+    if origin is typing.Annotated:
+        return is_instance(value, args[0])
     if origin in _UNION_TYPES:
         return any(is_instance(value, arg) for arg in args)
     if origin is tuple and isinstance(value, tuple):
@@ -134,3 +150,54 @@ def describe_value(value: Any) -> str:
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return f"{type(value).__qualname__} {shown}"
+
+
+def element_hints(hint: Any, value: list | tuple | dict) -> tuple[Any, list[Any]]:
+    """For a container passed where `hint` is annotated: (the key hint, one hint per element).
+
+    `list[T]` / `Sequence[T]` give T for each element, `tuple[A, B]` one each, `tuple[T, ...]`
+    T, `dict[K, V]` K and V; a union picks its first member of the container's kind; anything
+    else gives Any.
+    """
+    n = len(value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in _UNION_TYPES:
+        for arg in args:
+            if _kind_fits(arg, value):
+                return element_hints(arg, value)
+        return Any, [Any] * n
+    if isinstance(value, dict):
+        if origin in _MAPPINGS and len(args) == 2:
+            return args[0], [args[1]] * n
+        return Any, [Any] * n
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return Any, [args[0]] * n
+        return Any, [*args, *[Any] * max(0, n - len(args))][:n]
+    if origin in _ITEMS and len(args) == 1:
+        return Any, [args[0]] * n
+    return Any, [Any] * n
+
+
+def _kind_fits(hint: Any, value: Any) -> bool:
+    origin = typing.get_origin(hint) or hint
+    if isinstance(value, dict):
+        return origin in _MAPPINGS
+    if isinstance(value, tuple):
+        return origin is tuple or (origin in _ITEMS and origin not in (list, set, frozenset))
+    return origin in (list, *_ITEMS) and origin not in (set, frozenset)
+
+
+def container_mismatch(value: list | tuple | dict, hint: Any) -> str | None:
+    """Why a container (that holds futures) does not fit `hint`, or None when it does."""
+    if hint is Any:
+        return None
+    if not _kind_fits(hint, value) and not (
+        typing.get_origin(hint) in _UNION_TYPES and any(_kind_fits(a, value) for a in typing.get_args(hint))
+    ):
+        return f"a {type(value).__name__} of futures"
+    if isinstance(value, tuple):
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            return f"a tuple of {len(value)} elements"
+    return None

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from flowlib import typecheck
-from flowlib.dag import DAG, Builder, active_builder, call_site, output_spec, reset_builder, set_builder
+from flowlib.dag import DAG, Builder, active_builder, call_site, reset_builder, set_builder
 from flowlib.errors import FlowTypeError, ParameterError, RunFailed, WorkflowDefinitionError
 from flowlib.futures import Future
+from flowlib.operators import holds_future, namedtuple_fields
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,14 +56,34 @@ class Workflow(Generic[P, R]):
     def build(self, **params: Any) -> DAG:
         """Return the DAG for these parameters without running anything."""
         arguments = self._bind_params(params)
-        dag = DAG(workflow=self.name, file=self.file, params=arguments)
+        dag = DAG(workflow=self.name, file=self.file, params=arguments, module=self.fn.__module__)
         builder = Builder(dag, self.name)
         token = set_builder(builder)
         try:
-            dag.outputs = output_spec(self.fn(**arguments))
+            dag.outputs = self._checked_return(self.fn(**arguments), self.name)
         finally:
             reset_builder(token)
         return dag
+
+    @property
+    def site(self) -> str:
+        return call_site(self.fn.__code__.co_filename, self.fn.__code__.co_firstlineno)
+
+    def _checked_return(self, value: Any, shown: str) -> Any:
+        """The value the workflow body returned, checked against its return annotation (a tuple of
+        the right length returned where a NamedTuple is declared becomes that NamedTuple)."""
+        hint = self.hints.get("return", Any)
+        fields = namedtuple_fields(hint)
+        if fields is not None and type(value) is tuple and len(value) == len(fields):
+            value = hint(*value)
+        problem = mismatch(value, hint)
+        if problem is not None:
+            path, expected, got = problem
+            raise FlowTypeError(
+                f"{self.site}: workflow '{shown}', return value{path}: expected {typecheck.describe(expected)}, "
+                f"got {got}"
+            )
+        return value
 
     def _bind_params(self, params: dict[str, Any]) -> dict[str, Any]:
         valid = list(self.signature.parameters)
@@ -107,28 +128,18 @@ class Workflow(Generic[P, R]):
             raise WorkflowDefinitionError(f"{site}: workflow '{self.name}': {exc}") from None
         bound.apply_defaults()
         for name, value in bound.arguments.items():
-            hint = self.hints.get(name, Any)
-            actual = value.type if isinstance(value, Future) else None
-            ok = (
-                typecheck.fits(actual, hint)
-                if isinstance(value, Future)
-                else typecheck.is_instance(value, hint)
-            )
-            if not ok:
-                got = (
-                    typecheck.describe(actual)
-                    if isinstance(value, Future)
-                    else typecheck.describe_value(value)
-                )
+            problem = mismatch(value, self.hints.get(name, Any))
+            if problem is not None:
+                path, expected, got = problem
                 raise FlowTypeError(
-                    f"{site}: workflow '{builder.workflow}', sub-workflow '{self.name}', parameter '{name}': "
-                    f"expected {typecheck.describe(hint)}, got {got}"
+                    f"{site}: workflow '{builder.workflow}', sub-workflow '{self.name}', parameter '{name}{path}': "
+                    f"expected {typecheck.describe(expected)}, got {got}"
                 )
         outer_prefix = builder.prefix
         prefix = builder.unique(self.name, prefix=True) + "/"
         builder.prefix, builder.workflows = prefix, [*builder.workflows, self.name]
         try:
-            return self.fn(*bound.args, **bound.kwargs)
+            return self._checked_return(self.fn(*bound.args, **bound.kwargs), self.name)
         finally:
             builder.prefix, builder.workflows = outer_prefix, builder.workflows[:-1]
 
@@ -143,6 +154,29 @@ class Workflow(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
+
+
+def mismatch(value: Any, hint: Any) -> tuple[str, Any, str] | None:
+    """Why `value` (a future, a container holding futures, or a literal) does not fit `hint`:
+    (the path of the element at fault, what it was expected to be, what it is); None when it fits."""
+    if isinstance(value, Future):
+        if typecheck.fits(value.type, hint):
+            return None
+        return "", hint, f"{typecheck.describe(value.type)} (output of '{value.ref.node}')"
+    if holds_future(value):
+        problem = typecheck.container_mismatch(value, hint)
+        if problem is not None:
+            return "", hint, problem
+        _, hints = typecheck.element_hints(hint, value)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for (key, item), item_hint in zip(items, hints, strict=True):
+            found = mismatch(item, item_hint)
+            if found is not None:
+                return f"[{key!r}]{found[0]}", found[1], found[2]
+        return None
+    if typecheck.is_instance(value, hint):
+        return None
+    return "", hint, typecheck.describe_value(value)
 
 
 def workflow(fn: Callable[P, R]) -> Workflow[P, R]:

@@ -53,9 +53,6 @@ def database() -> Iterator[str]:
     try:
         yield url
     finally:
-        from scheduler.store import db
-
-        db.dispose(url)
         drop_database(url)
 
 

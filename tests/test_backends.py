@@ -163,7 +163,10 @@ def test_flow_cancel_marks_a_run_whose_scheduler_died(tmp_path):
     process.kill()
     process.wait(timeout=10)
     run_id = project.flow("runs", "--json").json()[0]["run_id"]
-    assert project.flow("status", run_id, "--json").json()["status"] == "running"
+    before = project.flow("status", run_id, "--json").json()
+    assert before["status"] == "interrupted" and before["nodes"][0]["status"] == "interrupted", before
+    assert [r["run_id"] for r in project.flow("runs", "--status", "interrupted", "--json").json()] == [run_id]
+    assert project.flow("runs", "--status", "running", "--json").json() == []
     done = project.flow("cancel", run_id[:6])
     assert done.code == 0 and "scheduler was gone" in done.err, done
     status = project.flow("status", run_id, "--json").json()

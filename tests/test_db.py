@@ -64,7 +64,6 @@ def pg_server() -> str:
 def pg_url(pg_server: str) -> Iterator[str]:
     url = pg.create_database(pg_server)
     yield url
-    db.dispose(url)
     pg.drop_database(url)
 
 
@@ -74,7 +73,6 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "home").mkdir()
     url = db.default_url(tmp_path / "home")
     yield url
-    db.dispose(url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -142,8 +140,13 @@ def test_fresh_sqlite_file_gets_schema_wal_and_busy_timeout(sqlite_url: str, tmp
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
-def test_connect_caches_the_engine(sqlite_url: str) -> None:
-    assert db.connect(sqlite_url) is db.connect(sqlite_url)
+def test_each_connect_gives_its_own_engine(sqlite_url: str) -> None:
+    """Nothing is kept per process: the caller owns the engine it opened."""
+    first, second = db.connect(sqlite_url), db.connect(sqlite_url)
+    assert first is not second
+    first.dispose()
+    with second.connect() as conn:
+        assert conn.exec_driver_sql("select count(*) from runs").scalar() == 0
 
 
 def test_migrated_schema_equals_the_models(any_url: str) -> None:
@@ -213,8 +216,7 @@ def test_a_run_recorded_at_0001_is_kept_by_the_upgrade(any_url: str) -> None:
 
 
 def test_database_newer_than_the_code_is_refused(any_url: str) -> None:
-    db.connect(any_url)
-    db.dispose(any_url)
+    db.connect(any_url).dispose()
     _set_version(any_url, "9999_from_the_future")
 
     for upgrade in (True, False):
@@ -268,9 +270,8 @@ def _schema(url: str) -> dict[str, dict[str, object]]:
 
 def test_a_new_database_gets_the_schema_the_migrations_build(any_url: str, tmp_path: Path) -> None:
     """connect() creates a new database from the models and stamps it; the migrations must agree."""
-    db.connect(any_url)
+    db.connect(any_url).dispose()
     created = _schema(any_url)
-    db.dispose(any_url)
     engine = create_engine(any_url)
     with engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == db.head_revision()
@@ -344,7 +345,6 @@ def test_forked_child_gets_its_own_engine(sqlite_url: str) -> None:
     child.join(60)
 
     assert child.exitcode == 0
-    assert db.connect(sqlite_url) is parent_engine
     with parent_engine.connect() as conn:
         assert sorted(conn.scalars(select(events.c.run_id))) == ["child", "parent"]
 

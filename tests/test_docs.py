@@ -18,11 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
-_MISSING = [
-    name
-    for name in ("mkdocs", "material", "mkdocstrings_handlers.python")
-    if not importlib.util.find_spec(name)
-]
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
+
+
+_MISSING = [name for name in ("mkdocs", "material", "mkdocstrings_handlers.python") if not _installed(name)]
 needs_mkdocs = pytest.mark.skipif(
     bool(_MISSING),
     reason=f"the docs tools are not installed ({', '.join(_MISSING)}): pip install -e '.[docs]'",

@@ -26,4 +26,4 @@ def test_plain_progress_prints_each_finished_node_and_a_summary(capsys):
     progress.close("failed")
     err = capsys.readouterr().err
     assert "succeeded       a" in err and "failed          b" in err
-    assert "run run-2 failed: 1 done (0 cached), 1 failed" in err
+    assert "run run-2 failed: 1 succeeded, 0 cached, 1 failed" in err

@@ -9,8 +9,28 @@ import time
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from scheduler.engine.writes import Writes
 from scheduler.store import db, walcheckpoint
-from scheduler.store.batch import Batch
+from scheduler.store.batch import RunRows, Session
+
+
+class Batch:
+    """A run's rows committed through a driver's session, as the scheduler does."""
+
+    def __init__(self, engine, run_id: str) -> None:
+        self.session, self.rows, self.writes = Session(engine), RunRows(run_id, {}), Writes(run_id)
+
+    def event(self, node, kind, data) -> None:
+        self.writes.event(node, kind, data, time.time())
+
+    def flush(self) -> None:
+        self.rows.commit(self.session, self.writes.take())
+
+    def transaction(self):
+        return self.session.transaction()
+
+    def stop(self) -> None:
+        self.session.stop()
 
 
 def _pragma(conn, setting: str) -> None:

@@ -10,7 +10,7 @@ from flowlib.cli.options import config, db_option, json_option
 
 
 def _open(db: str | None):  # type: ignore[no-untyped-def]
-    from scheduler.service import connect, open_store
+    from scheduler.runs import connect, open_store
 
     settings = config(db)
     return connect(settings), open_store(settings)

@@ -1,19 +1,23 @@
-"""Commands that read recorded runs: runs, status, logs, outputs, metrics, why, cancel."""
+"""Commands that read recorded runs: status, logs, outputs, metrics, why, cancel.
+
+None of them imports the user's pipeline, unless `flow outputs` shows a value that needs
+the pipeline's classes to load.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
 
 from flowlib.cli.options import config, db_option, json_option
-from flowlib.errors import FlowError
 
 
-def _engine_and_store(db: str | None) -> tuple[Any, Any]:
+def open_db(db: str | None) -> tuple[Any, Any]:
     """The database engine and a reader of artifacts (store files and inline database rows)."""
-    from scheduler.service import connect, open_store
+    from scheduler.runs import connect, open_store
     from scheduler.store.blobs import Blobs
 
     settings = config(db)
@@ -21,50 +25,16 @@ def _engine_and_store(db: str | None) -> tuple[Any, Any]:
     return engine, Blobs(engine).reader(open_store(settings))
 
 
-@click.command("runs")
-@click.option("--workflow", default=None, help="Only runs of this workflow.")
-@click.option(
-    "--status",
-    default=None,
-    type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]),
-    help="Only runs in this state.",
-)
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs, newest first."
-)
-@db_option
-@json_option
-def runs(workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool) -> None:
-    """List recorded runs, newest first."""
-    from scheduler.store import repository as repo
-    from scheduler.store.readback import result_of
-
-    engine, store = _engine_and_store(db)
-    with engine.connect() as conn:
-        found = repo.list_runs(conn, workflow=workflow, status=status, limit=limit)
-    results = [(run, result_of(run, [], store, engine, with_nodes=False)) for run in found]
-    if as_json:
-        objects = []
-        for run, result in results:
-            shown = result.to_json(with_nodes=False)
-            shown.update(created_at=run.created_at, ended_at=run.ended_at, file=run.file, params=run.params)
-            objects.append(shown)
-        click.echo(json.dumps(objects, default=repr))
-        return
-    for run, _ in results:
-        click.echo(f"{run.id}  {run.status:<10} {run.workflow:<20} {run.file}")
-
-
 @click.command("status")
 @click.argument("run_id")
 @db_option
 @json_option
 def status(run_id: str, db: str | None, as_json: bool) -> None:
-    """Show a run's nodes: status, attempts, cache hits, durations, errors."""
+    """Show a run's nodes: status, attempts, cache hits, durations, errors (RUN_ID may be `latest`)."""
     from scheduler.store.readback import load_run
 
-    engine, store = _engine_and_store(db)
-    result = load_run(engine, store, run_id)
+    engine, reader = open_db(db)
+    result = load_run(engine, reader, run_id, classes=False)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=repr))
         return
@@ -82,54 +52,102 @@ def status(run_id: str, db: str | None, as_json: bool) -> None:
 @click.command("logs")
 @click.argument("run_id")
 @click.argument("node", required=False)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing NODE's log while it runs, until it ends.")
 @db_option
-def logs(run_id: str, node: str | None, db: str | None) -> None:
-    """Print what nodes printed (stdout, stderr, current.logger), by attempt."""
-    from scheduler.store import repository as repo
-    from scheduler.store.readback import RunNotFound
+def logs(run_id: str, node: str | None, follow: bool, db: str | None) -> None:
+    """Print what nodes printed (stdout, stderr, current.logger, logging), by attempt.
 
-    engine, _ = _engine_and_store(db)
+    A node that came from the cache shows the log of the run that computed it.
+    """
+    from scheduler.store import repository as repo
+    from scheduler.store.logs import node_logs
+
+    engine, _ = open_db(db)
     with engine.connect() as conn:
-        run = repo.find_run(conn, run_id)
-        if run is None:
-            raise RunNotFound(f"no run '{run_id}' in this database")
-        attempts = repo.attempts_of(conn, run.id, node)
-        if node is not None and not attempts and node not in repo.node_ids(conn, run.id):
-            raise RunNotFound(f"run {run.id} has no node '{node}'")
-    for attempt in attempts:
-        click.echo(f"=== {attempt.node} (attempt {attempt.number}, {attempt.status}) ===")
-        if attempt.log:
-            click.echo(attempt.log.rstrip("\n"))
+        run = repo.require_run(conn, run_id)
+        if node is not None:
+            repo.require_node(conn, run, node)
+        found = node_logs(conn, run, node)
+    if follow:
+        if node is None:
+            raise click.UsageError("--follow needs a NODE")
+        _follow(engine, run, node)
+        return
+    for log in found:
+        _print_attempt(log)
+
+
+def _print_attempt(log: Any) -> None:
+    origin = f", from {log.origin}" if log.origin else ""
+    click.echo(f"=== {log.node} (attempt {log.number}, {log.status}{origin}) ===")
+    if log.text:
+        click.echo(log.text.rstrip("\n"))
+
+
+def _follow(engine: Any, run: Any, node: str) -> None:
+    """Print a node's log as it grows, until the node has ended."""
+    from sqlalchemy import select
+
+    from flowlib.results import FINAL
+    from scheduler.store import repository as repo
+    from scheduler.store.models import nodes
+    from scheduler.store.readback import shown_status
+
+    printed: dict[int, int] = {}  # attempt -> characters printed
+    while True:
+        with engine.connect() as conn:
+            current = repo.require_run(conn, run.id)
+            state = conn.scalar(select(nodes.c.status).where(nodes.c.run_id == run.id, nodes.c.name == node))
+            chunks = repo.log_of(conn, run.id, node)
+            finished = {a.number: a.log or "" for a in repo.attempts_of(conn, run.id, node)}
+        texts: dict[int, str] = {}
+        for chunk in chunks:
+            texts[chunk.attempt] = texts.get(chunk.attempt, "") + chunk.text
+        for number, rest in finished.items():
+            texts[number] = texts.get(number, "") + rest
+        for number in sorted(texts):
+            new = texts[number][printed.get(number, 0) :]
+            if new:
+                click.echo(new, nl=False)
+                printed[number] = len(texts[number])
+        ended = state in FINAL or shown_status(current) not in ("running", "pending", "queued")
+        if ended and (state not in ("succeeded", "failed") or finished):
+            return
+        time.sleep(0.5)
 
 
 @click.command("outputs")
 @click.argument("run_id")
 @click.argument("node", required=False)
+@click.option(
+    "--path", "show_path", is_flag=True, help="Print where each artifact is (a file path, or the database)."
+)
 @db_option
 @json_option
-def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> None:
-    """Print a run's outputs, or one node's outputs by name."""
+def outputs(run_id: str, node: str | None, show_path: bool, db: str | None, as_json: bool) -> None:
+    """Print a run's outputs, or one node's outputs by name (RUN_ID may be `latest`).
+
+    With --path, print each output's artifact file instead: `numpy.load`, `torch.load`,
+    `json.load` and `pickle.load` open them as their own files.
+    """
+    from flowlib.errors import FlowError
     from flowlib.results import jsonable
-    from scheduler.store.readback import RunNotFound, load_run
+    from scheduler.store import repository as repo
+    from scheduler.store.readback import Values, load_run
 
-    engine, store = _engine_and_store(db)
-    result = load_run(engine, store, run_id)
+    engine, reader = open_db(db)
+    if show_path:
+        _print_paths(engine, reader, run_id, node, as_json)
+        return
     if node is None:
-        value = result.outputs_json()
+        value = load_run(engine, reader, run_id, with_nodes=False, classes=False).outputs_json()
     else:
-        from scheduler.store import repository as repo
-
         with engine.connect() as conn:
-            rows = {row.name: row for row in repo.nodes_of(conn, result.run_id)}
-        if node not in rows:
-            raise RunNotFound(f"run {result.run_id} has no node '{node}'")
-        from scheduler.store.readback import import_pipeline
-
-        import_pipeline(_run_file(engine, result.run_id))
+            run = repo.require_run(conn, run_id)
+            row = repo.require_node(conn, run, node)
+        values = Values(reader, run.file, classes=False)
         try:
-            value = {
-                name: jsonable(store.get(ref["digest"])) for name, ref in (rows[node].outputs or {}).items()
-            }
+            value = {name: jsonable(values.get(ref)) for name, ref in (row.outputs or {}).items()}
         except Exception as exc:
             raise FlowError(
                 f"cannot load the outputs of node '{node}': {type(exc).__name__}: {exc}"
@@ -137,11 +155,30 @@ def outputs(run_id: str, node: str | None, db: str | None, as_json: bool) -> Non
     click.echo(json.dumps(value, default=repr, indent=None if as_json else 2))
 
 
-def _run_file(engine: Any, run_id: str) -> str:
+def _print_paths(engine: Any, reader: Any, run_id: str, node: str | None, as_json: bool) -> None:
+    from flowlib.artifacts import may_be_inline
     from scheduler.store import repository as repo
+    from scheduler.store.readback import _named_nodes
 
     with engine.connect() as conn:
-        return repo.get_run(conn, run_id).file  # type: ignore[union-attr]
+        run = repo.require_run(conn, run_id)
+        names = [node] if node is not None else sorted(_named_nodes(run.outputs or {}))
+        rows = {name: repo.require_node(conn, run, name).outputs or {} for name in names}
+    store = reader.store
+    shown = []
+    for name, refs in rows.items():
+        for output, ref in refs.items():
+            label = output if node is not None else f"{name}.{output}" if output != "return" else name
+            inline = may_be_inline(ref) and reader.inline.get(ref["digest"]) is not None
+            where = None if inline else store.path_for(ref["digest"])
+            shown.append(
+                {"output": label, "path": where, "serializer": ref["serializer"], "digest": ref["digest"]}
+            )
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    for item in shown:
+        click.echo(f"{item['output']}\t{item['path'] or '(in the database)'}")
 
 
 @click.command("metrics")
@@ -149,32 +186,21 @@ def _run_file(engine: Any, run_id: str) -> str:
 @db_option
 @json_option
 def metrics(run_id: str, db: str | None, as_json: bool) -> None:
-    """Print the metrics nodes logged with current.log_metric."""
+    """Print the metrics nodes logged with current.log_metric (a cached node's: those of the run
+    that computed it, marked)."""
     from scheduler.store import repository as repo
-    from scheduler.store.readback import RunNotFound
+    from scheduler.store.logs import node_metrics
 
-    engine, _ = _engine_and_store(db)
+    engine, _ = open_db(db)
     with engine.connect() as conn:
-        run = repo.find_run(conn, run_id)
-        if run is None:
-            raise RunNotFound(f"no run '{run_id}' in this database")
-        rows = [
-            {
-                "node": m.node,
-                "attempt": m.attempt,
-                "name": m.name,
-                "value": m.value,
-                "step": m.step,
-                "time": m.time,
-            }
-            for m in repo.metrics_of(conn, run.id)
-        ]
+        rows = node_metrics(conn, repo.require_run(conn, run_id))
     if as_json:
         click.echo(json.dumps(rows))
         return
     for row in rows:
         step = "" if row["step"] is None else f" step={row['step']}"
-        click.echo(f"{row['node']:<30} {row['name']}={row['value']:g}{step}")
+        origin = f"  (from run {row['from_run']})" if row.get("from_run") else ""
+        click.echo(f"{row['node']:<30} {row['name']}={row['value']:g}{step}{origin}")
 
 
 @click.command("why")
@@ -186,7 +212,7 @@ def why(run_id: str, node: str, db: str | None, as_json: bool) -> None:
     """Explain why NODE of RUN_ID hit or missed the cache: which part of its key differs."""
     from scheduler.store.why import explain
 
-    engine, _ = _engine_and_store(db)
+    engine, _ = open_db(db)
     answer = explain(engine, run_id, node)
     if as_json:
         click.echo(json.dumps(answer))
@@ -200,30 +226,34 @@ def why(run_id: str, node: str, db: str | None, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 def cancel(run_id: str, db: str | None) -> None:
-    """Cancel a running run: its running nodes are stopped and it ends `cancelled`.
+    """Cancel a queued or running run: its running nodes are stopped and it ends `cancelled`.
 
     A live scheduler sees the request within a couple of seconds (its `flow run`
-    then exits 130); a run whose scheduler is gone is marked cancelled at once.
+    then exits 130); a run whose scheduler is gone, or that no server claimed yet,
+    is marked cancelled at once.
     """
-    from scheduler.resume import scheduler_alive
     from scheduler.store import repository as repo
-    from scheduler.store.readback import RunNotFound
+    from scheduler.store.readback import scheduler_alive
 
-    engine, _ = _engine_and_store(db)
+    engine, _ = open_db(db)
     with engine.begin() as conn:
-        run = repo.find_run(conn, run_id)
-        if run is None:
-            raise RunNotFound(f"no run '{run_id}' in this database")
-        found, status = run.id, run.status
-        if status not in ("running", "pending"):
-            click.echo(f"run {found} is already {status}", err=True)
+        run = repo.require_run(conn, run_id)
+        found, state = run.id, run.status
+        if state not in ("running", "pending", "queued"):
+            click.echo(f"run {found} is already {state}", err=True)
             return
-        if scheduler_alive(run):
+        if state != "queued" and scheduler_alive(run):
             repo.update_run(conn, found, cancel_requested=True)
             click.echo(f"cancel requested for run {found}", err=True)
             return
-        repo.cancel_dead_run(conn, found, "cancelled by `flow cancel` (its scheduler was gone)")
-    click.echo(f"run {found} cancelled (its scheduler was gone)", err=True)
+        why = (
+            "cancelled by `flow cancel` before it started"
+            if state == "queued"
+            else "cancelled by `flow cancel` (its scheduler was gone)"
+        )
+        repo.cancel_dead_run(conn, found, why)
+    gone = "it never started" if state == "queued" else "its scheduler was gone"
+    click.echo(f"run {found} cancelled ({gone})", err=True)
 
 
-COMMANDS = [runs, status, logs, outputs, metrics, why, cancel]
+COMMANDS = [status, logs, outputs, metrics, why, cancel]

@@ -86,8 +86,30 @@ def run(
             on_recorded=progress.recorded,
             dag=dag,
         )
-        progress.close(str(result.status))
+        progress.close(str(result.status), [str(node.status) for node in result.nodes])
     report(result, as_json)
+
+
+DRY_RUN_ITEMS = 10  # map items listed one by one in a dry run's text before they are summarised
+
+
+def print_plan(steps: list) -> None:
+    """A resume plan as text: a line per node; the items of a long map summarised."""
+    shown: dict[str, int] = {}
+    skipped: dict[str, list] = {}
+    for step in steps:
+        if step.item_of is not None:
+            shown[step.item_of] = shown.get(step.item_of, 0) + 1
+            if shown[step.item_of] > DRY_RUN_ITEMS:
+                skipped.setdefault(step.item_of, []).append(step)
+                continue
+        elif step.name in skipped:
+            rest = skipped.pop(step.name)
+            reuse = sum(1 for s in rest if s.action == "reuse")
+            click.echo(
+                f"       ... {len(rest)} more items of {step.name}: {reuse} reuse, {len(rest) - reuse} rerun"
+            )
+        click.echo(f"{step.action:<6} {step.name:<30} {'; '.join(step.reasons)}")
 
 
 @click.command("resume")
@@ -96,34 +118,47 @@ def run(
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (reuse or rerun, and why) without running anything."
 )
+@click.option(
+    "--reuse-succeeded",
+    is_flag=True,
+    help="Keep nodes that succeeded before even when their code changed (you know the change does not affect them).",
+)
 @db_option
 @json_option
-def resume(run_id: str, executor: str | None, dry_run: bool, db: str | None, as_json: bool) -> None:
+def resume(
+    run_id: str, executor: str | None, dry_run: bool, reuse_succeeded: bool, db: str | None, as_json: bool
+) -> None:
     """Re-run a failed or interrupted run, reusing every node that succeeded.
 
     The DAG is rebuilt from the same file and parameters with the code as it is
     now: failed, never-run and interrupted nodes run again, and so does every
     node whose code or inputs changed, with everything downstream of it.
+    RUN_ID may be `latest`.
     """
     settings = config(db, executor)
     if dry_run:
-        from scheduler.resume import plan_for
+        from scheduler.resuming import plan_for
 
-        _, _, plan = plan_for(run_id, settings)
+        with _stdout_kept_for(as_json):
+            _, _, steps = plan_for(run_id, settings, reuse_succeeded=reuse_succeeded)
         if as_json:
-            click.echo(json.dumps([step.to_json() for step in plan]))
+            click.echo(json.dumps([step.to_json() for step in steps]))
         else:
-            for step in plan:
-                click.echo(f"{step.action:<6} {step.name:<30} {'; '.join(step.reasons)}")
+            print_plan(steps)
         return
     from flowlib import api
 
     progress = Progress()
     with _stdout_kept_for(as_json):
         result = api.resume(
-            run_id, executor=executor, db=settings.db, progress=progress, on_recorded=progress.recorded
+            run_id,
+            executor=executor,
+            db=settings.db,
+            reuse_succeeded=reuse_succeeded,
+            progress=progress,
+            on_recorded=progress.recorded,
         )
-        progress.close(str(result.status))
+        progress.close(str(result.status), [str(node.status) for node in result.nodes])
     if result.status == "succeeded" and all(node.cached for node in result.nodes):
         click.echo("nothing needed to run: every node was reused", err=True)
     report(result, as_json)

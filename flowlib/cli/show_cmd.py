@@ -8,7 +8,7 @@ import re
 import click
 
 from flowlib.cli.options import params_options
-from flowlib.dag import DAG, Literal, Ref
+from flowlib.dag import DAG, Container, Input, Literal, Ref
 from flowlib.errors import FlowError, WorkflowDefinitionError
 from flowlib.loading import innermost_site, one_line, select_workflow
 from flowlib.params import parse_params, read_params_file, split_assignments
@@ -35,19 +35,26 @@ def build_from_cli(
 def render_text(dag: DAG) -> str:
     lines = [f"workflow {dag.workflow} ({len(dag.nodes)} nodes)"]
     for node in dag.nodes.values():
-        parts = []
-        for param, value in node.inputs.items():
-            if isinstance(value, Ref):
-                output = "" if value.output == "return" else f".{value.output}"
-                parts.append(f"{param}={value.node}{output}")
-            elif isinstance(value, Literal):
-                shown = repr(value.value)
-                parts.append(f"{param}={shown if len(shown) < 30 else shown[:27] + '...'}")
+        parts = [f"{param}={_shown(value)}" for param, value in node.inputs.items()]
         if node.items is not None:
             parts.append(f"items={len(node.items)}")
         kind = " [map]" if node.kind == "map" else ""
         lines.append(f"  {node.name}{kind} <- {node.operator.qualname}({', '.join(parts)})")
     return "\n".join(lines)
+
+
+def _shown(value: Input) -> str:
+    if isinstance(value, Ref):
+        return value.node + ("" if value.output == "return" else f".{value.output}")
+    if isinstance(value, Container):
+        items = [_shown(item) for item in value.items]
+        if value.kind == "dict":
+            items = [f"{k!r}: {v}" for k, v in zip(value.keys or (), items, strict=True)]
+            return "{" + ", ".join(items) + "}"
+        return ("[{}]" if value.kind == "list" else "({})").format(", ".join(items))
+    assert isinstance(value, Literal)
+    shown = repr(value.value)
+    return shown if len(shown) < 30 else shown[:27] + "..."
 
 
 def _quoted(name: str) -> str:

@@ -1,4 +1,10 @@
-"""What one scheduling step learned, written to the database in one transaction."""
+"""Commit what runs decided (engine.writes.Writes): one transaction per run per scheduling step.
+
+A Session is a driver's line to the database: one connection kept between commits that
+follow each other closely, and SQLite's log checkpointed on a thread of its own. Crash
+safety depends on the order here: artifacts reach the store before the commit that
+names them, and the driver starts nothing that depends on a commit before it returns.
+"""
 
 from __future__ import annotations
 
@@ -7,78 +13,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
+from scheduler.engine.writes import Writes
 from scheduler.store import repository as repo
 from scheduler.store import walcheckpoint
+from scheduler.store.models import nodes
 
 REUSE_S = 5.0
-KINDS = ("fingerprints", "attempts", "artifacts", "cache", "metrics", "checkpoints", "events")
 
 
-class Batch:
-    """Pending rows of one run; `flush` commits them together (crash safety depends on its order)."""
+class Session:
+    """A connection for the scheduler's hot path: writes and the reads between them."""
 
-    def __init__(self, engine: Engine, run_id: str) -> None:
-        self.engine, self.run_id = engine, run_id
-        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-        self.nodes: dict[int, dict[str, Any]] = {}  # node row id -> columns to set
-        # (node, status, time) in order: a row per change cost a fifth of a 10,000-node run
-        self.changes: list[tuple[str, str, float]] = []
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._conn: Connection | None = None
         self._used_at = 0.0
         self._checkpointer = walcheckpoint.WalCheckpointer(engine) if walcheckpoint.wanted(engine) else None
 
-    def __bool__(self) -> bool:
-        return bool(self.nodes) or bool(self.changes) or any(self.rows.values())
-
-    def node(self, row_id: int, **columns: Any) -> None:
-        self.nodes.setdefault(row_id, {"row_id": row_id}).update(columns)
-
-    def add(self, kind: str, row: dict[str, Any]) -> None:
-        self.rows[kind].append(row)
-
-    def artifact(self, node: str, ref: dict[str, Any], data: bytes | None = None) -> None:
-        """Index an artifact; `data` holds the bytes of one kept in the database."""
-        self.add(
-            "artifacts",
-            {
-                "digest": ref["digest"],
-                "serializer": ref["serializer"],
-                "serializer_version": ref["serializer_version"],
-                "size": ref["size"],
-                "created_at": time.time(),
-                "run_id": self.run_id,
-                "node": node,
-                "data": data,
-            },
-        )
-
-    def state(self, node: str, status: str) -> None:
-        """Log a node's state change; a flush writes its changes as one `node_states` event."""
-        self.changes.append((node, status, time.time()))
-
-    def event(self, node: str | None, kind: str, data: Any) -> None:
-        self.add(
-            "events", {"run_id": self.run_id, "node": node, "kind": kind, "data": data, "time": time.time()}
-        )
-
-    def flush(self) -> None:
-        if not self:
-            return
-        if self.changes:
-            self.event(None, "node_states", self.changes)
-        with self.transaction() as conn:
-            self._write(conn, self.rows)
-        if self._checkpointer is not None:
-            self._checkpointer.nudge()
-        self.rows = {kind: [] for kind in KINDS}
-        self.nodes = {}
-        self.changes = []
-
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A transaction on the run's connection (reads of the scheduler's hot path use it too)."""
         conn = self._connection()
         try:
             with conn.begin():
@@ -88,8 +43,13 @@ class Batch:
             raise
         self._used_at = time.monotonic()
 
+    def committed(self) -> None:
+        """Something was committed: the log wants a checkpoint soon."""
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
+
     def close(self) -> None:
-        """Give the connection back to the pool (the next flush takes one again)."""
+        """Give the connection back to the pool (the next transaction takes one again)."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
             if self._checkpointer is not None and not conn.invalidated:
@@ -100,17 +60,15 @@ class Batch:
             conn.close()
 
     def stop(self) -> None:
-        """The run is over: give the connection back and stop checkpointing."""
+        """The driver is done: give the connection back and stop checkpointing."""
         self.close()
         if self._checkpointer is not None:
-            # not waiting: a checkpoint under way (one syncs megabytes) ends by itself; the run
-            # waited for one up to 0.07 s, and SQLite takes one cut short by an exit in its stride
+            # not waiting: a checkpoint under way (one syncs megabytes) ends by itself
             self._checkpointer.stop(wait=False)
 
     def _connection(self) -> Connection:
-        # One connection kept between flushes that follow each other closely: taking one from
-        # the pool per flush cost a tenth of a chain's step.
-        # After a quiet spell it goes back, so the pool's checks (pre-ping) run on a fresh one.
+        # One connection kept between commits that follow each other closely; after a quiet
+        # spell it goes back, so the pool's checks (pre-ping) run on a fresh one.
         if self._conn is not None and time.monotonic() - self._used_at > REUSE_S:
             self.close()
         if self._conn is None:
@@ -119,12 +77,43 @@ class Batch:
                 walcheckpoint.hand_over(self._conn)
         return self._conn
 
-    def _write(self, conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
+
+class RunRows:
+    """One run's node ids by name (rows are updated by id), and how its writes are committed."""
+
+    def __init__(self, run_id: str, ids: dict[str, int], store: Any = None) -> None:
+        self.run_id, self.ids, self.store = run_id, ids, store
+
+    def commit(self, session: Session, writes: Writes) -> None:
+        if not writes and not writes.store_writes:
+            return
+        for ref, data in writes.store_writes:
+            self.store.write(ref, data)
+        if writes.changes:
+            writes.event(None, "node_states", writes.changes, time.time())
+        with session.transaction() as conn:
+            self._write(conn, writes)
+        session.committed()
+
+    def _write(self, conn: Connection, writes: Writes) -> None:
+        rows = writes.rows
+        if writes.new_nodes:
+            repo.insert_nodes(conn, self.run_id, writes.new_nodes, writes.new_edges)
+            names = [row["name"] for row in writes.new_nodes if row["name"] not in self.ids]
+            for chunk in repo.chunks(names):
+                found = conn.execute(
+                    select(nodes.c.name, nodes.c.id).where(
+                        nodes.c.run_id == self.run_id, nodes.c.name.in_(chunk)
+                    )
+                )
+                self.ids.update(found.all())  # type: ignore[arg-type]
         repo.add_fingerprints(conn, rows["fingerprints"])
-        repo.update_nodes(conn, list(self.nodes.values()))
+        ids = self.ids
+        repo.update_nodes(conn, [{"row_id": ids[name], **columns} for name, columns in writes.nodes.items()])
         repo.add_attempts(conn, rows["attempts"])
         repo.add_artifacts(conn, rows["artifacts"])
         repo.put_cache_entries(conn, list({row["key"]: row for row in rows["cache"]}.values()))
         repo.add_metrics(conn, rows["metrics"])
         repo.add_checkpoints(conn, rows["checkpoints"])
+        repo.add_rows(conn, repo.log_chunks, rows["log_chunks"])
         repo.add_events(conn, rows["events"])

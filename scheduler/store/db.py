@@ -1,16 +1,14 @@
 """Engines and the forward-only schema upgrade of the run database.
 
-`connect(url)` is the one way in: it opens (and caches) an engine, tunes SQLite for
-several writing processes, and brings the schema to this code's alembic head,
-refusing a database written by a newer flowlib.
+`connect(url)` is the one way in: it opens an engine (the caller owns it: nothing here
+is kept per process), tunes SQLite for several writing processes, and brings the
+schema to this code's alembic head, refusing a database written by a newer flowlib.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +40,6 @@ __all__ = [
     "connect",
     "current_revision",
     "default_url",
-    "dispose",
     "head_revision",
     "upgrade",
 ]
@@ -52,25 +49,6 @@ PG_CONNECT_TIMEOUT_S = 10
 # Any constant works; it only has to be the same in every flowlib process.
 _PG_MIGRATION_LOCK = 0x666C6F77  # "flow"
 
-_engines: dict[str, Engine] = {}
-# URLs whose schema was seen at head; others are checked again on connect().
-_at_head: set[str] = set()
-_lock = threading.Lock()
-
-
-def _forget_after_fork() -> None:
-    """In a forked child, drop the parent's pools without closing its connections."""
-    global _lock
-    _lock = threading.Lock()
-    for engine in _engines.values():
-        engine.dispose(close=False)
-    _engines.clear()
-    _at_head.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
-
 
 def default_url(home: Path) -> str:
     """Return the embedded SQLite URL under a flow home folder."""
@@ -78,30 +56,20 @@ def default_url(home: Path) -> str:
 
 
 def connect(url: str, *, upgrade: bool = True) -> Engine:
-    """Return a cached engine for `url` whose schema is at this code's head.
+    """Return a new engine for `url` whose schema is at this code's head.
 
     A fresh or older database is upgraded when `upgrade` is true (several processes
-    may race to do it: one migrates, the others wait and find it done); with
-    `upgrade=False` only a newer database is refused. Raises ConfigError for a bad
+    may race to do it: one migrates under a lock, the others wait and find it done);
+    with `upgrade=False` only a newer database is refused. Raises ConfigError for a bad
     or unreachable URL and for a database newer than this code.
     """
-    with _lock:
-        engine = _engines.get(url)
-        if engine is not None and url in _at_head:
-            return engine
-        fresh = engine is None
-        if engine is None:
-            engine = _create_engine(url)
-        try:
-            revision = _check_schema(engine, upgrade=upgrade)
-        except BaseException:
-            if fresh:
-                engine.dispose()
-            raise
-        _engines[url] = engine
-        if revision == head_revision():
-            _at_head.add(url)
-        return engine
+    engine = _create_engine(url)
+    try:
+        _check_schema(engine, upgrade=upgrade)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -109,7 +77,7 @@ def current_revision(engine: Engine) -> str | None:
     return _revision_of(engine)
 
 
-HEAD = "0002"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
+HEAD = "0003"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
 
 
 def head_revision() -> str:
@@ -120,17 +88,12 @@ def head_revision() -> str:
 def upgrade(url: str) -> str:
     """Upgrade the database at `url` to head and return the revision it is now at."""
     engine = connect(url, upgrade=True)
-    revision = current_revision(engine)
+    try:
+        revision = current_revision(engine)
+    finally:
+        engine.dispose()
     assert revision is not None
     return revision
-
-
-def dispose(url: str | None = None) -> None:
-    """Close the cached engines (of one URL, or all) so their connections go away."""
-    with _lock:
-        for cached in [u for u in _engines if url in (None, u)]:
-            _engines.pop(cached).dispose()
-            _at_head.discard(cached)
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
@@ -227,6 +190,9 @@ def _set_wal(engine: Engine, url: URL) -> None:
     while True:
         try:
             with engine.connect() as conn:
+                if conn.exec_driver_sql("PRAGMA page_count").scalar() == 0:
+                    # only a new, empty file can take it: `flow cache gc` gives freed pages back to disk
+                    conn.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
                 mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
                 if mode != "wal" and url.database not in (None, "", ":memory:"):
                     conn.exec_driver_sql("PRAGMA journal_mode=WAL")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -34,13 +35,20 @@ __all__ = [
     "attempts",
     "cache_entries",
     "checkpoints",
+    "deployments",
     "edges",
     "events",
     "fingerprints",
+    "log_chunks",
     "metadata",
     "metrics",
     "nodes",
+    "plans",
     "runs",
+    "schedule_ticks",
+    "servers",
+    "sweeps",
+    "tokens",
 ]
 
 # Stable constraint names let later migrations (SQLite batch mode included) drop
@@ -100,6 +108,26 @@ runs = Table(
     _optional("outputs", _JSON),
     _required("cancel_requested", Boolean, default=False, server_default=false()),
     _optional("options", _JSON),
+    # 0003: the platform
+    _optional("plan_digest", String(64)),  # the plan it executes (`plans`), for servers and `flow why`
+    _optional("snapshot", String(64)),  # digest of the code snapshot a server runs it from
+    _required("priority", Integer, default=0, server_default=text("0")),
+    _optional("server", String(64)),  # the server that claimed it (`servers`)
+    _optional("deployment", String),
+    _optional("deployment_version", Integer),
+    _optional("sweep", String),
+    _optional("trial", Integer),
+    Index("ix_runs_created_at", "created_at"),
+    Index("ix_runs_queue", "status", "priority", "created_at"),
+)
+
+# A compiled plan (flowlib.plan.Plan) by digest: runs of the same code and parameters share one.
+plans = Table(
+    "plans",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    _required("data", Text),
+    _required("created_at", Float, default=_now),
 )
 
 # One node of a run's DAG, map items included.
@@ -233,4 +261,87 @@ events = Table(
     _required("kind", String),
     _optional("data", _JSON),
     _required("time", Float, default=_now),
+)
+
+
+# What a running attempt printed so far, streamed while it runs (the rest lands in `attempts.log`).
+log_chunks = Table(
+    "log_chunks",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    _run_fk(),
+    _required("node", String),
+    _required("attempt", Integer),
+    _required("text", Text),
+    _required("time", Float, default=_now),
+)
+
+# API tokens of `flow token create`: only a hash of each is kept.
+tokens = Table(
+    "tokens",
+    metadata,
+    _id(),
+    _required("name", String, index=True),
+    _required("hash", String(64), unique=True),
+    _required("admin", Boolean, default=False, server_default=false()),
+    _required("created_at", Float, default=_now),
+    _optional("revoked_at", Float),
+)
+
+# The `flow server` processes of a pool and their leases.
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    _required("host", String),
+    _required("pid", Integer),
+    _optional("url", String),
+    _required("started_at", Float, default=_now),
+    _required("lease_expires_at", Float),
+    _optional("stopped_at", Float),
+)
+
+# A workflow registered with `flow deploy`: every deploy under a name is a new version.
+deployments = Table(
+    "deployments",
+    metadata,
+    _id(),
+    _required("name", String),
+    _required("version", Integer),
+    _required("workflow", String),
+    _required("file", String),
+    _required("snapshot", String(64)),
+    _required("parameters", _JSON),  # [{"name", "type", "default"}]
+    _optional("params", _JSON),  # fixed parameters of its schedule and launches
+    _optional("schedule", String),
+    _required("created_at", Float, default=_now),
+    _required("user", String),
+    _required("deleted", Boolean, default=False, server_default=false()),
+    UniqueConstraint("name", "version"),
+)
+
+# One row per due time of a schedule: whoever inserts it runs it (so exactly one server does).
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    _id(),
+    _required("deployment", String),
+    _required("due_at", Float),
+    _optional("run_id", String(32)),
+    _required("created_at", Float, default=_now),
+    UniqueConstraint("deployment", "due_at"),
+)
+
+# A `flow sweep`: its Optuna study lives in Optuna's own storage (`storage`).
+sweeps = Table(
+    "sweeps",
+    metadata,
+    Column("name", String, primary_key=True),
+    _required("workflow", String),
+    _required("file", String),
+    _required("objective", String),
+    _required("direction", String(16)),
+    _required("storage", String),
+    _required("settings", _JSON),
+    _required("created_at", Float, default=_now),
 )

@@ -18,8 +18,10 @@ from scheduler.store.models import (
     edges,
     events,
     fingerprints,
+    log_chunks,
     metrics,
     nodes,
+    plans,
     runs,
 )
 
@@ -70,7 +72,7 @@ def create_run(
 ) -> dict[str, int]:
     """Record a run with its nodes and edges; return node name -> row id."""
     conn.execute(insert(runs), [values])
-    _insert_nodes(conn, values["id"], node_rows, edge_pairs)
+    insert_nodes(conn, values["id"], node_rows, edge_pairs)
     return node_ids(conn, values["id"])
 
 
@@ -78,17 +80,7 @@ def node_ids(conn: Connection, run_id: str) -> dict[str, int]:
     return dict(conn.execute(select(_N.name, _N.id).where(_N.run_id == run_id)).all())  # type: ignore[arg-type]
 
 
-def add_nodes(
-    conn: Connection, run_id: str, node_rows: list[dict[str, Any]], edge_pairs: Iterable[tuple[str, str]]
-) -> dict[str, int]:
-    """Add nodes discovered at run time (map items); return their ids."""
-    _insert_nodes(conn, run_id, node_rows, edge_pairs)
-    names = [row["name"] for row in node_rows]
-    found = conn.execute(select(_N.name, _N.id).where(_N.run_id == run_id, _N.name.in_(names)))
-    return dict(found.all())  # type: ignore[arg-type]
-
-
-def _insert_nodes(
+def insert_nodes(
     conn: Connection, run_id: str, node_rows: list[dict[str, Any]], edge_pairs: Iterable[tuple[str, str]]
 ) -> None:
     bulk.executemany(conn, _insert(nodes), [{"run_id": run_id, **row} for row in node_rows])
@@ -140,8 +132,13 @@ def get_run(conn: Connection, run_id: str) -> Row | None:
     return conn.execute(select(runs).where(_R.id == run_id)).first()
 
 
+LATEST = "latest"
+
+
 def find_run(conn: Connection, run_id: str) -> Row | None:
-    """A run by id, or by a unique prefix of its id."""
+    """A run by id, by a unique prefix of its id, or the newest run for "latest"."""
+    if run_id == LATEST:
+        return conn.execute(select(runs).order_by(_R.created_at.desc(), _R.id.desc()).limit(1)).first()
     run = get_run(conn, run_id)
     if run is not None:
         return run
@@ -153,17 +150,46 @@ def find_run(conn: Connection, run_id: str) -> Row | None:
     return matches[0] if matches else None
 
 
+def require_run(conn: Connection, run_id: str) -> Row:
+    """The run `run_id` names (see find_run); RunNotFound, naming the database, when there is none."""
+    run = find_run(conn, run_id)
+    if run is None:
+        from flowlib.errors import RunNotFound
+
+        url = conn.engine.url.render_as_string(hide_password=True)
+        raise RunNotFound(f"no run '{run_id}' in {url.removeprefix('sqlite:///')}")
+    return run
+
+
+def require_node(conn: Connection, run: Row, name: str) -> Row:
+    """A node of a run by name; RunNotFound listing some of its nodes when there is none."""
+    node = conn.execute(select(nodes).where(_N.run_id == run.id, _N.name == name)).first()
+    if node is None:
+        from flowlib.errors import RunNotFound
+
+        names = conn.scalars(
+            select(_N.name).where(_N.run_id == run.id).order_by(_N.position, _N.id).limit(20)
+        ).all()
+        raise RunNotFound(f"run {run.id} has no node '{name}'; its nodes: {', '.join(names)}")
+    return node
+
+
 def list_runs(
-    conn: Connection, *, workflow: str | None = None, status: str | None = None, limit: int | None = None
-) -> list[Row]:
+    conn: Connection,
+    *,
+    workflow: str | None = None,
+    statuses: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> Iterator[Row]:
+    """Runs, newest first (streamed: a caller filtering further stops reading when it has enough)."""
     query = select(runs).order_by(_R.created_at.desc(), _R.id.desc())
     if workflow:
         query = query.where(_R.workflow == workflow)
-    if status:
-        query = query.where(_R.status == status)
+    if statuses:
+        query = query.where(_R.status.in_(statuses))
     if limit:
         query = query.limit(limit)
-    return list(conn.execute(query))
+    yield from conn.execute(query)
 
 
 def node_summaries(conn: Connection, run_id: str) -> list[Row]:
@@ -186,11 +212,14 @@ def nodes_of(conn: Connection, run_id: str) -> list[Row]:
     return list(conn.execute(select(nodes).where(_N.run_id == run_id).order_by(_N.position, _N.id)))
 
 
-def heartbeat(engine: Engine, run_id: str) -> bool:
-    """Touch the run's heartbeat; return whether a cancel was requested."""
+def heartbeat_runs(engine: Engine, run_ids: Sequence[str]) -> list[str]:
+    """Touch the runs' heartbeats; return those of them whose cancel was requested."""
+    asked: list[str] = []
     with engine.begin() as conn:
-        conn.execute(update(runs).where(_R.id == run_id).values(heartbeat_at=time.time()))
-        return bool(conn.scalar(select(_R.cancel_requested).where(_R.id == run_id)))
+        for chunk in chunks(run_ids):
+            conn.execute(update(runs).where(_R.id.in_(chunk)).values(heartbeat_at=time.time()))
+            asked += conn.scalars(select(_R.id).where(_R.id.in_(chunk), _R.cancel_requested)).all()
+    return asked
 
 
 # -- attempts, logs, metrics, checkpoints, events -------------------------------------
@@ -212,6 +241,28 @@ def add_checkpoints(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def add_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     add_rows(conn, events, rows)
+
+
+def save_plan(conn: Connection, digest: str, text: str) -> None:
+    """Store a plan once per digest."""
+    _insert_ignoring_duplicates(
+        conn, plans, [{"digest": digest, "data": text, "created_at": time.time()}], "digest"
+    )
+
+
+def load_plan_text(conn: Connection, digest: str) -> str | None:
+    return conn.scalar(select(plans.c.data).where(plans.c.digest == digest))
+
+
+def log_of(conn: Connection, run_id: str, node: str, attempt: int | None = None) -> list[Row]:
+    """The streamed log chunks of a node (of one attempt), oldest first."""
+    columns = log_chunks.c
+    query = select(columns.attempt, columns.text, columns.id).where(
+        columns.run_id == run_id, columns.node == node
+    )
+    if attempt is not None:
+        query = query.where(columns.attempt == attempt)
+    return list(conn.execute(query.order_by(columns.id)))
 
 
 def attempts_of(conn: Connection, run_id: str, node: str | None = None) -> list[Row]:

@@ -1,0 +1,74 @@
+"""The state machine's Lookups port over the run database and the artifact store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlib import serializers
+from flowlib.artifacts import Reader, may_be_inline
+from flowlib.errors import FlowError
+from flowlib.store import MANIFEST, ArtifactRef, ArtifactStore
+from scheduler.store import repository as repo
+from scheduler.store.batch import Session
+from scheduler.store.blobs import Blobs
+
+
+class StoreLookups:
+    """Cache entries from the database; artifacts checked in the database (small ones) and the store."""
+
+    def __init__(self, session: Session, store: ArtifactStore, blobs: Blobs) -> None:
+        self.session, self.store, self.blobs = session, store, blobs
+        self.reader = Reader(store, blobs)
+
+    def cached(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        with self.session.transaction() as conn:
+            found = repo.find_cache_entries(conn, keys, ("outputs", "run_id", "node"))
+        entries = {
+            key: {"outputs": row.outputs, "run_id": row.run_id, "node": row.node}
+            for key, row in found.items()
+        }
+        # one query for every small artifact the hits name, not one each when they are checked
+        self.blobs.get_many(
+            [ref["digest"] for e in entries.values() for ref in e["outputs"].values() if may_be_inline(ref)]
+        )
+        return entries
+
+    def problem(self, outputs: Mapping[str, Any]) -> str | None:
+        refs = [ArtifactRef.from_json(ref) for ref in outputs.values()]
+        self.blobs.get_many([ref.digest for ref in refs if may_be_inline(ref)])
+        for ref in refs:
+            problem = self._problem(ref)
+            if problem is None and ref.serializer == MANIFEST:
+                try:
+                    elements = self.reader.elements(ref)
+                except FlowError as exc:
+                    return str(exc)
+                self.blobs.get_many([e.digest for e in elements if may_be_inline(e)])
+                problem = next((p for p in map(self._problem, elements) if p is not None), None)
+            if problem is not None:
+                return problem
+        return None
+
+    def _problem(self, ref: ArtifactRef) -> str | None:
+        if ref.serializer != MANIFEST:
+            try:
+                version = serializers.get(ref.serializer).version
+            except FlowError:
+                return f"written by an unknown serializer {ref.serializer!r}"
+            if version != ref.serializer_version:
+                return f"written by serializer {ref.serializer} version {ref.serializer_version}"
+        intact = (may_be_inline(ref) and self.blobs.intact(ref.digest)) or self.store.verify(ref.digest)
+        return None if intact else f"artifact {ref.digest[:12]} is corrupt or missing"
+
+    def elements(self, ref: Mapping[str, Any]) -> list[dict[str, Any]]:
+        artifact = ArtifactRef.from_json(ref)
+        if artifact.serializer == MANIFEST:
+            return [element.to_json() for element in self.reader.elements(artifact)]
+        # stored whole (nothing mapped over it when it was computed): split it now
+        values = self.reader.get(artifact)
+        if not isinstance(values, list):
+            raise FlowError(
+                f"artifact {artifact.digest} holds a {type(values).__name__}, not a list to map over"
+            )
+        return [self.store.put(value).to_json() for value in values]
