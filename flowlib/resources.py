@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flowlib.errors import WorkflowDefinitionError
@@ -46,16 +47,32 @@ def parse_memory(value: int | str | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+def _labels(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(label, str) and label.strip() == label and label for label in value
+    ):
+        raise WorkflowDefinitionError(
+            f"Resources(labels=...) takes a list of non-empty names like ['big-mem'], got {value!r}"
+        )
+    return tuple(sorted(set(value)))
+
+
 @dataclass(frozen=True)
 class Resources:
-    """What one attempt of an operator needs: CPUs, GPUs and memory (bytes)."""
+    """What one attempt (one rank, when distributed) needs: CPUs, GPUs, memory (bytes), and
+    where it may run: an `accelerator` kind ("a100") and `labels` every chosen host declares."""
 
     cpus: float = 1
     gpus: int = 0
     memory: int | None = None
+    accelerator: str | None = None
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "memory", parse_memory(self.memory))
+        object.__setattr__(self, "labels", _labels(self.labels))
         for name in ("cpus", "gpus"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -64,14 +81,37 @@ class Resources:
             raise WorkflowDefinitionError(f"resources must not be negative: {self}")
         if self.gpus != int(self.gpus):
             raise WorkflowDefinitionError(f"gpus must be a whole number, got {self.gpus}")
+        if self.accelerator is not None and (
+            not isinstance(self.accelerator, str) or not self.accelerator.strip()
+        ):
+            raise WorkflowDefinitionError(
+                f"Resources(accelerator=...) takes a name like 'a100', got {self.accelerator!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
-        return {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
+        shown: dict[str, Any] = {"cpus": self.cpus, "gpus": self.gpus, "memory": self.memory}
+        if self.accelerator is not None:
+            shown["accelerator"] = self.accelerator
+        if self.labels:
+            shown["labels"] = list(self.labels)
+        return shown
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Resources:
+        """The inverse of `to_json`: `Resources.from_json(r.to_json()) == r`."""
+        return cls(
+            cpus=data.get("cpus", 1),
+            gpus=data.get("gpus", 0),
+            memory=data.get("memory"),
+            accelerator=data.get("accelerator"),
+            labels=tuple(data.get("labels") or ()),
+        )
 
 
 @dataclass(frozen=True)
 class Distributed:
-    """Run one node as a torch.distributed process group of `nprocs` ranks per node."""
+    """Run one node as a torch.distributed process group of `nprocs` ranks on each of `nnodes`
+    machines (nnodes > 1 needs an executor that spans machines: `ssh` or `ray`)."""
 
     nprocs: int = 1
     backend: str = "gloo"
@@ -84,10 +124,8 @@ class Distributed:
                 raise WorkflowDefinitionError(f"Distributed({name}=...) takes a whole number, got {value!r}")
         if self.nprocs < 1:
             raise WorkflowDefinitionError(f"Distributed(nprocs=...) must be at least 1, got {self.nprocs}")
-        if self.nnodes != 1:
-            raise WorkflowDefinitionError(
-                f"Distributed(nnodes={self.nnodes}) is not supported yet: only nnodes=1 runs today"
-            )
+        if self.nnodes < 1:
+            raise WorkflowDefinitionError(f"Distributed(nnodes=...) must be at least 1, got {self.nnodes}")
         if self.backend not in ("gloo", "nccl"):
             raise WorkflowDefinitionError(
                 f"Distributed backend must be 'gloo' or 'nccl', got {self.backend!r}"
@@ -97,10 +135,18 @@ class Distributed:
         return {"nprocs": self.nprocs, "backend": self.backend, "nnodes": self.nnodes}
 
 
-def per_attempt(resources: Resources, distributed: Distributed | None) -> Resources:
-    """What one attempt holds in all: a distributed node holds its resources once per rank."""
-    ranks = distributed.nprocs if distributed else 1
+def _times(resources: Resources, ranks: int) -> Resources:
     if ranks == 1:
         return resources
     memory = resources.memory * ranks if resources.memory else None
-    return Resources(resources.cpus * ranks, resources.gpus * ranks, memory)
+    return replace(resources, cpus=resources.cpus * ranks, gpus=resources.gpus * ranks, memory=memory)
+
+
+def per_node(resources: Resources, distributed: Distributed | None) -> Resources:
+    """What one machine holds for an attempt: a distributed node's resources once per local rank."""
+    return _times(resources, distributed.nprocs if distributed else 1)
+
+
+def per_attempt(resources: Resources, distributed: Distributed | None) -> Resources:
+    """What one attempt holds in all: a distributed node holds its resources once per rank."""
+    return _times(resources, distributed.nprocs * distributed.nnodes if distributed else 1)

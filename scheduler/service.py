@@ -18,7 +18,6 @@ from flowlib.config import Config
 from flowlib.dag import DAG
 from flowlib.errors import ConfigError, FlowError
 from flowlib.hashing import find_project_root
-from flowlib.resources import per_attempt
 from flowlib.store import ArtifactStore
 from scheduler import db
 from scheduler import repository as repo
@@ -51,24 +50,16 @@ def connect(config: Config, *, upgrade: bool = True) -> Engine:
 
 def check_resources(dag: DAG, executors: dict[str, Executor], default: str) -> None:
     """Refuse, before anything is recorded, a request no executor here could ever meet."""
-    capacities = {name: executor.capacity() for name, executor in executors.items()}
+    reasons: dict[tuple, str | None] = {}  # a map's thousands of items ask alike: ask each executor once
     for node in dag.nodes.values():
         op = node.operator
         name = op.executor or default
-        capacity = capacities[name]
-        need = per_attempt(op.resources, op.distributed)
-        cpus, gpus, memory = need.cpus, need.gpus, need.memory or 0
-        if capacity.memory is not None and memory > capacity.memory:
-            raise ConfigError(
-                f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {memory} bytes of memory, "
-                f"but executor '{name}' has at most {capacity.memory}"
-            )
-        if cpus > capacity.cpus or gpus > capacity.gpus:
-            hint = '; run GPU nodes with --executor gpu or executor="gpu"' if gpus and name != "gpu" else ""
-            raise ConfigError(
-                f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') asks for {cpus:g} CPUs and "
-                f"{gpus} GPUs, but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs{hint}"
-            )
+        key = (name, op.resources, op.distributed)
+        if key not in reasons:
+            reasons[key] = executors[name].refuses(op.resources, op.distributed)
+        reason = reasons[key]
+        if reason is not None:
+            raise ConfigError(f"{node.call_site}: operator '{op.qualname}' (node '{node.name}') {reason}")
 
 
 def execute_dag(
