@@ -314,3 +314,79 @@ def test_a_request_no_host_can_meet_is_exit_2_before_anything_runs(
     assert "operator 'wanting'" in message
     assert not (marks / "ran").exists()
     assert project.flow("runs", "--json").json() == []
+
+
+GANG_OPS = """
+import os, pathlib, time
+import torch.distributed as dist
+from flowlib import current, operator
+
+@operator
+def hold(flag: str) -> int:
+    while not os.path.exists(flag):  # keeps its host's only slot until the test lets go
+        time.sleep(0.05)
+    return 1
+
+@operator
+def stamp(folder: str) -> int:
+    pathlib.Path(folder, f"rank{current.rank}").write_text(f"{time.time()} {os.getpid()}")
+    dist.barrier()
+    return current.world_size
+"""
+
+
+def test_a_group_that_cannot_be_placed_waits_and_never_starts_partly(hosts: Any, tmp_path: Path) -> None:
+    from executors.base import OperatorRef, TaskSpec
+    from executors.ssh import SshExecutor
+    from flowlib import Distributed, Resources
+
+    a, b, known_hosts = hosts
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "gang_ops.py").write_text(GANG_OPS)
+
+    def spec(name: str, **extra: Any) -> TaskSpec:
+        inputs = {"flag": str(tmp_path / "let-go")} if name == "hold" else {"folder": str(tmp_path)}
+        return TaskSpec(
+            task_id=f"{name}-{time.monotonic_ns()}",
+            run_id="r1",
+            node=name,
+            attempt=1,
+            operator=OperatorRef(str(code / "gang_ops.py"), "gang_ops", name),
+            inputs={key: {"literal": value} for key, value in inputs.items()},
+            store_url=str(tmp_path / "store"),
+            fsync=False,
+            project_root=str(code),
+            **extra,
+        )
+
+    executor = SshExecutor()
+    executor.start(
+        {
+            "hosts": [a.host],
+            "host": [{"address": b.host, "labels": ["big-mem"]}],
+            "slots": 1,
+            "identity_file": str(a.identity_file),
+            "known_hosts": str(known_hosts),
+            "python": sys.executable,
+            "workdir": str(tmp_path / "remote"),
+        }
+    )
+    try:
+        held = executor.submit(spec("hold", resources=Resources(labels=["big-mem"])), lambda e: None)
+        deadline = time.monotonic() + 30
+        while not remote_workers(b):  # B's only slot is taken
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        group = executor.submit(spec("stamp", distributed=Distributed(nprocs=1, nnodes=2)), lambda e: None)
+        time.sleep(2.0)
+        assert not group.done() and remote_workers(a) == [], "the group started on A alone"
+        let_go = time.time()
+        (tmp_path / "let-go").write_text("")
+        assert held.result(timeout=30).ok
+        result = group.result(timeout=120)
+        assert result.ok, result.error
+        starts = [float((tmp_path / f"rank{r}").read_text().split()[0]) for r in (0, 1)]
+        assert min(starts) > let_go, "a rank started before the group's hosts were all free"
+    finally:
+        executor.shutdown()
