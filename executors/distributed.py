@@ -9,6 +9,7 @@ says which node this is and where node 0 listens, and node 0 reports its port.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import socket
@@ -49,11 +50,10 @@ def _run_rank(local: int, spec_bytes: bytes, port: int, results: str, events: An
     group = spec.distributed
     node = int(spec.env.get("NODE_RANK", "0"))
     rank, world = node * group.nprocs + local, group.nprocs * group.nnodes
-    env = dict(spec.env)
     devices = _rank_devices(spec, local)
-    if devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = devices
-    os.environ.update(env)
+    if devices is not None:  # the operator (current.gpus, its env) sees this rank's devices only
+        spec = dataclasses.replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": devices})
+    os.environ.update(spec.env)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(local),
