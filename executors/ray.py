@@ -35,13 +35,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.placement import Machine, refusal
 from executors.ray_cluster import check_reachable, custom_resources, machines, route_ray_errors
 from executors.ray_cluster import failure_from as failure_from
 from executors.ray_gang import RayGang
 from executors.ray_task import _STARTED, _Inbox, _run_attempt
 from flowlib.errors import ConfigError
-from flowlib.resources import Distributed, Resources, per_node
+from flowlib.resources import Distributed, Machine, Resources, per_node, refusal
 
 _log = logging.getLogger("flowlib.executors.ray")
 POLL_S = 5.0  # how long one long-poll of the inbox waits when nothing happens

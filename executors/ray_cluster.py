@@ -9,9 +9,8 @@ import socket
 from typing import Any
 
 from executors.base import TaskResult
-from executors.placement import Machine
 from flowlib.errors import ConfigError
-from flowlib.resources import Resources
+from flowlib.resources import Machine, Resources
 
 _log = logging.getLogger("flowlib.executors.ray")
 REACH_S = 5.0  # how long connecting to a cluster's address may take

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from executors.base import Event, EventSink, TaskResult, TaskSpec
-from executors.gang import GANG_GRACE_S, RENDEZVOUS, combine, consequent, node_spec
+from executors.distributed import GANG_GRACE_S, RENDEZVOUS, combine, consequent, node_spec
 
 Launch = Callable[[TaskSpec, EventSink, dict[str, Any]], Future]
 Stop = Callable[[str, str, str], None]

@@ -34,7 +34,6 @@ except ImportError as exc:  # the registry reports this message as the reason `s
     raise ImportError(f"the ssh executor needs asyncssh ({exc}): pip install 'flowlib[ssh]'") from exc
 
 from executors.base import EventSink, Executor, TaskResult, TaskSpec
-from executors.placement import lacks, refusal
 from executors.ssh_gang import run_gang
 from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_hosts
 from executors.ssh_process import RemoteRun
@@ -45,7 +44,7 @@ from executors.ssh_transfer import SKIP_DIRS as SKIP_DIRS
 from executors.ssh_transfer import ShipError as ShipError
 from executors.ssh_transfer import Transfer
 from flowlib.errors import ConfigError
-from flowlib.resources import Distributed, Resources, per_node
+from flowlib.resources import Distributed, Resources, lacks, per_node, refusal
 
 log = logging.getLogger("flowlib.executors.ssh")
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 import asyncssh
 
 from executors.base import Event, EventSink, TaskResult, TaskSpec
-from executors.gang import GANG_GRACE_S, RENDEZVOUS, combine, consequent, node_spec
+from executors.distributed import GANG_GRACE_S, RENDEZVOUS, combine, consequent, node_spec
 from executors.ssh_hosts import Host, describe
 from executors.ssh_process import RemoteRun
 from executors.ssh_transfer import Transfer

@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncssh
 
-from executors.placement import Machine
 from executors.ssh_transfer import MARKER
 from flowlib.errors import ConfigError
+from flowlib.resources import Machine
 
 log = logging.getLogger("flowlib.executors.ssh")
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from executors.base import TaskResult, TaskSpec
-from executors.gang import combine, consequent
+from executors.distributed import combine, consequent
 from executors.inline import InlineExecutor
-from executors.placement import Machine, refusal
 from executors.ssh_hosts import parse_hosts
 from flowlib import Distributed, Resources
 from flowlib.config import load
 from flowlib.errors import ConfigError, WorkflowDefinitionError
-from flowlib.resources import per_attempt, per_node
+from flowlib.resources import Machine, per_attempt, per_node, refusal
 
 
 @pytest.mark.parametrize(
