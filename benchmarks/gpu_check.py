@@ -1,14 +1,16 @@
-"""Check, on a machine with real GPUs, that two `gpus=1` nodes run at once on distinct CUDA devices.
+"""Check, on a machine with real GPUs, that two `gpus=1` nodes run at once on distinct CUDA devices,
+and that a `Distributed(nprocs=<every GPU>, backend="nccl")` node all-reduces over NCCL across them.
 
-    python benchmarks/gpu_check.py              # on the GPU machine
-    python benchmarks/gpu_check.py --simulate   # anywhere: FLOW_GPUS=0,1 and CPU tensors
+    python benchmarks/gpu_check.py                  # on the GPU machine: both checks
+    python benchmarks/gpu_check.py --only nccl      # or --only devices
+    python benchmarks/gpu_check.py --simulate       # anywhere: FLOW_GPUS=0,1, CPU tensors, gloo for nccl
 
 Needs only this repo installed (`pip install -c constraints.txt -e .`) and the machine's
-torch. It writes a two-node torch pipeline into a temp folder, runs it with
+torch. Each check writes a small torch pipeline into a temp folder, runs it with
 `flow run --executor gpu --json` (devices discovered, not declared: FLOW_GPUS is
-removed), and prints what each node saw and a verdict. Exit 0: distinct devices;
-1: the check failed; 2: this machine cannot show it (no CUDA device, or only one).
-Finishes within about two minutes.
+removed), and prints what each node (or rank) saw and a verdict. Exit 0: every check
+passed; 1: a check failed; 2: this machine cannot show it (no CUDA device, or only one;
+nothing is run without CUDA). Finishes within about four minutes.
 """
 
 from __future__ import annotations
@@ -54,6 +56,49 @@ def gpu_check() -> list[dict]:
     return [probe(0), probe(1)]
 """
 
+NCCL = """
+import os, time
+import torch
+import torch.distributed as dist
+from flowlib import Distributed, Resources, current, operator, workflow
+
+SIMULATED = os.environ.get("GPU_CHECK_SIMULATE") == "1"
+
+@operator(resources=Resources(gpus=1), distributed=Distributed(nprocs=NPROCS, backend=BACKEND), cache=False)
+def allreduce(mib: int) -> list:
+    device = torch.device("cpu" if SIMULATED else "cuda")
+    if SIMULATED:
+        name, uuid = "simulated", f"SIM-{os.environ.get('CUDA_VISIBLE_DEVICES')}"
+    else:
+        props = torch.cuda.get_device_properties(0)
+        name, uuid = torch.cuda.get_device_name(0), str(getattr(props, "uuid", ""))
+    small = torch.tensor([float(current.rank + 1)], device=device)
+    dist.all_reduce(small)
+    big = torch.ones(mib * 2**18, device=device)  # float32: mib MiB
+    dist.all_reduce(big)  # warm-up
+    if not SIMULATED:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    rounds = 5
+    for _ in range(rounds):
+        dist.all_reduce(big)
+    if not SIMULATED:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / rounds
+    me = {
+        "rank": current.rank, "world": current.world_size, "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "name": name, "uuid": uuid, "sum": float(small.item()), "backend": dist.get_backend(),
+        "seconds": seconds, "bus_gb_s": 2 * (current.world_size - 1) / current.world_size * mib / 1024 / seconds,
+    }
+    everyone = [None] * current.world_size
+    dist.all_gather_object(everyone, me)
+    return everyone
+
+@workflow
+def nccl_check(mib: int = 256) -> list:
+    return allreduce(mib)
+"""
+
 
 def device_count() -> tuple[int, str]:
     """How many CUDA devices this process sees, and a line saying how that was found."""
@@ -93,6 +138,29 @@ def verdict(nodes: list[dict[str, Any]]) -> tuple[bool, str]:
     )
 
 
+def nccl_verdict(ranks: list[dict[str, Any]], nprocs: int, backend: str, mib: int = 256) -> tuple[bool, str]:
+    """Did every rank take part in the all-reduce over `backend`, each on its own device?"""
+    problems = []
+    if len(ranks) != nprocs:
+        problems.append(f"expected {nprocs} ranks, got {len(ranks)}")
+    want = float(sum(range(1, nprocs + 1)))
+    for rank in ranks:
+        if rank.get("sum") != want:
+            problems.append(f"rank {rank.get('rank')} reduced {rank.get('sum')}, not {want}")
+        if rank.get("backend") != backend:
+            problems.append(f"rank {rank.get('rank')} used backend {rank.get('backend')!r}, not {backend!r}")
+    devices = [(r.get("visible"), r.get("uuid")) for r in ranks]
+    if len({v for v, _ in devices}) != len(devices) or len({u for _, u in devices if u}) != len(devices):
+        problems.append(f"ranks shared devices: {devices}")
+    if problems:
+        return False, "FAIL: " + "; ".join(problems)
+    speed = min(r["bus_gb_s"] for r in ranks)
+    return True, (
+        f"PASS: {nprocs} ranks all-reduced over {backend} on distinct devices "
+        f"({', '.join(f'{v} {u}' for v, u in devices)}); {mib} MiB all-reduce bus bandwidth {speed:.1f} GB/s"
+    )
+
+
 def _flow() -> list[str]:
     beside = Path(sys.executable).with_name("flow")
     if beside.exists():
@@ -101,33 +169,20 @@ def _flow() -> list[str]:
     return [found] if found else [sys.executable, "-c", "from flowlib.cli.main import main; main()"]
 
 
-def main(argv: list[str]) -> int:
-    simulate = "--simulate" in argv
-    count, how = (
-        (2, "--simulate: two devices declared with FLOW_GPUS=0,1, tensors on the CPU")
-        if simulate
-        else device_count()
-    )
-    print(how)
-    if count == 0:
-        print("no CUDA device: this check needs a machine with GPUs; nothing was run")
-        return 2
-    smi = shutil.which("nvidia-smi")
-    if smi and not simulate:
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout.strip()
-        print("nvidia-smi -L:\n" + textwrap.indent(listed or "(nothing)", "  "))
+def run_pipeline(source: str, simulate: bool, devices: int, params: tuple[str, ...] = ()) -> Any:
+    """Run `source` with `flow run --executor gpu --json` in a temp project; its outputs, or None."""
     with tempfile.TemporaryDirectory(prefix="flowlib-gpu-check-") as folder:
         root = Path(folder)
         (root / "flow.toml").write_text('[flow]\nexecutor = "gpu"\n')
-        (root / "pipeline.py").write_text(PIPELINE)
+        (root / "pipeline.py").write_text(source)
         env = {key: value for key, value in os.environ.items() if not key.startswith("FLOW_")}
         env["FLOW_HOME"] = str(root / ".flow")
         if simulate:
-            env.update(FLOW_GPUS="0,1", GPU_CHECK_SIMULATE="1")
+            env.update(FLOW_GPUS=",".join(map(str, range(devices))), GPU_CHECK_SIMULATE="1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
             done = subprocess.run(
-                [*_flow(), "run", "pipeline.py", "--executor", "gpu", "--json"],
+                [*_flow(), "run", "pipeline.py", "--executor", "gpu", "--json", *params],
                 cwd=root,
                 env=env,
                 capture_output=True,
@@ -137,7 +192,7 @@ def main(argv: list[str]) -> int:
             )
         except subprocess.TimeoutExpired:
             print("FAIL: `flow run` did not finish within 110 s")
-            return 1
+            return None
         print(f"flow run exited {done.returncode}")
         if done.stderr.strip():
             print("stderr:\n" + textwrap.indent(done.stderr.strip()[-4000:], "  "))
@@ -145,13 +200,21 @@ def main(argv: list[str]) -> int:
             result = json.loads(done.stdout)
         except ValueError:
             print(f"FAIL: `flow run --json` printed no JSON:\n{done.stdout[-2000:]}")
-            return 1
+            return None
         if result.get("status") != "succeeded":
             print(f"FAIL: the run ended {result.get('status')}: {json.dumps(result.get('nodes'), indent=1)}")
-            return 1
-        nodes = result["outputs"]
-        for node in nodes:
-            print("node:", json.dumps(node, sort_keys=True))
+            return None
+        return result["outputs"]
+
+
+def check_devices(count: int, simulate: bool) -> int:
+    """Two `gpus=1` nodes at once: distinct devices (exit-code style result)."""
+    print("== two gpus=1 nodes on distinct devices")
+    nodes = run_pipeline(PIPELINE, simulate, 2)
+    if nodes is None:
+        return 1
+    for node in nodes:
+        print("node:", json.dumps(node, sort_keys=True))
     ok, text = verdict(nodes)
     if count == 1:
         a, b = nodes
@@ -163,6 +226,55 @@ def main(argv: list[str]) -> int:
         return 2 if apart else 1
     print(text)
     return 0 if ok else 1
+
+
+def check_nccl(count: int, simulate: bool) -> int:
+    """One distributed node with a rank per device, all-reducing over NCCL (gloo when simulated)."""
+    backend = "gloo" if simulate else "nccl"
+    nprocs = max(count, 1)
+    print(f"== Distributed(nprocs={nprocs}, backend={backend!r}), one device per rank")
+    source = NCCL.replace("NPROCS", str(nprocs)).replace("BACKEND", repr(backend))
+    mib = 8 if simulate else 256  # on CPU only the plumbing is checked, not the speed
+    ranks = run_pipeline(source, simulate, nprocs, ("-p", f"mib={mib}"))
+    if ranks is None:
+        return 1
+    for rank in ranks:
+        print("rank:", json.dumps(rank, sort_keys=True))
+    ok, text = nccl_verdict(ranks, nprocs, backend, mib)
+    print(text)
+    if ok and count == 1:
+        print("only 1 CUDA device exists on this machine: NCCL ran with one rank; across GPUs needs two")
+        return 2
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    simulate = "--simulate" in argv
+    only = (
+        argv[argv.index("--only") + 1] if "--only" in argv and argv.index("--only") + 1 < len(argv) else None
+    )
+    if only not in (None, "devices", "nccl"):
+        print(f"--only takes 'devices' or 'nccl', not {only!r}")
+        return 2
+    count, how = (
+        (2, "--simulate: two devices declared with FLOW_GPUS=0,1, tensors on the CPU, gloo for nccl")
+        if simulate
+        else device_count()
+    )
+    print(how)
+    if count == 0:
+        print("no CUDA device: this check needs a machine with GPUs; nothing was run")
+        return 2
+    smi = shutil.which("nvidia-smi")
+    if smi and not simulate:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout.strip()
+        print("nvidia-smi -L:\n" + textwrap.indent(listed or "(nothing)", "  "))
+    codes = []
+    if only in (None, "devices"):
+        codes.append(check_devices(count, simulate))
+    if only in (None, "nccl"):
+        codes.append(check_nccl(count, simulate))
+    return 1 if 1 in codes else max(codes)
 
 
 if __name__ == "__main__":

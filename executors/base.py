@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from flowlib.resources import Distributed, Resources
+from flowlib.resources import Distributed, Resources, per_attempt
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,42 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything this executor started; no process outlives it."""
+
+    def refuses(self, resources: Resources, distributed: Distributed | None) -> str | None:
+        """Why this executor could never run an attempt asking for this (one line), else None.
+
+        Called (after `start`) before a run starts, so a request no machine can meet is a usage
+        error instead of a node that waits forever. This default runs on one machine of `capacity()`
+        totals; executors that span machines (`ssh`, `ray`) check each machine instead.
+        """
+        if distributed is not None and distributed.nnodes > 1:
+            return (
+                f"asks for Distributed(nnodes={distributed.nnodes}), but executor '{self.name}' runs "
+                "on one machine; spread ranks over machines with executor 'ssh' or 'ray'"
+            )
+        if resources.accelerator or resources.labels:
+            wanted = [f"accelerator {resources.accelerator!r}"] if resources.accelerator else []
+            wanted += [f"label {label!r}" for label in resources.labels]
+            return (
+                f"asks for {' and '.join(wanted)}, but executor '{self.name}' declares none; hosts "
+                "declare them for executor 'ssh', nodes (as custom resources) for executor 'ray'"
+            )
+        capacity = self.capacity()
+        need = per_attempt(resources, distributed)
+        cpus, gpus, memory = need.cpus, need.gpus, need.memory or 0
+        if capacity.memory is not None and memory > capacity.memory:
+            return (
+                f"asks for {memory} bytes of memory, but executor '{self.name}' has at most {capacity.memory}"
+            )
+        if cpus > capacity.cpus or gpus > capacity.gpus:
+            hint = (
+                '; run GPU nodes with --executor gpu or executor="gpu"' if gpus and self.name != "gpu" else ""
+            )
+            return (
+                f"asks for {cpus:g} CPUs and {gpus} GPUs, but executor '{self.name}' has at most "
+                f"{capacity.cpus:g} CPUs and {capacity.gpus} GPUs{hint}"
+            )
+        return None
 
 
 @runtime_checkable

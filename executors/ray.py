@@ -13,6 +13,12 @@ thread here long-polls the inbox and resolves finished tasks. A task returns
 how many events it sent, so its result is handed over only after all its events
 (what runs on the Ray side is `executors.ray_task`).
 Flowlib's retries stay with the scheduler: every Ray task has `max_retries=0`.
+
+Nodes declare labels and accelerators as Ray custom resources (`ray start
+--resources='{"big-mem": 1}'`; Ray names a GPU kind `accelerator_type:A100`): a
+task asking for them requests a sliver of each, so Ray places it only there. A
+`Distributed(nnodes=N)` attempt reserves N distinct nodes at once (a
+STRICT_SPREAD placement group) and runs one Ray task per node (executors.ray_gang).
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ import dataclasses
 import logging
 import os
 import queue
-import re
-import socket
 import sys
 import threading
 import time
@@ -31,109 +35,16 @@ from concurrent.futures import Future
 from typing import Any
 
 from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.ray_cluster import check_reachable, custom_resources, machines, route_ray_errors
+from executors.ray_cluster import failure_from as failure_from
+from executors.ray_gang import RayGang
 from executors.ray_task import _STARTED, _Inbox, _run_attempt
 from flowlib.errors import ConfigError
-from flowlib.resources import Resources
+from flowlib.resources import Distributed, Machine, Resources, per_node, refusal
 
 _log = logging.getLogger("flowlib.executors.ray")
-REACH_S = 5.0  # how long connecting to a cluster's address may take
 POLL_S = 5.0  # how long one long-poll of the inbox waits when nothing happens
 FLUSH_GRACE_S = 10.0  # how long a finished task waits for events still on their way
-
-
-def _route_ray_errors() -> None:
-    """Send the "(raylet) A worker died ..." notices Ray prints on the driver's *stdout* to a logger.
-
-    They would corrupt `flow run --json`, and the failed attempt already says what happened.
-    This replaces a private Ray function; where it is missing, Ray prints as before.
-    """
-    try:
-        from ray._private import worker as ray_worker
-    except ImportError:
-        return
-    original = getattr(ray_worker, "print_to_stdstream", None)
-    if original is None or getattr(original, "flowlib_routed", False):
-        return
-
-    def route(data: dict[str, Any], ignore_prefix: bool) -> None:
-        if data.get("pid") != "raylet":
-            original(data, ignore_prefix)
-            return
-        for line in data.get("lines") or ():
-            _log.debug("Ray: %s", line)
-
-    route.flowlib_routed = True  # type: ignore[attr-defined]
-    ray_worker.print_to_stdstream = route
-
-
-# -- mapping Ray's failures onto ours -------------------------------------------------------------
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def failure_from(task_id: str, exc: BaseException, started: float) -> TaskResult:
-    """Turn an exception from a Ray task's result into a failed TaskResult saying what happened."""
-    import ray.exceptions as rex
-
-    text = str(exc)
-    pid = re.search(r"Worker PID: (\d+)", text)
-    where = re.search(r"Worker IP address: (\S+)", text)
-    how: dict[str, Any] = {"started_at": started, "pid": int(pid.group(1)) if pid else None}
-    if where:
-        how["host"] = where.group(1)
-    if isinstance(exc, rex.OutOfMemoryError):
-        return TaskResult.failure(
-            task_id,
-            "OutOfMemory",
-            f"Ray killed the task because its node ran out of memory: {_first_line(text)}",
-            **how,
-        )
-    if isinstance(exc, rex.WorkerCrashedError):
-        detail = re.search(r"Worker exit detail: (.*?)(?: Some common causes|$)", text, re.DOTALL)
-        at = f" (pid {how['pid']})" if how["pid"] else ""
-        said = f"; Ray says: {detail.group(1).strip()}" if detail and detail.group(1).strip() else ""
-        return TaskResult.failure(
-            task_id,
-            "WorkerDied",
-            f"the Ray worker process{at} died while running the task: it called os._exit, was killed by "
-            f"a signal (SIGKILL, the kernel's OOM killer) or crashed (SIGSEGV){said}",
-            **how,
-        )
-    if isinstance(exc, rex.TaskCancelledError):
-        return TaskResult.failure(task_id, "Cancelled", "the Ray task was cancelled outside flowlib", **how)
-    if isinstance(exc, rex.TaskUnschedulableError):
-        return TaskResult.failure(task_id, "Unschedulable", _first_line(text), **how)
-    if isinstance(
-        exc, (rex.NodeDiedError, rex.LocalRayletDiedError, rex.ObjectLostError, rex.RaySystemError)
-    ):
-        return TaskResult.failure(task_id, "WorkerDied", f"Ray lost the task: {_first_line(text)}", **how)
-    if isinstance(exc, rex.RayTaskError):  # our task body itself failed, e.g. flowlib missing on a node
-        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-        result = TaskResult.failure(
-            task_id, type(cause).__name__, f"the Ray task could not run: {cause}", **how
-        )
-        result.error["traceback"] = getattr(exc, "traceback_str", None)  # type: ignore[index]
-        return result
-    return TaskResult.failure(task_id, type(exc).__name__, f"Ray: {_first_line(text)}", **how)
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast on a cluster address nobody listens at (Ray itself retries for minutes)."""
-    if address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(
-            f"[executors.ray] address: '{address}' is not 'auto', 'host:port' or 'ray://host:port'"
-        )
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_S).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"[executors.ray] address: cannot reach the Ray cluster at '{address}': {exc}"
-        ) from None
 
 
 # -- the executor (driver side) ----------------------------------------------------------------------
@@ -168,6 +79,9 @@ class RayExecutor(Executor):
         self._inbox: Any = None
         self._remote: Any = None
         self._totals: dict[str, float] = {}
+        self._machines: list[Machine] = []
+        self._kinds: dict[str, str] = {}  # accelerator kind -> its resource name in the cluster
+        self._gangs: dict[str, RayGang] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, settings: Mapping[str, Any]) -> None:
@@ -186,13 +100,14 @@ class RayExecutor(Executor):
                 "logging_level": logging.WARNING,
             }
             if address:
-                _check_reachable(address)
+                check_reachable(address)
                 options["address"] = address
             else:
                 options.update(
                     address="local",
                     num_cpus=settings.get("num_cpus"),
                     num_gpus=settings.get("num_gpus"),
+                    resources=settings.get("resources"),
                 )
             try:
                 ray.init(**options)
@@ -200,8 +115,12 @@ class RayExecutor(Executor):
                 where = f"the Ray cluster at '{address}'" if address else "a local Ray"
                 raise ConfigError(f"[executors.ray] address: cannot start or reach {where}: {exc}") from None
             self._started_ray = True
-        _route_ray_errors()
+        route_ray_errors()
         self._totals = dict(ray.cluster_resources())
+        self._machines = machines(ray.nodes())
+        self._kinds = {
+            k.partition(":")[2].lower(): k for k in self._totals if k.startswith("accelerator_type:")
+        }
         # Ray queues tasks until their resources are free, so more than capacity may be in flight:
         # its workers then never idle while the scheduler commits a step.
         self.prefetch = max(2, int(self._totals.get("CPU", 0)))
@@ -220,11 +139,26 @@ class RayExecutor(Executor):
             memory=int(memory) if memory else None,
         )
 
+    def refuses(self, resources: Resources, distributed: Distributed | None) -> str | None:
+        """Why no node (no `nnodes` distinct nodes) of the cluster could ever hold the attempt."""
+        reason = refusal(self._machines, resources, distributed, "Ray nodes")
+        if reason and (resources.labels or resources.accelerator):
+            reason += (
+                "; Ray nodes declare labels as custom resources: ray start --resources='{\"big-mem\": 1}'"
+            )
+        return reason
+
     def shutdown(self) -> None:
         """Cancel what still runs, stop the inbox, and stop Ray only if this executor started it."""
         import ray
 
         self._closing = True
+        with self._lock:
+            gangs = list(self._gangs.values())
+        for gang in gangs:
+            gang.cancel("Cancelled", "the executor shut down")
+        for gang in gangs:
+            gang.join(timeout=15)
         self._messages.put(("stop",))
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -245,15 +179,40 @@ class RayExecutor(Executor):
     # -- tasks --------------------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
-        refusal = self._refuse(task)
-        if refusal is not None:
-            future.set_result(TaskResult.failure(task.task_id, *refusal))
+        reason = self.refuses(task.resources, task.distributed)
+        if reason is not None:
+            future.set_result(TaskResult.failure(task.task_id, "Unschedulable", f"the task {reason}"))
             return future
-        resources = task.resources
+        if task.distributed is not None and task.distributed.nnodes > 1:
+            gang = RayGang(task, on_event, future, self._launch, self._stop, self._options(task))
+            with self._lock:
+                self._gangs[task.task_id] = gang
+            future.add_done_callback(lambda _, _id=task.task_id: self._gangs.pop(_id, None))
+            gang.start()
+            return future
+        return self._launch(task, on_event, self._options(task), future)
+
+    def _options(self, task: TaskSpec) -> dict[str, Any]:
+        """Ray's options for one node's share of `task` (all of it, unless it spans nodes)."""
+        share = per_node(task.resources, task.distributed)
+        return {
+            "num_cpus": share.cpus,
+            "num_gpus": share.gpus,
+            "memory": share.memory or None,
+            "resources": custom_resources(share, self._kinds),
+        }
+
+    def _launch(
+        self,
+        task: TaskSpec,
+        on_event: EventSink,
+        options: dict[str, Any],
+        future: Future[TaskResult] | None = None,
+    ) -> Future[TaskResult]:
+        """Start one Ray task running `task` with these Ray `options`."""
+        future = future or Future()
         ref = self._remote.options(
-            num_cpus=resources.cpus,
-            num_gpus=resources.gpus,
-            memory=resources.memory or None,
+            **options,
             max_retries=0,
             retry_exceptions=False,
             name=f"flow:{task.node}",
@@ -266,24 +225,11 @@ class RayExecutor(Executor):
         ref.future().add_done_callback(lambda done, _id=task.task_id: self._on_done(_id, done))
         return future
 
-    def _refuse(self, task: TaskSpec) -> tuple[str, str] | None:
-        """Why this executor cannot run `task` at all (Ray would otherwise wait forever), else None."""
-        if task.distributed is not None:
-            return (
-                "NotSupported",
-                "distributed operators (Distributed(...)) do not run on the 'ray' "
-                "executor yet; run this operator with executor='local' or 'gpu'",
-            )
-        memory = self._totals.get("memory")
-        if task.resources.memory and memory and task.resources.memory > memory:
-            return (
-                "Unschedulable",
-                f"the task asks for {task.resources.memory} bytes of memory, but the Ray "
-                f"cluster has {int(memory)} in all",
-            )
-        return None
-
     def cancel(self, task_id: str) -> None:
+        with self._lock:
+            gang = self._gangs.get(task_id)
+        if gang is not None:
+            gang.cancel("Cancelled", "cancelled while running on Ray")
         self._stop(task_id, "Cancelled", "cancelled while running on Ray")
 
     def _stop(self, task_id: str, kind: str, message: str) -> None:

@@ -125,6 +125,9 @@ def _run_attempt(spec: TaskSpec, inbox: Any, sys_path: list[str]) -> tuple[TaskR
         if entry not in sys.path:
             sys.path.insert(0, entry)
     _forget_project_modules(spec)
+    if spec.env.get("NODE_RANK") == "0" and not spec.env.get("MASTER_ADDR"):
+        # node 0 of a multi-node group: its peers reach it at this node's address
+        spec = dataclasses.replace(spec, env={**spec.env, "MASTER_ADDR": ray.util.get_node_ip_address()})
     if spec.resources.gpus:
         ids = ",".join(str(int(i)) for i in ray.get_gpu_ids())
         spec = dataclasses.replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": ids})

@@ -7,6 +7,11 @@ to its workdir over SFTP, run `python -m executors.remote` with the pickled spec
 on stdin, relay its events, then fetch the outputs back into the local store
 (the moving of files is `executors.ssh_transfer`). With a shared (non-local
 fsspec) artifact store the host reads and writes it directly.
+
+Placement honours what hosts declare (`[[executors.ssh.host]]`: labels, gpu_type,
+gpus, slots): an attempt goes only to a host that has what it asks for, and takes
+its GPUs there. A `Distributed(nnodes=N)` attempt takes N hosts at once or waits
+(see executors.ssh_gang).
 """
 
 from __future__ import annotations
@@ -15,26 +20,23 @@ import asyncio
 import logging
 import math
 import os
-import shlex
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-import cloudpickle
 
 try:
     import asyncssh
 except ImportError as exc:  # the registry reports this message as the reason `ssh` is unavailable
     raise ImportError(f"the ssh executor needs asyncssh ({exc}): pip install 'flowlib[ssh]'") from exc
 
-from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.remote import HEADER, MAX_FRAME
-from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_host
+from executors.base import EventSink, Executor, TaskResult, TaskSpec
+from executors.ssh_gang import run_gang
+from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_hosts
+from executors.ssh_process import RemoteRun
 from executors.ssh_transfer import CODE_MAX_BYTES as CODE_MAX_BYTES
 from executors.ssh_transfer import CODE_MAX_FILES as CODE_MAX_FILES
 from executors.ssh_transfer import MARKER as MARKER
@@ -42,7 +44,7 @@ from executors.ssh_transfer import SKIP_DIRS as SKIP_DIRS
 from executors.ssh_transfer import ShipError as ShipError
 from executors.ssh_transfer import Transfer
 from flowlib.errors import ConfigError
-from flowlib.resources import Resources
+from flowlib.resources import Distributed, Resources, lacks, per_node, refusal
 
 log = logging.getLogger("flowlib.executors.ssh")
 
@@ -54,23 +56,24 @@ class _Task:
     spec: TaskSpec
     on_event: EventSink
     future: Future
-    weight: int
     tried: dict[str, str] = field(default_factory=dict)  # host label -> why it was skipped
     runner: asyncio.Task | None = None
     kill: tuple[str, str] | None = None
-    process: Any = None
+    process: RemoteRun | None = None
+    taken: list[tuple[Host, int, list[int]]] = field(default_factory=list)  # host, slots, GPU ids
+
+    def __post_init__(self) -> None:
+        self.share = per_node(self.spec.resources, self.spec.distributed)
+        self.nnodes = self.spec.distributed.nnodes if self.spec.distributed else 1
+
+    def weight(self, host: Host) -> int:
+        return min(host.slots, max(1, math.ceil(self.share.cpus)))
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return f"{signal.Signals(number).name} (signal {number})"
-    except ValueError:
-        return f"signal {number}"
-
-
-def _frame(obj: Any) -> bytes:
-    payload = cloudpickle.dumps(obj)
-    return HEADER.pack(len(payload)) + payload
+def _with_devices(spec: TaskSpec, ids: list[int]) -> TaskSpec:
+    if not ids:
+        return spec
+    return replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, ids))})
 
 
 class SshExecutor(Executor):
@@ -87,14 +90,10 @@ class SshExecutor(Executor):
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, settings: Mapping[str, Any]) -> None:
-        hosts, slots = settings.get("hosts"), settings.get("slots", 2)
-        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
-            raise ConfigError(
-                '[executors.ssh] hosts: list the hosts to run on, e.g. hosts = ["user@host:22"]'
-            )
-        if not isinstance(slots, int) or slots < 1:
+        slots = settings.get("slots", 2)
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ConfigError(f"[executors.ssh] slots: must be a positive integer, got {slots!r}")
-        self._hosts = [parse_host(entry, slots) for entry in hosts]
+        self._hosts = parse_hosts(settings, slots)
         self._known_hosts = os.path.expanduser(settings.get("known_hosts") or "~/.ssh/known_hosts")
         if not os.path.isfile(self._known_hosts):
             raise ConfigError(
@@ -117,7 +116,11 @@ class SshExecutor(Executor):
         self._thread.start()
 
     def capacity(self) -> Resources:
-        return Resources(cpus=sum(h.slots for h in self._hosts), gpus=0)
+        return Resources(cpus=sum(h.slots for h in self._hosts), gpus=sum(h.gpus for h in self._hosts))
+
+    def refuses(self, resources: Resources, distributed: Distributed | None) -> str | None:
+        """Why no host (no `nnodes` distinct hosts) could ever hold the attempt, by what each declares."""
+        return refusal([h.machine() for h in self._hosts], resources, distributed, "ssh hosts")
 
     def shutdown(self) -> None:
         loop = self._loop
@@ -155,14 +158,12 @@ class SshExecutor(Executor):
     # -- tasks ------------------------------------------------------------------------
     def submit(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]:
         future: Future[TaskResult] = Future()
-        slots = max((h.slots for h in self._hosts), default=1)
-        weight = min(slots, max(1, math.ceil(task.resources.cpus)))
         if self._loop is None or self._closing or self._loop.is_closed():
             future.set_result(
                 TaskResult.failure(task.task_id, "Cancelled", "the ssh executor is not running")
             )
             return future
-        self._loop.call_soon_threadsafe(self._enqueue, _Task(task, on_event, future, weight))
+        self._loop.call_soon_threadsafe(self._enqueue, _Task(task, on_event, future))
         return future
 
     def cancel(self, task_id: str) -> None:
@@ -193,31 +194,56 @@ class SshExecutor(Executor):
             task.future.set_result(outcome)
 
     def _pump(self) -> None:
-        """Place every queued attempt that a host has a free slot for."""
+        """Place every queued attempt that hosts have room for; a group takes all its hosts at once."""
+        held: set[str] = set()  # hosts a waiting group needs: later attempts may not take them first
         for task in list(self._queue):
-            host = self._place(task)
-            if host is not None:
-                self._queue.remove(task)
-                host.busy += task.weight
-                task.runner = asyncio.get_running_loop().create_task(self._attempt(task, host))
-
-    def _place(self, task: _Task) -> Host | None:
-        untried = [h for h in self._hosts if h.label not in task.tried and h.refused is None]
-        if not untried:
+            hosts = self._place(task, held)
+            if hosts is None:
+                if task.nnodes > 1 and task in self._queue:
+                    held.update(h.label for h in self._hosts if lacks(h.machine(), task.share) is None)
+                continue
             self._queue.remove(task)
-            reasons = [task.tried.get(h.label) or h.refused or h.reason for h in self._hosts]
-            kind = "HostKeyMismatch" if all(h.refused for h in self._hosts) else "HostUnreachable"
-            message = (
-                reasons[0]
-                if len(reasons) == 1
-                else "no ssh host could run the attempt: " + "; ".join(reasons)
-            )
-            self._finish(task, (kind, message))
+            for host in hosts:
+                weight, ids = task.weight(host), host.free_gpus[: task.share.gpus]
+                del host.free_gpus[: task.share.gpus]
+                host.busy += weight
+                task.taken.append((host, weight, ids))
+            task.runner = asyncio.get_running_loop().create_task(self._attempt(task))
+
+    def _place(self, task: _Task, held: set[str]) -> list[Host] | None:
+        """The hosts to run `task` on now; None while it waits (or when it failed: none ever could)."""
+        untried = [h for h in self._hosts if h.label not in task.tried and h.refused is None]
+        able = [h for h in untried if lacks(h.machine(), task.share) is None]
+        if len(able) < task.nnodes:
+            self._queue.remove(task)
+            self._finish(task, self._unplaceable(task))
             return None
         now = time.monotonic()
-        pool = [h for h in untried if h.down_until <= now] or untried
-        free = [h for h in pool if h.busy + min(task.weight, h.slots) <= h.slots]
-        return max(free, key=lambda h: h.slots - h.busy) if free else None
+        up = [h for h in able if h.down_until <= now]
+        pool = up if len(up) >= task.nnodes else able
+        free = [
+            h
+            for h in pool
+            if h.label not in held
+            and h.busy + task.weight(h) <= h.slots
+            and len(h.free_gpus) >= task.share.gpus
+        ]
+        if len(free) < task.nnodes:
+            return None
+        chosen = sorted(free, key=lambda h: h.slots - h.busy, reverse=True)[: task.nnodes]
+        return sorted(chosen, key=self._hosts.index)  # node ranks follow the configured order
+
+    def _unplaceable(self, task: _Task) -> tuple[str, str]:
+        spec = task.spec
+        never = refusal([h.machine() for h in self._hosts], spec.resources, spec.distributed, "ssh hosts")
+        if never is not None:
+            return ("Unschedulable", f"the attempt {never}")
+        able = [h for h in self._hosts if lacks(h.machine(), task.share) is None]
+        reasons = [task.tried.get(h.label) or h.refused or h.reason for h in able]
+        kind = "HostKeyMismatch" if all(h.refused for h in able) else "HostUnreachable"
+        if len(reasons) == 1:
+            return (kind, reasons[0])
+        return (kind, "no ssh host could run the attempt: " + "; ".join(reasons))
 
     def _mark_down(self, host: Host, reason: str) -> None:
         if host.down_until <= time.monotonic():
@@ -227,32 +253,55 @@ class SshExecutor(Executor):
             host.conn.close()
         host.conn = host.sftp = None
 
-    async def _attempt(self, task: _Task, host: Host) -> None:
+    async def _attempt(self, task: _Task) -> None:
+        hosts = [host for host, _, _ in task.taken]
         outcome: TaskResult | tuple[str, str] | None = None
         requeue = False
+        timer = None
         try:
-            try:
-                await self._connect(host)
-            except Unusable as exc:
-                task.tried[host.label] = str(exc)
-                requeue = True
+            connected = await asyncio.gather(*(self._connect(h) for h in hosts), return_exceptions=True)
+            for host, done in zip(hosts, connected, strict=True):
+                if isinstance(done, Unusable):
+                    task.tried[host.label] = str(done)
+                    requeue = True
+                elif isinstance(done, BaseException):
+                    raise done
+            if requeue:
                 return
-            outcome = await self._run(task, host)
+            if task.spec.timeout:
+                message = f"timed out after {task.spec.timeout:g} s and was killed"
+                timer = asyncio.get_running_loop().call_later(
+                    task.spec.timeout, self._kill, task.spec.task_id, "Timeout", message
+                )
+            if task.nnodes > 1:
+                placed = [(host, ids) for host, _, ids in task.taken]
+                outcome = await run_gang(
+                    task.spec, placed, task.on_event, self._transfer, self._python, self._mark_down
+                )
+            else:
+                outcome = await self._run(task, hosts[0])
         except asyncio.CancelledError:
             outcome = task.kill or ("Cancelled", "the executor shut down")
         except (asyncssh.Error, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            if host.connected():
-                outcome = ("SshError", f"ssh host {host.label}: {describe(exc)}")
-            else:
+            dropped = [h for h in hosts if not h.connected()]
+            if dropped:
                 outcome = (
                     "HostDropped",
-                    f"ssh host {host.label} dropped during the attempt: {describe(exc)}",
+                    f"ssh host {dropped[0].label} dropped during the attempt: {describe(exc)}",
                 )
-                self._mark_down(host, f"ssh host {host.label} dropped")
+                for host in dropped:
+                    self._mark_down(host, f"ssh host {host.label} dropped")
+            else:
+                outcome = ("SshError", f"ssh host {hosts[0].label}: {describe(exc)}")
         except Exception as exc:  # the local store, a corrupt fetch, code too big to ship
-            outcome = (type(exc).__name__, f"ssh host {host.label}: {describe(exc)}")
+            outcome = (type(exc).__name__, f"ssh host {hosts[0].label}: {describe(exc)}")
         finally:
-            host.busy -= task.weight
+            if timer is not None:
+                timer.cancel()
+            for host, weight, ids in task.taken:
+                host.busy -= weight
+                host.free_gpus = sorted(host.free_gpus + ids)
+            task.taken = []
             if task.process is not None:
                 task.process.close()
                 task.process = None
@@ -261,7 +310,7 @@ class SshExecutor(Executor):
             if requeue and not self._closing:
                 self._queue.appendleft(task)
             elif outcome is not None:
-                self._finish(task, outcome, host)
+                self._finish(task, outcome, hosts[0] if len(hosts) == 1 else None)
             if not self._closing:
                 self._pump()
 
@@ -284,79 +333,13 @@ class SshExecutor(Executor):
 
     # -- one attempt on a connected host ------------------------------------------------
     async def _run(self, task: _Task, host: Host) -> TaskResult:
-        spec, started = task.spec, time.time()
+        spec, started = _with_devices(task.spec, task.taken[0][2]), time.time()
         remote_spec, sys_path = await self._transfer.ship(host, spec)
-        command = f"cd {shlex.quote(host.workdir)} && exec " + shlex.join(
-            [self._python, "-m", "executors.remote"]
-        )
-        process = task.process = await host.conn.create_process(command, encoding=None)
-        timer = None
-        if spec.timeout:
-            message = f"timed out after {spec.timeout:g} s and was killed"
-            timer = asyncio.get_running_loop().call_later(
-                spec.timeout, self._kill, spec.task_id, "Timeout", message
-            )
-        stderr = asyncio.ensure_future(self._drain(process.stderr))
-        try:
-            process.stdin.write(_frame({"spec": remote_spec, "sys_path": sys_path}))
-            result = await self._relay(task, process)
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if result is None:
-            await asyncio.wait([asyncio.ensure_future(process.wait_closed()), stderr], timeout=5)
-            if not host.connected():
-                raise asyncssh.ConnectionLost("the connection closed before the result arrived")
-            tail = stderr.result().decode("utf-8", "replace").strip() if stderr.done() else ""
-            code, number = process.exit_status, None
-            how = f"exit code {code}"
-            if code is not None and code > 128:  # remote.py exits 128+N when the attempt died of signal N
-                number = code - 128
-                how = f"killed by {_signal_name(number)}"
-            last = tail.splitlines()[-1] if tail else "no output"
-            if code == 127 or "No module named 'executors'" in last:
-                last += (
-                    f" (is [executors.ssh] python = {self._python!r} an interpreter with flowlib installed?)"
-                )
-            result = TaskResult.failure(
-                spec.task_id,
-                "WorkerDied",
-                f"the remote worker on ssh host {host.label} ended without a result ({how}): {last}",
-                exit_code=None if number else code,
-                signal=number,
-                started_at=started,
-                log=tail,
-            )
-        stderr.cancel()
+        task.process = await RemoteRun.start(host, self._python, remote_spec, sys_path)
+        result = await task.process.result(task.on_event, spec.task_id, started)
         await self._transfer.fetch(host, spec, result)
         if task.tried:
             notes = "".join(f"flowlib: {why}; ran on ssh host {host.label}\n" for why in task.tried.values())
             result.log = notes + result.log
         result.host = host.label
         return result
-
-    @staticmethod
-    async def _drain(reader: Any, keep: int = 1 << 16) -> bytes:
-        """Read a stream to its end (a full window would stall the host), keeping its tail."""
-        tail = b""
-        try:
-            while chunk := await reader.read(1 << 16):
-                tail = (tail + chunk)[-keep:]
-        except (asyncssh.Error, OSError):
-            pass  # the connection went; what the stream said until then is all there is
-        return tail
-
-    async def _relay(self, task: _Task, process: Any) -> TaskResult | None:
-        """Pass the remote events on; return the result, or None when the stream ended without one."""
-        while True:
-            try:
-                (size,) = HEADER.unpack(await process.stdout.readexactly(HEADER.size))
-                if size > MAX_FRAME:
-                    raise asyncssh.ProtocolError(f"remote frame of {size} bytes")
-                message = cloudpickle.loads(await process.stdout.readexactly(size))
-            except asyncio.IncompleteReadError:
-                return None
-            if message[0] == "result":
-                return message[1]
-            _, task_id, kind, data = message
-            task.on_event(Event(task_id, kind, data))

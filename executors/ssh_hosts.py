@@ -1,5 +1,6 @@
-"""The hosts of the `ssh` executor: parsing `[executors.ssh] hosts`, and opening a connection
-(host key verified against known_hosts) with its SFTP session and workdir."""
+"""The hosts of the `ssh` executor: parsing `[executors.ssh] hosts` and its `[[executors.ssh.host]]`
+tables (labels, accelerators), and opening a connection (host key verified against known_hosts)
+with its SFTP session and workdir."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import asyncssh
 
 from executors.ssh_transfer import MARKER
 from flowlib.errors import ConfigError
+from flowlib.resources import Machine
 
 log = logging.getLogger("flowlib.executors.ssh")
 
@@ -35,7 +37,11 @@ class Host:
     hostname: str
     port: int
     slots: int
+    gpus: int = 0
+    gpu_type: str | None = None
+    labels: frozenset[str] = frozenset()
     busy: int = 0
+    free_gpus: list[int] = field(default_factory=list)  # device ids no attempt holds
     conn: Any = None
     sftp: Any = None
     workdir: str = ""
@@ -45,8 +51,16 @@ class Host:
     refused: str | None = None  # a host-key mismatch: never used again by this executor
     have: set[str] = field(default_factory=set)  # keys of files known to be on the host
 
+    def __post_init__(self) -> None:
+        self.free_gpus = list(range(self.gpus))
+
     def connected(self) -> bool:
         return self.conn is not None and not self.conn.is_closed()
+
+    def machine(self) -> Machine:
+        """What the host declares, for placement: its slots count as its CPUs."""
+        kinds = frozenset({self.gpu_type.lower()} if self.gpu_type else ())
+        return Machine(f"ssh host {self.label}", self.slots, self.gpus, None, kinds, self.labels)
 
 
 def parse_host(entry: str, slots: int) -> Host:
@@ -62,6 +76,56 @@ def parse_host(entry: str, slots: int) -> Host:
         raise ConfigError(f"[executors.ssh] hosts: {entry!r} is not user@host[:port]")
     label = host if port == "22" else f"{host}:{port}"
     return Host(label, user or getpass.getuser(), host, int(port), slots)
+
+
+_TABLE_KEYS = {"address": str, "labels": list, "gpu_type": str, "gpus": int, "slots": int}
+
+
+def parse_hosts(settings: Any, slots: int) -> list[Host]:
+    """The hosts of `hosts = [...]` and of each `[[executors.ssh.host]]` table, in that order.
+
+    Hosts are told apart by address and port: the same one twice is a configuration error."""
+    entries, tables = settings.get("hosts") or [], settings.get("host") or []
+    if not isinstance(entries, list) or not all(isinstance(h, str) for h in entries):
+        raise ConfigError('[executors.ssh] hosts: list the hosts to run on, e.g. hosts = ["user@host:22"]')
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError("[executors.ssh] host: declare each host as a [[executors.ssh.host]] table")
+    if not entries and not tables:
+        raise ConfigError(
+            '[executors.ssh] hosts: list the hosts to run on, e.g. hosts = ["user@host:22"], '
+            "or declare [[executors.ssh.host]] tables"
+        )
+    hosts = [parse_host(entry, slots) for entry in entries]
+    hosts += [_parse_table(index, table, slots) for index, table in enumerate(tables)]
+    seen: dict[tuple[str, int], str] = {}
+    for host in hosts:
+        key = (host.hostname.lower(), host.port)
+        if key in seen:
+            raise ConfigError(f"[executors.ssh] host {host.label} is listed twice")
+        seen[key] = host.label
+    return hosts
+
+
+def _parse_table(index: int, table: dict[str, Any], slots: int) -> Host:
+    where = f"[[executors.ssh.host]] #{index + 1}"
+    for key, value in table.items():
+        kind = _TABLE_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(_TABLE_KEYS)}")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{where}: key '{key}' must be {kind.__name__}, got {value!r}")
+    if "address" not in table:
+        raise ConfigError(f'{where}: needs address = "user@host:port"')
+    labels = table.get("labels", [])
+    if not all(isinstance(label, str) and label.strip() for label in labels):
+        raise ConfigError(f"{where}: labels must be non-empty strings, got {labels!r}")
+    gpus, own_slots = table.get("gpus", 0), table.get("slots", slots)
+    if gpus < 0 or own_slots < 1:
+        raise ConfigError(f"{where}: gpus must be >= 0 and slots >= 1, got gpus={gpus}, slots={own_slots}")
+    host = parse_host(table["address"], own_slots)
+    host.gpus, host.gpu_type, host.labels = gpus, table.get("gpu_type"), frozenset(labels)
+    host.free_gpus = list(range(gpus))
+    return host
 
 
 def describe(exc: BaseException) -> str:

@@ -4,6 +4,9 @@ The project's .py files go to `code/<content hash>/` once per host; input artifa
 the host lacks go to its `artifacts/` store, and outputs (and a newer checkpoint)
 come back into the local store. Every remote file lands by an atomic rename.
 With a shared (non-local fsspec) artifact store only the code is shipped.
+
+Node k of a multi-node attempt keeps its checkpoint ref on the host as `<ref>.node<k>`,
+so hosts that share one workdir filesystem never write each other's.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ def _input_digests(spec: TaskSpec) -> list[tuple[str, Mapping[str, bytes]]]:
         digests = [value["digest"]] if "digest" in value else list(value.get("fields", {}).values())
         found.extend((digest, inline) for digest in digests)
     return found
+
+
+def remote_ref(ref: str, node: int | None) -> str:
+    """The name of a checkpoint ref on a host: per node for a multi-node attempt."""
+    return ref if node is None else f"{ref}.node{node}"
 
 
 def _manifest_digests(data: bytes) -> list[str]:
@@ -123,8 +131,16 @@ class Transfer:
             self._stores[key] = ArtifactStore(spec.store_url, fsync=spec.fsync)
         return self._stores[key]
 
-    async def ship(self, host: Remote, spec: TaskSpec) -> tuple[TaskSpec, list[str]]:
-        """Put the code and inputs on the host; return the spec as the host sees it and its sys.path."""
+    async def local_ref(self, spec: TaskSpec) -> str | None:
+        """What the spec's checkpoint ref points at in the local store now."""
+        if not spec.checkpoint_ref or _shared_store(spec.store_url):
+            return None
+        return await _blocking(self._store(spec).get_ref, spec.checkpoint_ref)
+
+    async def ship(self, host: Remote, spec: TaskSpec, node: int | None = None) -> tuple[TaskSpec, list[str]]:
+        """Put the code and inputs on the host; return the spec as the host sees it and its sys.path.
+
+        `node`: the node's index in a multi-node attempt (its checkpoint ref is its own there)."""
         key = (spec.project_root, spec.operator.file)
         if key not in self._code:
             root, files = await _blocking(_project_files, spec)
@@ -151,10 +167,20 @@ class Transfer:
         ref = await _blocking(store.get_ref, spec.checkpoint_ref) if spec.checkpoint_ref else None
         wanted = [*_input_digests(spec), *([(ref, {})] if ref else [])]
         await asyncio.gather(*(self._send_artifact(host, store, digest, inline) for digest, inline in wanted))
-        if ref:
-            await _put(host, f"{remote_store}/refs/{spec.checkpoint_ref}", ref.encode() + b"\n")
+        name = remote_ref(spec.checkpoint_ref, node) if spec.checkpoint_ref else None
+        if ref and name:
+            await _put(host, f"{remote_store}/refs/{name}", ref.encode() + b"\n")
+        elif name and node is not None:  # one an earlier attempt left there would read as this one's
+            try:
+                await host.sftp.remove(f"{remote_store}/refs/{name}")
+            except asyncssh.SFTPNoSuchFile:
+                pass
         remote = replace(
-            spec, operator=operator, store_url=remote_store, project_root=code_dir if root else ""
+            spec,
+            operator=operator,
+            store_url=remote_store,
+            project_root=code_dir if root else "",
+            checkpoint_ref=name,
         )
         return remote, sys_path
 
@@ -175,25 +201,40 @@ class Transfer:
         if digest not in inline:
             host.have.add(digest)
 
-    async def fetch(self, host: Remote, spec: TaskSpec, result: TaskResult) -> None:
-        """Bring outputs (and a newer checkpoint) back into the local store."""
+    async def fetch(
+        self,
+        host: Remote,
+        spec: TaskSpec,
+        result: TaskResult | None,
+        node: int | None = None,
+        since: str | None = None,
+    ) -> None:
+        """Bring outputs (and a newer checkpoint) back into the local store.
+
+        For node `node` of a multi-node attempt, its checkpoint counts as newer when it is not
+        `since` (what the ref pointed at when the attempt started), and `result` may be None."""
         if _shared_store(spec.store_url):
             return
         store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
+        outputs = result.outputs.values() if result is not None else ()
         wanted = [
             digest
-            for out in result.outputs.values()
+            for out in outputs
             for digest in [out["digest"], *out.get("elements", [])]
             if digest not in (out.get("inline") or {})
         ]
         if spec.checkpoint_ref:
             try:
-                async with host.sftp.open(f"{remote_store}/refs/{spec.checkpoint_ref}", "rb") as f:
+                name = remote_ref(spec.checkpoint_ref, node)
+                async with host.sftp.open(f"{remote_store}/refs/{name}", "rb") as f:
                     ref = (await f.read()).decode("ascii", "replace").strip()
             except asyncssh.SFTPNoSuchFile:
                 ref = None
-            if ref and ref != await _blocking(store.get_ref, spec.checkpoint_ref):
+            before = since if node is not None else await _blocking(store.get_ref, spec.checkpoint_ref)
+            if ref and ref != before:
                 wanted.append(ref)
+            else:
+                ref = None
         else:
             ref = None
         await asyncio.gather(*(self._fetch_artifact(host, store, d) for d in wanted))

@@ -17,13 +17,14 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "executors.gpu": {"workers": (int,), "devices": (list,)},
     "executors.ssh": {
         "hosts": (list,),
+        "host": (list,),  # [[executors.ssh.host]] tables: address, labels, gpu_type, gpus, slots
         "identity_file": (str,),
         "known_hosts": (str,),
         "python": (str,),
         "workdir": (str,),
         "slots": (int,),
     },
-    "executors.ray": {"address": (str,), "num_cpus": (int,), "num_gpus": (int,)},
+    "executors.ray": {"address": (str,), "num_cpus": (int,), "num_gpus": (int,), "resources": (dict,)},
 }
 
 

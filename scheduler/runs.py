@@ -18,7 +18,6 @@ from executors.registry import executor_class
 from flowlib.config import Config
 from flowlib.errors import ConfigError, FlowError
 from flowlib.plan import Plan
-from flowlib.resources import per_attempt
 from flowlib.store import ArtifactStore
 
 
@@ -94,34 +93,20 @@ def start_executors(names: set[str], config: Config) -> dict[str, Executor]:
 
 def check_resources(plan: Plan, executors: dict[str, Executor], default: str) -> None:
     """Refuse, before anything is recorded, a request no executor here could ever meet."""
-    capacities = {name: executor.capacity() for name, executor in executors.items()}
     sites = {}
     for node in plan.nodes:
         sites.setdefault(node.op, (node.site, node.name))
+    reasons: dict[tuple, str | None] = {}  # operators that ask alike: ask each executor once
     for key, op in plan.operators.items():
         name = op.executor or default
-        site, node = sites.get(key, ("", op.qualname))
-        where = f"{site}: " if site else ""
-        refuses = getattr(executors[name], "refuses", None)
-        if refuses is not None:
-            reason = refuses(op.resources, op.distributed)
-            if reason:
-                raise ConfigError(f"{where}operator '{op.qualname}' (node '{node}'): {reason}")
-            continue
-        capacity = capacities[name]
-        need = per_attempt(op.resources, op.distributed)
-        cpus, gpus, memory = need.cpus, need.gpus, need.memory or 0
-        if capacity.memory is not None and memory > capacity.memory:
-            raise ConfigError(
-                f"{where}operator '{op.qualname}' (node '{node}') asks for {memory} bytes of memory, "
-                f"but executor '{name}' has at most {capacity.memory}"
-            )
-        if cpus > capacity.cpus or gpus > capacity.gpus:
-            hint = '; run GPU nodes with --executor gpu or executor="gpu"' if gpus and name != "gpu" else ""
-            raise ConfigError(
-                f"{where}operator '{op.qualname}' (node '{node}') asks for {cpus:g} CPUs and {gpus} GPUs, "
-                f"but executor '{name}' has at most {capacity.cpus:g} CPUs and {capacity.gpus} GPUs{hint}"
-            )
+        ask = (name, op.resources, op.distributed)
+        if ask not in reasons:
+            reasons[ask] = executors[name].refuses(op.resources, op.distributed)
+        reason = reasons[ask]
+        if reason is not None:
+            site, node = sites.get(key, ("", op.qualname))
+            where = f"{site}: " if site else ""
+            raise ConfigError(f"{where}operator '{op.qualname}' (node '{node}') {reason}")
 
 
 # -- recording ------------------------------------------------------------------------------------------

@@ -104,13 +104,19 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start(folder: Path, names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Sshd:
-    """Start sshd for this user on a free port; `names` are the host names known_hosts vouches for."""
+def start(
+    folder: Path, names: tuple[str, ...] = ("127.0.0.1", "localhost"), client_key: Path | None = None
+) -> Sshd:
+    """Start sshd for this user on a free port; `names` are the host names known_hosts vouches for.
+
+    `client_key`: the key clients log in with (another daemon's, so one identity reaches both)."""
     folder.mkdir(parents=True, exist_ok=True)
     os.makedirs("/run/sshd", exist_ok=True)  # sshd exits without its privilege separation folder
-    host_key, client_key = folder / "host_ed25519", folder / "client_ed25519"
+    host_key = folder / "host_ed25519"
     keygen(host_key, "flowlib-test-host")
-    keygen(client_key, "flowlib-test-client")
+    if client_key is None:
+        client_key = folder / "client_ed25519"
+        keygen(client_key, "flowlib-test-client")
     for _ in range(5):
         port = free_port()
         config = folder / "sshd_config"
@@ -149,3 +155,20 @@ def running(folder: Path) -> Iterator[Sshd]:
         yield daemon
     finally:
         daemon.stop()
+
+
+@contextlib.contextmanager
+def two_hosts(folder: Path) -> Iterator[tuple[Sshd, Sshd, Path]]:
+    """Two daemons on 127.0.0.1 (two ports, two host keys: two "hosts") that one client key
+    reaches, and a known_hosts file vouching for both."""
+    first = start(folder / "a", names=("127.0.0.1",))
+    try:
+        second = start(folder / "b", names=("127.0.0.1",), client_key=first.identity_file)
+        try:
+            known_hosts = folder / "known_hosts"
+            known_hosts.write_text(first.known_hosts.read_text() + second.known_hosts.read_text())
+            yield first, second, known_hosts
+        finally:
+            second.stop()
+    finally:
+        first.stop()

@@ -1,4 +1,5 @@
-"""The `ray` executor on one local Ray (num_cpus=2) started once for all of these tests."""
+"""The `ray` executor on one local Ray cluster (a head node, num_cpus=2) started once for all of these
+tests; the last ones add a second node to train across two nodes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -24,25 +26,30 @@ from flowlib.errors import ConfigError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """One local Ray for these tests; the executors under test find it already initialised.
+def ray_head() -> Iterator[Any]:
+    """One local Ray cluster for these tests; the executors under test find it already initialised.
 
-    Module-scoped, so its ten processes and ~800 MB are gone before the rest of the
-    suite runs. It declares one GPU, which this machine need not have: Ray only accounts for it.
+    Module-scoped, so its processes and ~800 MB are gone before the rest of the suite runs.
+    Its head node declares one GPU, which this machine need not have: Ray only accounts for it.
     """
+    from ray.cluster_utils import Cluster
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=2,
-            num_gpus=1,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "include_dashboard": False}
+    )
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_head: Any) -> str:
+    return ray_head.address
 
 
 def spans(folder: Path) -> dict[str, tuple[float, float, int]]:
@@ -333,12 +340,10 @@ def test_the_executor_contract(project, ray_cluster, tmp_path):
         assert not cancelled.ok and cancelled.error["type"] == "Cancelled"
         _gone(int(pid_file.read_text()))
 
-        spec = _spec(project, tmp_path, "add", {"x": 1, "y": 1}, distributed=Distributed(nprocs=2))
+        spec = _spec(project, tmp_path, "add", {"x": 1, "y": 1}, distributed=Distributed(nnodes=2))
         refused = executor.submit(spec, events.append).result(timeout=5)
-        assert (
-            refused.error["type"] == "NotSupported"
-            and "not run on the 'ray' executor yet" in refused.error["message"]
-        )
+        assert refused.error["type"] == "Unschedulable", refused.error
+        assert "on each of 2 Ray nodes, but 1 of 1 can" in refused.error["message"]
 
         spec = _spec(project, tmp_path, "add", {"x": 1, "y": 1}, resources=Resources(memory="100TiB"))
         assert executor.submit(spec, events.append).result(timeout=5).error["type"] == "Unschedulable"
@@ -366,3 +371,116 @@ def test_importing_the_executor_does_not_import_ray():
     code = "import sys, executors.ray, flowlib; assert 'ray' not in sys.modules, 'ray was imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# -- training across two nodes (these come last: they add a node to the cluster) -------------------
+
+SPREAD = """
+import os, pathlib, time
+import psutil
+import torch
+import torch.distributed as dist
+from flowlib import Distributed, Resources, current, operator, workflow
+
+MARKS = pathlib.Path({marks!r})
+
+def raylet():  # the node this process runs on, told apart by its raylet
+    return next((p.pid for p in psutil.Process().parents() if "raylet" in p.name()), -1)
+
+@operator(distributed=Distributed(nprocs=1, nnodes=2))
+def allsum(x: int) -> dict:
+    total = torch.tensor([x + current.rank])
+    dist.all_reduce(total)
+    me = {{key: os.environ[key] for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR")}}
+    me["raylet"] = raylet()
+    everyone = [None] * current.world_size
+    dist.all_gather_object(everyone, me)
+    return {{"sum": int(total.item()), "ranks": everyone}}
+
+@operator(resources=Resources(labels=["big-mem"]))
+def big(i: int) -> int:
+    return raylet()
+
+@workflow
+def spread(x: int = 10) -> dict:
+    return {{"group": allsum(x), "big": big.map([0, 1])}}
+
+@operator(distributed=Distributed(nprocs=1, nnodes=2))
+def half_broken(x: int) -> int:
+    (MARKS / f"rank{{current.rank}}").write_text(str(os.getpid()))
+    if current.rank == 1:
+        time.sleep(0.5)
+        raise RuntimeError("rank-1-marker")
+    time.sleep(120)  # only the executor can stop this rank
+    return x
+
+@workflow
+def broken(x: int = 1) -> int:
+    return half_broken(x)
+
+@operator(resources=Resources(labels=["gpu-box"]))
+def nowhere(x: int) -> int:
+    return x
+
+@workflow
+def impossible(x: int = 1) -> int:
+    return nowhere(x)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_nodes(ray_head: Any) -> Iterator[Any]:
+    """The head node plus a second one that declares the label "big-mem" (a custom resource)."""
+    node = ray_head.add_node(num_cpus=2, resources={"big-mem": 1})
+    ray_head.wait_for_nodes()
+    yield node
+    ray_head.remove_node(node)
+
+
+def _raylet(node: Any) -> int:
+    return node.all_processes["raylet"][0].process.pid
+
+
+@pytest.mark.slow
+def test_a_two_node_group_all_reduces_across_two_ray_nodes(project, ray_head, two_nodes, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    project.write("p.py", SPREAD.format(marks=str(marks)))
+    result = run(project.load("p.py").spread, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
+    assert result.status == "succeeded", [n.error for n in result.nodes]
+    group = result.outputs["group"]
+    assert group["sum"] == 2 * 10 + 1
+    ranks = sorted(group["ranks"], key=lambda r: r["RANK"])
+    assert [(r["RANK"], r["LOCAL_RANK"], r["NODE_RANK"], r["WORLD_SIZE"]) for r in ranks] == [
+        ("0", "0", "0", "2"),
+        ("1", "0", "1", "2"),
+    ]
+    assert {r["raylet"] for r in ranks} == {_raylet(ray_head.head_node), _raylet(two_nodes)}
+    # rank 0's node: both nodes of this cluster share the machine's address
+    assert ranks[0]["MASTER_ADDR"] == ranks[1]["MASTER_ADDR"] == ray_head.head_node.node_ip_address
+    assert result.outputs["big"] == [_raylet(two_nodes)] * 2  # only the node with the label
+
+
+@pytest.mark.slow
+def test_a_failing_rank_stops_the_group_on_every_ray_node(project, ray_head, two_nodes, tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    project.write("p.py", SPREAD.format(marks=str(marks)))
+    started = time.monotonic()
+    result = run(project.load("p.py").broken, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
+    assert time.monotonic() - started < 60, "rank 0 was not stopped: the run waited for its sleep"
+    error = result.nodes[0].error
+    assert result.status == "failed" and error["type"] == "RuntimeError", error
+    assert "rank 1 of 2: rank-1-marker" in error["message"], error
+    for rank in (0, 1):
+        _gone(int((marks / f"rank{rank}").read_text()))
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU") != 4.0:  # the placement group is gone too
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.1)
+
+
+def test_a_label_no_ray_node_declares_is_refused_before_anything_runs(project, ray_cluster, tmp_path):
+    project.write("p.py", SPREAD.format(marks=str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"no label 'gpu-box'.*ray start --resources"):
+        run(project.load("p.py").impossible, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
