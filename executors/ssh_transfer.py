@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from executors.base import TaskResult, TaskSpec
-from flowlib.store import ArtifactStore
+from flowlib.store import MANIFEST, ArtifactRef, ArtifactStore, parse_manifest
 
 CODE_MAX_FILES, CODE_MAX_BYTES = 5000, 32 << 20
 MARKER = ".flowlib-workdir"
@@ -47,26 +47,32 @@ def _shared_store(url: str) -> bool:
     return "://" in url and not url.startswith(("file://", "memory://"))
 
 
-def _input_digests(spec: TaskSpec) -> list[tuple[str, Mapping[str, bytes]]]:
-    """(digest, the input's inline bytes by digest) for every artifact input of `spec`."""
+def _refs_in(value: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The artifact refs one worker input names (see executors.worker.load_input)."""
+    if "ref" in value:
+        return [value["ref"]]
+    if "fields" in value:
+        return list(value["fields"].values())
+    for kind in ("list", "tuple"):
+        if kind in value:
+            return [ref for item in value[kind] for ref in _refs_in(item)]
+    if "dict" in value:
+        return [ref for _, item in value["dict"] for ref in _refs_in(item)]
+    return []
+
+
+def _input_refs(spec: TaskSpec) -> list[tuple[ArtifactRef, Mapping[str, bytes]]]:
+    """(artifact, the input's inline bytes by digest) for every artifact input of `spec`."""
     found = []
     for value in spec.inputs.values():
         inline = value.get("inline") or {}
-        digests = [value["digest"]] if "digest" in value else list(value.get("fields", {}).values())
-        found.extend((digest, inline) for digest in digests)
+        found.extend((ArtifactRef.from_json(ref), inline) for ref in _refs_in(value))
     return found
 
 
 def remote_ref(ref: str, node: int | None) -> str:
     """The name of a checkpoint ref on a host: per node for a multi-node attempt."""
     return ref if node is None else f"{ref}.node{node}"
-
-
-def _manifest_digests(data: bytes) -> list[str]:
-    """The element digests of a list manifest artifact's bytes; [] for any other artifact."""
-    if not data.startswith(b"FLOW1 manifest "):
-        return []
-    return [str(entry[0]) for entry in json.loads(data.partition(b"\n")[2])]
 
 
 def _project_files(spec: TaskSpec) -> tuple[str | None, list[tuple[str, bytes]]]:
@@ -131,7 +137,7 @@ class Transfer:
             self._stores[key] = ArtifactStore(spec.store_url, fsync=spec.fsync)
         return self._stores[key]
 
-    async def local_ref(self, spec: TaskSpec) -> str | None:
+    async def local_ref(self, spec: TaskSpec) -> ArtifactRef | None:
         """What the spec's checkpoint ref points at in the local store now."""
         if not spec.checkpoint_ref or _shared_store(spec.store_url):
             return None
@@ -165,11 +171,13 @@ class Transfer:
             return replace(spec, operator=operator, project_root=code_dir if root else ""), sys_path
         store, remote_store = self._store(spec), f"{host.workdir}/artifacts"
         ref = await _blocking(store.get_ref, spec.checkpoint_ref) if spec.checkpoint_ref else None
-        wanted = [*_input_digests(spec), *([(ref, {})] if ref else [])]
-        await asyncio.gather(*(self._send_artifact(host, store, digest, inline) for digest, inline in wanted))
+        wanted = [*_input_refs(spec), *([(ref, {})] if ref else [])]
+        await asyncio.gather(
+            *(self._send_artifact(host, store, artifact, inline) for artifact, inline in wanted)
+        )
         name = remote_ref(spec.checkpoint_ref, node) if spec.checkpoint_ref else None
         if ref and name:
-            await _put(host, f"{remote_store}/refs/{name}", ref.encode() + b"\n")
+            await _put(host, f"{remote_store}/refs/{name}", _ref_bytes(ref))
         elif name and node is not None:  # one an earlier attempt left there would read as this one's
             try:
                 await host.sftp.remove(f"{remote_store}/refs/{name}")
@@ -185,9 +193,10 @@ class Transfer:
         return remote, sys_path
 
     async def _send_artifact(
-        self, host: Remote, store: ArtifactStore, digest: str, inline: Mapping[str, bytes]
+        self, host: Remote, store: ArtifactStore, ref: ArtifactRef, inline: Mapping[str, bytes]
     ) -> None:
         """Copy an artifact (and a list's elements) unless the host has it or it travels inline."""
+        digest = ref.digest
         if digest in host.have:
             return  # there with all its elements
         data = inline.get(digest)
@@ -196,8 +205,9 @@ class Transfer:
             path = f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}"
             if not await host.sftp.exists(path):
                 await _put(host, path, data)
-        elements = _manifest_digests(data)
-        await asyncio.gather(*(self._send_artifact(host, store, d, inline) for d in elements))
+        if ref.serializer == MANIFEST:
+            elements = parse_manifest(digest, data)
+            await asyncio.gather(*(self._send_artifact(host, store, e, inline) for e in elements))
         if digest not in inline:
             host.have.add(digest)
 
@@ -220,23 +230,22 @@ class Transfer:
         wanted = [
             digest
             for out in outputs
-            for digest in [out["digest"], *out.get("elements", [])]
+            for digest in [out["digest"], *(e["digest"] for e in out.get("elements", []))]
             if digest not in (out.get("inline") or {})
         ]
+        ref: ArtifactRef | None = None
         if spec.checkpoint_ref:
             try:
                 name = remote_ref(spec.checkpoint_ref, node)
                 async with host.sftp.open(f"{remote_store}/refs/{name}", "rb") as f:
-                    ref = (await f.read()).decode("ascii", "replace").strip()
-            except asyncssh.SFTPNoSuchFile:
+                    ref = ArtifactRef.from_json(json.loads(await f.read()))
+            except (asyncssh.SFTPNoSuchFile, ValueError, KeyError):
                 ref = None
             before = since if node is not None else await _blocking(store.get_ref, spec.checkpoint_ref)
-            if ref and ref != before:
-                wanted.append(ref)
+            if ref is not None and (before is None or ref.digest != before.digest):
+                wanted.append(ref.digest)
             else:
                 ref = None
-        else:
-            ref = None
         await asyncio.gather(*(self._fetch_artifact(host, store, d) for d in wanted))
         if ref:
             await _blocking(store.set_ref, spec.checkpoint_ref, ref)
@@ -246,9 +255,13 @@ class Transfer:
             return
         async with host.sftp.open(f"{host.workdir}/artifacts/objects/{digest[:2]}/{digest}", "rb") as f:
             data: bytes = await f.read()
-        header, _, payload = data.partition(b"\n")
-        parts = header.split(b" ")
-        if len(parts) != 3 or not parts[2].isdigit() or hashlib.sha256(data).hexdigest() != digest:
+        if hashlib.sha256(data).hexdigest() != digest:
             raise ShipError(f"artifact {digest} fetched from the host is corrupt")
-        await _blocking(store.put_bytes, parts[1].decode(), int(parts[2]), payload)
+        # content-addressed: the bytes are the artifact whatever wrote them (its ref says which serializer)
+        await _blocking(store.write, ArtifactRef(digest, "", 0, len(data)), data)
         host.have.add(digest)
+
+
+def _ref_bytes(ref: ArtifactRef) -> bytes:
+    """A ref file's bytes, as ArtifactStore.set_ref writes them."""
+    return json.dumps(ref.to_json(), separators=(",", ":")).encode() + b"\n"

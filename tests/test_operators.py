@@ -454,11 +454,10 @@ def test_resources_refuse_bad_counts() -> None:
     assert Resources().to_json() == {"cpus": 1, "gpus": 0, "memory": None}
 
 
-def test_distributed_is_a_declaration_and_refuses_several_nodes() -> None:
+def test_distributed_is_a_declaration() -> None:
     assert Distributed(nprocs=4, backend="nccl").to_json() == {"nprocs": 4, "backend": "nccl", "nnodes": 1}
-    with pytest.raises(WorkflowDefinitionError, match=r"nnodes=2\) is not supported yet"):
-        Distributed(nnodes=2)
-    for kwargs in ({"nprocs": 0}, {"backend": "mpi"}, {"nprocs": "2"}):
+    assert Distributed(nprocs=2, nnodes=2).nnodes == 2
+    for kwargs in ({"nprocs": 0}, {"nnodes": 0}, {"backend": "mpi"}, {"nprocs": "2"}):
         with pytest.raises(WorkflowDefinitionError):
             Distributed(**kwargs)
 
@@ -493,7 +492,7 @@ def test_bad_resources_in_a_pipeline_are_a_clean_cli_error(project) -> None:  # 
             return train(1)
         """,
     )
-    project.fails("show", "pipeline.py", expect=["pipeline.py:3", "nnodes=2"])
+    project.fails("run", "pipeline.py", "--executor", "local", expect=["pipeline.py:", "runs on one machine"])
 
 
 # -- map ---------------------------------------------------------------------------------------------

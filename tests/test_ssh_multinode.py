@@ -17,8 +17,8 @@ import psutil
 import pytest
 import sshd
 
-from scheduler import db
-from scheduler import repository as repo
+from scheduler.store import db
+from scheduler.store import repository as repo
 
 pytest.importorskip("asyncssh")
 pytest.importorskip("torch")

@@ -6,6 +6,7 @@ Adding a new store backend? Add its URL to the ``store`` fixture's params.
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import subprocess
@@ -54,7 +55,7 @@ def local(tmp_path: Path) -> ArtifactStore:
 
 def roundtrip(store: ArtifactStore, value):
     ref = store.put(value)
-    return ref, store.get(ref.digest)
+    return ref, store.get(ref)
 
 
 # -- serializers ---------------------------------------------------------------
@@ -77,7 +78,7 @@ def test_state_dict_and_module_roundtrip(store):
     assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
 
     ref, back = roundtrip(store, model)
-    assert ref.serializer == "torch" and isinstance(back, torch.nn.Sequential)
+    assert ref.serializer == "torch-pickle" and isinstance(back, torch.nn.Sequential)
     assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
@@ -88,12 +89,12 @@ def test_module_class_from_main_loads_in_another_process(local):
         "class Net(torch.nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__(); self.fc = torch.nn.Linear(2, 2)\n"
-        "print(ArtifactStore(sys.argv[1]).put(Net()).digest)\n"
+        "import json; print(json.dumps(ArtifactStore(sys.argv[1]).put(Net()).to_json()))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, local.url], capture_output=True, text=True, check=True
     )
-    back = local.get(out.stdout.strip())
+    back = local.get(json.loads(out.stdout))
     assert type(back).__name__ == "Net" and back.fc.weight.shape == (2, 2)
 
 
@@ -121,7 +122,7 @@ def test_json_values_roundtrip_exactly(store, value):
 def test_float_stays_float_and_dict_order_is_kept(store):
     ref, back = roundtrip(store, {"z": 1.0, "a": 2})
     assert list(back) == ["z", "a"] and type(back["z"]) is float
-    assert store.read_verified(ref.digest).endswith(b'{"z":1.0,"a":2}')
+    assert store.read_verified(ref.digest) == b'{"z":1.0,"a":2}'
 
 
 @pytest.mark.parametrize(
@@ -156,21 +157,22 @@ def test_importing_flowlib_store_loads_no_heavy_libraries():
 # -- store ---------------------------------------------------------------------
 
 
-def test_digest_is_stable_and_covers_header(store):
+def test_digest_is_stable_and_the_file_is_the_format_alone(store):
     a = store.put({"k": [1, 2, 3]})
     b = store.put({"k": [1, 2, 3]})
     assert a == b and len(a.digest) == 64
     data = store.read_verified(a.digest)
-    assert data.startswith(b"FLOW1 json 1\n") and a.size == len(data) == store.size(a.digest)
+    assert data == b'{"k":[1,2,3]}' and a.size == len(data) == store.size(a.digest)
+    assert a.serializer == "json" and a.serializer_version == serializers.get("json").version
     assert ArtifactRef.from_json(a.to_json()) == a
     t = torch.ones(3)
     assert store.put(t).digest == store.put(t.clone()).digest
 
 
 def test_put_bytes_and_exists(store):
-    ref = store.put_bytes("json", 1, b"[1]")
+    ref = store.put_bytes("json", serializers.get("json").version, b"[1]")
     assert store.exists(ref.digest) and store.verify(ref.digest)
-    assert store.get(ref.digest) == [1]
+    assert store.get(ref) == [1]
     assert not store.exists("0" * 64)
 
 
@@ -182,7 +184,7 @@ def test_corrupted_artifact_is_detected(local):
     Path(path).write_bytes(bytes(data))
     assert local.exists(ref.digest) and not local.verify(ref.digest)
     with pytest.raises(CorruptArtifact, match=f"{ref.digest} is corrupt") as err:
-        local.get(ref.digest)
+        local.get(ref)
     assert err.value.digest == ref.digest
     # Putting the value again repairs the damaged file.
     assert local.put(list(range(100))) == ref and local.verify(ref.digest)
@@ -192,7 +194,7 @@ def test_missing_artifact(store):
     digest = "ab" * 32
     assert not store.verify(digest)
     with pytest.raises(CorruptArtifact, match="missing") as err:
-        store.get(digest)
+        store.get(ArtifactRef(digest, "json", serializers.get("json").version, 3))
     assert err.value.digest == digest
     with pytest.raises(CorruptArtifact, match="missing"):
         store.size(digest)
@@ -202,9 +204,11 @@ def test_missing_artifact(store):
     "bad", ["../../etc/passwd", "ab/../..", "AB" * 32, "ab" * 31, "ab" * 33, "/" + "a" * 63, "", "g" * 64]
 )
 def test_invalid_digests_are_refused(store, bad):
-    for call in (store.path_for, store.get, store.exists, store.verify, store.delete, store.read_verified):
+    for call in (store.path_for, store.exists, store.verify, store.delete, store.read_verified):
         with pytest.raises(InvalidDigest):
             call(bad)
+    with pytest.raises(InvalidDigest):
+        store.get(ArtifactRef(bad, "json", serializers.get("json").version, 3))
 
 
 def test_delete_and_iter_digests(store):
@@ -220,13 +224,13 @@ def test_no_temp_files_are_left(local):
     for v in range(20):
         local.put(v)
     local.put(torch.zeros(10))
-    local.set_ref("ckpt/run1/train", local.put("x").digest)
+    local.set_ref("ckpt/run1/train", local.put("x"))
     leftovers = [p for p in Path(local.url).rglob("*") if p.name.startswith(".tmp-")]
     assert leftovers == []
 
 
 def test_refs(store):
-    d1, d2 = store.put(1).digest, store.put(2).digest
+    d1, d2 = store.put(1), store.put(2)
     assert store.get_ref("checkpoints/run-1/train.latest") is None
     store.set_ref("checkpoints/run-1/train.latest", d1)
     store.set_ref("checkpoints/run-1/train.latest", d2)
@@ -237,16 +241,16 @@ def test_refs(store):
     store.delete_ref("other")
     assert store.get_ref("other") is None
     with pytest.raises(InvalidDigest):
-        store.set_ref("x", "not-a-digest")
+        store.set_ref("x", ArtifactRef("not-a-digest", "json", 2, 1))
 
 
 @pytest.mark.parametrize(
     "bad", ["../x", "a/../../b", "/etc/passwd", "a//b", "", ".", "a/..", "a b", ".tmp-1", "a\\b"]
 )
 def test_bad_ref_names_are_refused(store, bad):
-    digest = store.put(1).digest
+    ref = store.put(1)
     with pytest.raises(InvalidRefName):
-        store.set_ref(bad, digest)
+        store.set_ref(bad, ref)
     with pytest.raises(InvalidRefName):
         store.get_ref(bad)
 
@@ -254,22 +258,23 @@ def test_bad_ref_names_are_refused(store, bad):
 def test_put_list_and_manifest(store):
     values = [1, "two", (3,), torch.ones(2), {"five": 5.0}]
     manifest, elements = store.put_list(values)
-    assert manifest.serializer == "manifest" and manifest.serializer_version == 1
+    assert manifest.serializer == "manifest" and manifest.serializer_version == 2
     assert [e.serializer for e in elements] == ["json", "json", "pickle", "torch", "json"]
-    assert store.manifest_elements(manifest.digest) == [e.digest for e in elements]
-    back = store.get(manifest.digest)
+    assert store.manifest_elements(manifest) == elements
+    assert json.loads(store.read_verified(manifest.digest))[0] == [elements[0].digest, "json", 2, elements[0].size]
+    back = store.get(manifest)
     assert back[:3] == values[:3] and torch.equal(back[3], values[3]) and back[4] == values[4]
-    assert store.put_list([])[1] == [] and store.get(store.put_list([])[0].digest) == []
+    assert store.put_list([])[1] == [] and store.get(store.put_list([])[0]) == []
     with pytest.raises(FlowError, match="not a list manifest"):
-        store.manifest_elements(elements[0].digest)
+        store.manifest_elements(elements[0])
 
 
 def test_manifest_with_a_corrupt_element_fails(local):
     manifest, elements = local.put_list([10, 20])
     os.remove(local.path_for(elements[1].digest))
-    assert local.manifest_elements(manifest.digest) == [e.digest for e in elements]
+    assert local.manifest_elements(manifest) == elements
     with pytest.raises(CorruptArtifact, match=elements[1].digest):
-        local.get(manifest.digest)
+        local.get(manifest)
 
 
 @pytest.mark.parametrize("fsync", [False, True])
@@ -277,26 +282,47 @@ def test_put_list_of_many_values_keeps_order(tmp_path, fsync):
     store = ArtifactStore(str(tmp_path / "a"), fsync=fsync)
     values = [i % 300 for i in range(1_000)]
     manifest, elements = store.put_list(values)
-    assert store.get(manifest.digest) == values
-    assert [store.get(e.digest) for e in elements[:5]] == values[:5]
+    assert store.get(manifest) == values
+    assert [store.get(e) for e in elements[:5]] == values[:5]
     assert len(set(store.iter_digests())) == 301
 
 
 def test_artifact_written_by_another_store_object_is_readable(tmp_path):
     ref = ArtifactStore(str(tmp_path)).put(collections.OrderedDict(a=1))
-    assert ArtifactStore(f"file://{tmp_path}").get(ref.digest) == collections.OrderedDict(a=1)
+    assert ArtifactStore(f"file://{tmp_path}").get(ref) == collections.OrderedDict(a=1)
 
 
-def test_a_file_without_a_flowlib_header_is_reported(local):
+def test_bytes_that_are_not_the_named_format_are_reported(local):
     import hashlib
 
-    data = b"not an artifact"
+    data = b"not json"
     digest = hashlib.sha256(data).hexdigest()
     Path(local.path_for(digest)).parent.mkdir(parents=True)
     Path(local.path_for(digest)).write_bytes(data)
     assert local.verify(digest)
-    with pytest.raises(CorruptArtifact, match="bad header"):
-        local.get(digest)
+    with pytest.raises(CorruptArtifact, match="not readable as json"):
+        local.get(ArtifactRef(digest, "json", serializers.get("json").version, len(data)))
+
+
+def test_artifact_files_open_with_their_formats_own_loaders(local):
+    """numpy.load, torch.load, json.load and pickle.load open the files as their own."""
+    import pickle
+
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(np.load(local.path_for(local.put(array).digest)), array)
+    tensor = torch.randn(3)
+    assert torch.equal(torch.load(local.path_for(local.put(tensor).digest), weights_only=True), tensor)
+    with open(local.path_for(local.put({"a": [1, 2]}).digest)) as file:
+        assert json.load(file) == {"a": [1, 2]}
+    with open(local.path_for(local.put(Point(1, 2.0)).digest), "rb") as file:
+        assert pickle.load(file) == Point(1, 2.0)
+
+
+def test_a_serializer_of_another_version_is_refused(store):
+    ref = store.put([1])
+    old = ArtifactRef(ref.digest, ref.serializer, ref.serializer_version - 1, ref.size)
+    with pytest.raises(FlowError, match="version"):
+        store.get(old)
 
 
 def test_a_large_tensor_streams_is_memory_mapped_and_verified(tmp_path):
@@ -310,13 +336,13 @@ def test_a_large_tensor_streams_is_memory_mapped_and_verified(tmp_path):
     ref = store.put(tensor)
     assert store.is_large(ref.digest)
     assert ref.size == (tmp_path / "s" / "objects" / ref.digest[:2] / ref.digest).stat().st_size
-    loaded = store.get(ref.digest)
+    loaded = store.get(ref)
     assert torch.equal(loaded, tensor) and loaded.dtype == tensor.dtype
-    assert torch.equal(store.decode(ref.digest, store.read_verified(ref.digest)), tensor)
+    assert torch.equal(store.decode(ref, store.read_verified(ref.digest)), tensor)
     assert ref.digest == store.put(tensor).digest  # deterministic bytes, same digest
     path = tmp_path / "s" / "objects" / ref.digest[:2] / ref.digest
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptArtifact):
-        store.get(ref.digest)
+        store.get(ref)
