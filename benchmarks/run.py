@@ -39,8 +39,11 @@ finally:
 """
 
 
-def flow_run(shape: str, n: int, executor: str, *, cached: bool = False) -> tuple[float, float]:
-    """Return (wall seconds, scheduler peak RSS MiB) of one `flow run`; with `cached`, of the second run."""
+def flow_run(
+    shape: str, n: int, executor: str, *, cached: bool = False, python: str = sys.executable
+) -> tuple[float, float]:
+    """Return (wall seconds, scheduler peak RSS MiB) of one `flow run` with the flowlib that `python`
+    has installed; with `cached`, of the second run."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "flow.toml").write_text("")
@@ -56,7 +59,7 @@ def flow_run(shape: str, n: int, executor: str, *, cached: bool = False) -> tupl
         ):
             env.pop(key, None)
         argv = [
-            sys.executable,
+            python,
             "-c",
             _MEASURED_FLOW,
             "run",

@@ -21,6 +21,7 @@ from typing import Any
 LOG_LIMIT = 1 << 20  # keep the last MiB of a node's output in its final result
 STARTED_AFTER_S = 0.05  # an attempt still running after this is reported as started
 STREAM_EVERY_S = 0.25  # how often new output of a running attempt is sent
+REST_AFTER_S = 1.0  # the watcher sleeps until woken after this long without attempts
 LOG_PATH_ENV = "FLOWLIB_WORKER_LOG"  # set by a local pool: where its worker captures (read after a crash)
 
 _sinks = threading.local()
@@ -131,18 +132,23 @@ class Captured:
 
 
 class _Watcher:
-    """One thread per worker process that polls the running attempts' captures."""
+    """One thread per worker process that polls the running attempts' captures on its own clock
+    (a wake-up per attempt cost quick attempts more than they took); after a second without
+    attempts it rests until the next one."""
 
     def __init__(self) -> None:
         self.watched: list[Captured] = []
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.resting = False
         threading.Thread(target=self._loop, name="flowlib-log-stream", daemon=True).start()
 
     def watch(self, captured: Captured) -> None:
         with self.lock:
             self.watched.append(captured)
-        self.wake.set()
+            if self.resting:
+                self.resting = False
+                self.wake.set()
 
     def forget(self, captured: Captured) -> None:
         with self.lock:
@@ -150,21 +156,28 @@ class _Watcher:
                 self.watched.remove(captured)
 
     def _loop(self) -> None:
+        idle_since = time.monotonic()
         while True:
-            self.wake.wait()
             with self.lock:
                 watched = list(self.watched)
-                if not watched:
+                rest = not watched and time.monotonic() - idle_since > REST_AFTER_S
+                if rest:
+                    self.resting = True
                     self.wake.clear()
-                    continue
+            if rest:
+                self.wake.wait()
+                idle_since = time.monotonic()
+                continue
+            if watched:
+                idle_since = time.monotonic()
             now = time.time()
             for captured in watched:
                 try:
                     captured.poll(now)
                 except Exception:  # a closed pipe to the pool: the worker is going down anyway
                     pass
-            waits = [c.started_at + STARTED_AFTER_S - now for c in watched if not c.reported and c.started_at]
-            time.sleep(min([STREAM_EVERY_S, *[w for w in waits if w > 0]]))
+            due = [c.started_at + STARTED_AFTER_S - now for c in watched if not c.reported and c.started_at]
+            time.sleep(min([STARTED_AFTER_S, *[d for d in due if d > 0.005]]))
 
 
 _WATCHER: list[_Watcher] = []

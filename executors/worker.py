@@ -125,9 +125,9 @@ def _load(reader: Reader, value: Mapping[str, Any], root: str) -> Any:
 
 def call_operator(op: Any, kwargs: dict[str, Any]) -> Any:
     """Call the operator's function; a `*args` parameter gets its tuple spread."""
-    signature = op.signature
-    if not any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values()):
+    if not op.spreads:
         return op.fn(**kwargs)
+    signature = op.signature
     args: list[Any] = []
     keywords: dict[str, Any] = {}
     for name, param in signature.parameters.items():
@@ -146,9 +146,11 @@ def as_declared(op: Any, value: Any) -> Any:
     """The returned value in its declared shape: a plain tuple of the right length becomes the
     declared NamedTuple; numpy integer and floating scalars become Python numbers where an
     `int` / `float` is declared."""
+    hint = op.return_type
+    if type(value) is hint and not op.output_fields:  # the usual case: nothing to convert
+        return value
     from flowlib import typecheck
 
-    hint = op.return_type
     cls = op.output_class
     fields = op.output_fields
     if cls is not None and type(value) is tuple and len(value) == len(fields):

@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from flowlib.dag import DAG, Container, Input, Literal, Node, Ref
 from flowlib.files import File
 from flowlib.fingerprint import Fingerprinter, find_project_root
@@ -51,6 +49,8 @@ def literal_input(value: Any, digest: str, root: Path) -> LiteralInput:
         exact = False
     if exact:
         return LiteralInput(digest, value)
+    import cloudpickle
+
     return LiteralInput(digest, pickled=b64(cloudpickle.dumps(value)))
 
 
@@ -152,7 +152,7 @@ class _Compiler:
             qualname=op.qualname,
             module=fn.__module__,
             file=relative_to_root(file, self.root),
-            pickled=None if importable else b64(cloudpickle.dumps(op)),
+            pickled=None if importable else _pickled(op),
             fingerprint=fingerprint.digest,
             fingerprint_parts=fingerprint.to_json(),
             fields=tuple(op.output_fields) if op.output_fields else None,
@@ -200,6 +200,12 @@ class _Compiler:
         shown = literal_input(value, "", self.root).to_json()
         shown.pop("d")
         return shown
+
+
+def _pickled(op: Operator) -> str:
+    import cloudpickle
+
+    return b64(cloudpickle.dumps(op))
 
 
 def _resolves(module: Any, op: Operator) -> bool:

@@ -176,6 +176,11 @@ class Operator(Generic[P, R]):
     def output_fields(self) -> dict[str, Any] | None:
         return output_fields(self.return_type)
 
+    @functools.cached_property
+    def spreads(self) -> bool:
+        """Whether the function takes `*args` (a worker spreads that input's tuple)."""
+        return any(p.kind == p.VAR_POSITIONAL for p in self.signature.parameters.values())
+
     @property
     def output_class(self) -> type | None:
         """The NamedTuple class of a multi-output operator (None for a plain tuple or one output)."""

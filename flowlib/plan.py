@@ -196,10 +196,16 @@ class PlanNode:
     split: tuple[str, ...] = ()
 
     def upstream(self) -> list[str]:
-        names = [ref.node for value in self.inputs.values() for ref in refs_in(value)]
+        names = []
+        for value in self.inputs.values():
+            if type(value) is RefInput:
+                names.append(value.node)
+            elif type(value) is ContainerInput:
+                names.extend(ref.node for ref in refs_in(value))
         for item in self.items or ():
-            names.extend(ref.node for ref in refs_in(item))
-        return list(dict.fromkeys(names))
+            if type(item) is not LiteralInput:
+                names.extend(ref.node for ref in refs_in(item))
+        return list(dict.fromkeys(names)) if len(names) > 1 else names
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {

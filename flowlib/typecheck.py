@@ -63,6 +63,11 @@ def fits(actual: Any, expected: Any) -> bool:
     if actual is Any or expected is Any or actual is expected:
         return True
     try:
+        if actual == expected:  # list[int] and list[int] built apart: no need to ask beartype
+            return True
+    except Exception:
+        pass
+    try:
         return _fits_cached(actual, expected)
     except TypeError:  # unhashable hint
         return _fits_cached.__wrapped__(actual, expected)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING, Any
 
 from executors.base import Executor
 from executors.registry import executor_class
@@ -19,6 +18,9 @@ from flowlib.config import Config
 from flowlib.errors import ConfigError, FlowError
 from flowlib.plan import Plan
 from flowlib.store import ArtifactStore
+
+if TYPE_CHECKING:  # SQLAlchemy loads while the workers start, not before
+    from sqlalchemy import Connection, Engine
 
 
 @dataclass
@@ -128,7 +130,7 @@ def record_run(
 
     now = time.time()
     text = plan.dumps()
-    digest = plan.digest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
     repo.save_plan(conn, digest, text)
     run = {
         "id": run_id,

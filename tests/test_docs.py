@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
+
 def _installed(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None

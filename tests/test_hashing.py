@@ -504,7 +504,9 @@ def test_fingerprint_is_json_and_cached(project: Project) -> None:
     fingerprinter = Fingerprinter(project.root)
     assert fingerprinter.of(module.op, version="3") is fingerprinter.of(module.op, version="3")
     assert fingerprinter.of(module.op, version="3") == fp
-    assert operator_fingerprint(module.op, version="3", project_root=project.root) is not fp  # nothing kept per process
+    assert (
+        operator_fingerprint(module.op, version="3", project_root=project.root) is not fp
+    )  # nothing kept per process
 
 
 def test_a_non_function_cannot_be_fingerprinted(tmp_path: Path) -> None:

@@ -212,7 +212,9 @@ def test_a_future_has_no_truth_value_at_build_time(project) -> None:  # type: ig
             return 0
         """,
     )
-    with pytest.raises(WorkflowDefinitionError, match=r"used as a value \(a truth test\).*into an operator") as info:
+    with pytest.raises(
+        WorkflowDefinitionError, match=r"used as a value \(a truth test\).*into an operator"
+    ) as info:
         project.load("pipeline.py").branchy.build()
     assert f"pipeline.py:{project.line('pipeline.py', '# branch')}" in str(info.value)
 

@@ -261,7 +261,12 @@ def test_put_list_and_manifest(store):
     assert manifest.serializer == "manifest" and manifest.serializer_version == 2
     assert [e.serializer for e in elements] == ["json", "json", "pickle", "torch", "json"]
     assert store.manifest_elements(manifest) == elements
-    assert json.loads(store.read_verified(manifest.digest))[0] == [elements[0].digest, "json", 2, elements[0].size]
+    assert json.loads(store.read_verified(manifest.digest))[0] == [
+        elements[0].digest,
+        "json",
+        2,
+        elements[0].size,
+    ]
     back = store.get(manifest)
     assert back[:3] == values[:3] and torch.equal(back[3], values[3]) and back[4] == values[4]
     assert store.put_list([])[1] == [] and store.get(store.put_list([])[0]) == []

@@ -103,7 +103,11 @@ class Driver:
         if due:
             for handle, writes in due:  # small artifacts go to tasks handed over before the commit
                 handle.specs.blobs.remember(
-                    {row["digest"]: row["data"] for row in writes.rows["artifacts"] if row["data"] is not None}
+                    {
+                        row["digest"]: row["data"]
+                        for row in writes.rows["artifacts"]
+                        if row["data"] is not None
+                    }
                 )
             held = self._dispatch(held=True)
             for handle, writes in due:
@@ -221,19 +225,17 @@ class Driver:
         for name, queue in self.queues.items():
             if not queue or (held and name not in self.holding):
                 continue
-            kept: deque[tuple[RunHandle, Submit]] = deque()
+            skipped: list[tuple[RunHandle, Submit]] = []  # of runs at their --max-parallel
             while queue:
                 handle, submit = queue.popleft()
                 if handle.max_parallel and handle.in_flight >= handle.max_parallel:
-                    kept.append((handle, submit))
+                    skipped.append((handle, submit))
                     continue
                 if not self.ledger.fits(name, submit.op):
-                    kept.append((handle, submit))
+                    queue.appendleft((handle, submit))
                     break  # the head waits for room; the ones behind it wait their turn
                 submitted.setdefault(name, []).append(self._submit(name, handle, submit, held))
-            kept.extend(queue)
-            queue.clear()
-            queue.extend(kept)
+            queue.extendleft(reversed(skipped))
         return submitted
 
     def _submit(self, name: str, handle: RunHandle, submit: Submit, held: bool) -> str:

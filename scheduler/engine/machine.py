@@ -27,6 +27,8 @@ from scheduler.engine.state import FailureKind, NodeState
 from scheduler.engine.writes import Writes
 
 S = NodeStatus
+_VALUES = {status: status.value for status in NodeStatus}
+_NO_INFO: dict[str, Any] = {}
 LOG_LIMIT = 1 << 20  # log bytes kept per attempt while it runs (the rest is dropped, marked)
 
 
@@ -291,7 +293,7 @@ class RunMachine:
         return {
             "name": child.name,
             "operator": child.op.qualname,
-            "status": status.value,
+            "status": _VALUES[status],
             "map_parent": child.parent,
             "position": position,
             "executor": child.executor,
@@ -307,7 +309,7 @@ class RunMachine:
         self.writes.new_nodes.extend(
             {
                 **item,
-                "status": status.value,
+                "status": _VALUES[status],
                 "cached": True,
                 "attempts": 0,
                 "duration_s": 0.0,
@@ -446,7 +448,7 @@ class RunMachine:
             state.started_at = result.started_at
         if state.status is S.QUEUED and result.started_at is not None:
             # a quick attempt ends before its worker says it started: its start goes in the log now
-            self.writes.state(name, S.RUNNING.value, result.started_at)
+            self.writes.state(name, _VALUES[S.RUNNING], result.started_at)
             self.writes.node(name, started_at=state.started_at)
         duration = (result.ended_at or now) - (result.started_at or now)
         if result.ok:
@@ -516,7 +518,7 @@ class RunMachine:
                 fingerprint=reuse.get("fingerprint"),
                 inputs=reuse.get("inputs"),
             )
-        elif state.key is not None:
+        elif state.key is not None and cached:  # a computed node recorded its key when it was queued
             columns.update(cache_key=state.key, fingerprint=state.op.fingerprint, inputs=state.input_digests)
         if host:
             columns["host"] = host
@@ -626,13 +628,13 @@ class RunMachine:
         self.first_error = f"internal error: {error}"
 
     # -- recording -------------------------------------------------------------------------------------
-    def _set(self, state: NodeState, now: float, **columns: Any) -> None:
-        status = columns.get("status")
+    def _set(self, state: NodeState, now: float, status: NodeStatus | None = None, **columns: Any) -> None:
         if status is not None:
             state.status = status
-            columns["status"] = status.value
-            self.writes.state(state.name, status.value, now)
-            self.notices.append((state.name, status.value, {}))
+            value = _VALUES[status]  # the plain string: an enum member's .value is a slow property
+            columns["status"] = value
+            self.writes.changes.append((state.name, value, now))
+            self.notices.append((state.name, value, _NO_INFO))
         self.writes.node(state.name, **columns)
 
     def _note(self, state: NodeState, reason: str, now: float) -> None:
