@@ -7,6 +7,7 @@ from flowlib.errors import FlowTypeError as FlowTypeError
 from flowlib.errors import OperatorReturnTypeError as OperatorReturnTypeError
 from flowlib.errors import RunFailed as RunFailed
 from flowlib.errors import WorkflowDefinitionError as WorkflowDefinitionError
+from flowlib.files import File as File
 from flowlib.operators import Operator as Operator
 from flowlib.operators import operator as operator
 from flowlib.resources import Distributed as Distributed
@@ -41,6 +42,7 @@ def get_run(run_id, db=None):  # type: ignore[no-untyped-def]
 __all__ = [
     "ConfigError",
     "Distributed",
+    "File",
     "FlowError",
     "FlowTypeError",
     "Operator",

@@ -81,6 +81,15 @@ def find_file(folder: Path) -> tuple[Path | None, dict[str, Any]]:
     return None, {}
 
 
+def project_root(folder: Path) -> Path:
+    """The first folder upward from `folder` holding flow.toml or pyproject.toml, else `folder`:
+    where `.flow` lives by default, whichever subfolder a command runs from."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / "flow.toml").is_file() or (candidate / "pyproject.toml").is_file():
+            return candidate
+    return folder
+
+
 def _validate(path: Path, table: dict[str, Any]) -> None:
     prefix = "tool.flow." if path.name == "pyproject.toml" else ""
     for section, values in table.items():
@@ -134,9 +143,12 @@ def load(
     folder = (folder or Path.cwd()).resolve()
     env = os.environ if environ is None else environ
     path, table = find_file(folder)
+    root = project_root(folder)
+    if path is None and root != folder:  # in a subfolder of a project: its configuration
+        path, table = find_file(root)
     if path is not None:
         _validate(path, table)
-    base = path.parent if path is not None else folder
+    base = path.parent if path is not None else root
     flow = dict(table.get("flow", {}))
     if env.get("FLOW_HOME"):
         home = Path(env["FLOW_HOME"]).expanduser().resolve()

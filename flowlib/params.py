@@ -11,6 +11,7 @@ from typing import Any
 
 from flowlib import typecheck
 from flowlib.errors import ParameterError
+from flowlib.files import File
 from flowlib.workflows import Workflow
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -46,11 +47,15 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 def split_assignments(assignments: tuple[str, ...] | list[str]) -> dict[str, str]:
     """Turn ["k=v", ...] into {k: v}; a missing '=' is an error."""
-    result = {}
+    result: dict[str, str] = {}
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ParameterError(f"-p {item!r}: expected NAME=VALUE")
+        if key.strip() in result:
+            raise ParameterError(
+                f"-p {key.strip()} is given twice ({result[key.strip()]!r} and {value!r}); give it once"
+            )
         result[key.strip()] = value
     return result
 
@@ -90,6 +95,8 @@ def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
     hint = _hint(wf, name)
     if hint is Path and isinstance(value, str):
         return Path(value)
+    if hint is File and isinstance(value, str):
+        return File(value, base=Path(wf.file).parent)
     if type(value) is int and _wants_float(hint):
         return float(value)  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
     if typecheck.is_instance(value, hint):
@@ -112,14 +119,25 @@ def convert(wf: Workflow, name: str, text: str) -> Any:
     """Convert one command-line string for parameter `name`."""
     hint = _hint(wf, name)
     try:
-        return _convert(text, hint)
+        return _convert(text, hint, Path(wf.file).parent)
+    except json.JSONDecodeError:
+        example = "[1, 2, 3]" if _origin_in(hint, (list, tuple, set)) else '{"key": 1}'
+        raise ParameterError(
+            f"workflow '{wf.name}', parameter '{name}': cannot read {text!r} as {typecheck.describe(hint)}; "
+            f"write it as JSON, e.g. -p '{name}={example}'"
+        ) from None
     except (ValueError, TypeError) as exc:
         raise ParameterError(
             f"workflow '{wf.name}', parameter '{name}': cannot read {text!r} as {typecheck.describe(hint)} ({exc})"
         ) from None
 
 
-def _convert(text: str, hint: Any) -> Any:
+def _origin_in(hint: Any, kinds: tuple[type, ...]) -> bool:
+    origin = typing.get_origin(hint) or hint
+    return isinstance(origin, type) and issubclass(origin, kinds)
+
+
+def _convert(text: str, hint: Any, folder: Path) -> Any:
     origin = typing.get_origin(hint)
     if hint is Any:
         try:
@@ -134,7 +152,7 @@ def _convert(text: str, hint: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(text, arg)
+                return _convert(text, arg, folder)
             except (ValueError, TypeError):
                 continue
         raise ValueError("no member of the union accepts it")
@@ -153,6 +171,8 @@ def _convert(text: str, hint: Any) -> Any:
         return text
     if hint is Path or (isinstance(hint, type) and issubclass(hint, Path)):
         return Path(text)
+    if hint is File:
+        return File(text, base=folder)  # relative to the pipeline's folder
     value = json.loads(text)
     if origin is tuple or hint is tuple:
         value = tuple(value)

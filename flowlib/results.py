@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,13 @@ class RunResult:
     error: str | None = None
     _load_outputs: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False)
     _loaded: tuple[Any, Any] | None = field(default=None, repr=False)
+    _node_outputs: Any = field(default=None, repr=False)
+
+    @property
+    def node_outputs(self) -> Mapping[str, Any]:
+        """Every node's outputs as Python values, by node name, each loaded on first access: the
+        value of a one-output node, a NamedTuple (or tuple) for a multi-output one."""
+        return self._node_outputs if self._node_outputs is not None else {}
 
     def _outputs(self) -> tuple[Any, Any]:
         if self._loaded is None:

@@ -171,6 +171,17 @@ def record_run(
 
 
 # -- executing here ------------------------------------------------------------------------------------
+@dataclass
+class Launch:
+    """One run to record and execute here: its plan, and what a resume carries over."""
+
+    plan: Plan
+    resumed_from: str | None = None
+    root_run_id: str | None = None
+    reuse: dict[str, dict[str, Any]] | None = None
+    reasons: dict[str, list[str]] | None = None
+
+
 def execute_here(
     plan: Plan,
     config: Config,
@@ -186,47 +197,56 @@ def execute_here(
 
     `executors` already started are used, and shut down at the end.
     """
+    launch = Launch(plan, resumed_from, root_run_id, reuse, reasons)
+    run_ids, blobs = execute_many([launch], config, options, executors=executors)
+    return run_ids[0], blobs
+
+
+def execute_many(
+    launches: list[Launch],
+    config: Config,
+    options: RunOptions,
+    *,
+    executors: dict[str, Executor] | None = None,
+) -> tuple[list[str], Any]:
+    """Record several runs and execute them at once in this process, over one set of executors
+    and one account of their capacity; return (their run ids, the Blobs they shared)."""
     from scheduler.drivers.local import run_in_foreground
 
     default = options.executor or config.executor
-    executors = executors if executors is not None else start_executors(executor_names(plan, default), config)
+    names = set().union(*(executor_names(launch.plan, default) for launch in launches))
+    executors = executors if executors is not None else start_executors(names, config)
     try:
         engine = connect(config)
         store = open_store(config)
-        check_resources(plan, executors, default)
-        run_id = new_run_id()
-        with engine.begin() as conn:
-            ids = record_run(
-                conn,
-                plan,
-                run_id,
-                status="running",
-                executor=default,
-                root_run_id=root_run_id or run_id,
-                resumed_from=resumed_from,
-                reasons=reasons,
-                options={
-                    "use_cache": options.use_cache,
-                    "fail_fast": options.fail_fast,
-                    **({"reuse_succeeded": True} if options.reuse_succeeded else {}),
-                },
-            )
-        if options.on_recorded:
-            options.on_recorded(run_id)
+        for launch in launches:
+            check_resources(launch.plan, executors, default)
+        recorded = []
+        for launch in launches:
+            run_id = new_run_id()
+            with engine.begin() as conn:
+                ids = record_run(
+                    conn,
+                    launch.plan,
+                    run_id,
+                    status="running",
+                    executor=default,
+                    root_run_id=launch.root_run_id or run_id,
+                    resumed_from=launch.resumed_from,
+                    reasons=launch.reasons,
+                    options={
+                        "use_cache": options.use_cache,
+                        "fail_fast": options.fail_fast,
+                        **({"reuse_succeeded": True} if options.reuse_succeeded else {}),
+                    },
+                )
+            recorded.append((launch, run_id, ids))
+            if options.on_recorded:
+                options.on_recorded(run_id)
         blobs = run_in_foreground(
-            plan,
-            engine=engine,
-            store=store,
-            config=config,
-            executors=executors,
-            run_id=run_id,
-            root_run_id=root_run_id or run_id,
-            ids=ids,
-            options=options,
-            reuse=reuse,
-            reasons=reasons,
+            recorded, engine=engine, store=store, config=config, executors=executors, options=options
         )
-        return run_id, blobs
+        return [run_id for _, run_id, _ in recorded], blobs
     finally:
         for executor in executors.values():
             executor.shutdown()

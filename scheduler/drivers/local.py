@@ -1,8 +1,8 @@
-"""The foreground driver: one run executed by the process that started it (`flow run`, `flowlib.run`).
+"""The foreground driver: runs executed by the process that started them (`flow run`, `flowlib.run`).
 
-This is where the process is the run's own: Ctrl-C cancels it (a second one stops waiting
-for the cancellation), and the run's long-lived objects are kept out of the cyclic
-garbage collector's full passes while it goes on.
+This is where the process is the runs' own: Ctrl-C cancels them (a second one stops waiting
+for the cancellation), and their long-lived objects are kept out of the cyclic garbage
+collector's full passes while they go on.
 """
 
 from __future__ import annotations
@@ -29,40 +29,75 @@ from scheduler.store.lookups import StoreLookups
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
 
 
-def run_in_foreground(
+def make_handle(
     plan: Plan,
     *,
-    engine: Engine,
-    store: ArtifactStore,
-    config: Config,
-    executors: dict[str, Executor],
     run_id: str,
     root_run_id: str,
     ids: dict[str, int],
-    options: Any,
-    reuse: dict[str, dict[str, Any]] | None,
+    session: Session,
+    store: ArtifactStore,
+    blobs: Blobs,
+    fsync: bool,
+    default_executor: str,
+    use_cache: bool = True,
+    fail_fast: bool = False,
+    reuse: dict[str, dict[str, Any]] | None = None,
     reasons: dict[str, list[str]] | None = None,
-) -> Blobs:
-    """Execute a recorded run here to its end; return the small artifacts it saw (for its result)."""
-    blobs = Blobs(engine)
-    session = Session(engine)
+    progress: Any = None,
+    max_parallel: int | None = None,
+) -> RunHandle:
+    """A recorded run, ready for a driver: its state machine, its rows, its task specs."""
     machine = RunMachine(
         plan,
         run_id=run_id,
         root_run_id=root_run_id,
         lookups=StoreLookups(session, store, blobs),
-        default_executor=options.executor or config.executor,
-        use_cache=options.use_cache,
-        fail_fast=options.fail_fast,
+        default_executor=default_executor,
+        use_cache=use_cache,
+        fail_fast=fail_fast,
         reuse=reuse,
         reasons=reasons,
     )
-    rows = RunRows(run_id, ids, store)
-    specs = TaskSpecs(plan, root_run_id=root_run_id, store_url=store.url, fsync=config.fsync, blobs=blobs)
-    driver = Driver(executors, session=session)
-    driver.add(
-        RunHandle(run_id, machine, rows, specs, progress=options.progress, max_parallel=options.max_parallel)
+    specs = TaskSpecs(plan, root_run_id=root_run_id, store_url=store.url, fsync=fsync, blobs=blobs)
+    return RunHandle(
+        run_id, machine, RunRows(run_id, ids, store), specs, progress=progress, max_parallel=max_parallel
     )
+
+
+def run_in_foreground(
+    recorded: list[tuple[Any, str, dict[str, int]]],
+    *,
+    engine: Engine,
+    store: ArtifactStore,
+    config: Config,
+    executors: dict[str, Executor],
+    options: Any,
+) -> Blobs:
+    """Execute recorded runs ((launch, run id, node ids) each) here to their end; return the small
+    artifacts they saw (for reading their results)."""
+    blobs = Blobs(engine)
+    session = Session(engine)
+    driver = Driver(executors, session=session)
+    for launch, run_id, ids in recorded:
+        handle = make_handle(
+            launch.plan,
+            run_id=run_id,
+            root_run_id=launch.root_run_id or run_id,
+            ids=ids,
+            session=session,
+            store=store,
+            blobs=blobs,
+            fsync=config.fsync,
+            default_executor=options.executor or config.executor,
+            use_cache=options.use_cache,
+            fail_fast=options.fail_fast,
+            reuse=launch.reuse,
+            reasons=launch.reasons,
+            progress=options.progress,
+            max_parallel=options.max_parallel,
+        )
+        driver.add(handle)
     previous = None
     stopping = threading.Event()
 
@@ -70,17 +105,19 @@ def run_in_foreground(
         if stopping.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C stops waiting for the cancellation
         stopping.set()
-        driver.post(("cancel", run_id, "interrupted (Ctrl-C)"))
+        for run_id in list(driver.runs):
+            driver.post(("cancel", run_id, "interrupted (Ctrl-C)"))
 
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
-    # The plan and node states live for the whole run: kept out of the cyclic collector's full
+    # The plans and node states live for the whole run: kept out of the cyclic collector's full
     # passes, which otherwise walk all of them again and again (~10 % of a 10,000-node run).
     gc.freeze()
     try:
         driver.run()
     except KeyboardInterrupt:
-        machine.cancel("interrupted (Ctrl-C)", time.time())
+        for handle in driver.runs.values():
+            handle.machine.cancel("interrupted (Ctrl-C)", time.time())
         driver.stop_all()
     finally:
         if previous is not None:

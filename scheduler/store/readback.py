@@ -88,7 +88,60 @@ def result_of(
         resumed_from=run.resumed_from,
         error=run.error if status != "interrupted" else run.error or "interrupted: its scheduler died",
         _load_outputs=load,
+        _node_outputs=NodeOutputs(engine, run, Values(reader, run.file, classes=classes)),
     )
+
+
+class NodeOutputs(Mapping):
+    """A run's node outputs by node name, loaded on first access (see RunResult.node_outputs)."""
+
+    def __init__(self, engine: Engine, run: Row, values: Values) -> None:
+        self.engine, self.run, self.values = engine, run, values
+        self._names: list[str] | None = None
+
+    def _all(self) -> list[str]:
+        if self._names is None:
+            with self.engine.connect() as conn:
+                self._names = [n.name for n in repo.nodes_of(conn, self.run.id) if n.outputs]
+        return self._names
+
+    def __getitem__(self, name: str) -> Any:
+        with self.engine.connect() as conn:
+            refs = repo.node_outputs(conn, self.run.id, [name]).get(name)
+            plan_text = (
+                repo.load_plan_text(conn, self.run.plan_digest)
+                if getattr(self.run, "plan_digest", None)
+                else None
+            )
+        if not refs:
+            raise KeyError(name)
+        if list(refs) == ["return"]:
+            return self.values.get(refs["return"])
+        return self.values.resolve(
+            {"ref": [name, "return"], **_tuple_shape(plan_text, name, list(refs))}, {name: refs}
+        )
+
+    def __iter__(self) -> Any:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _tuple_shape(plan_text: str | None, name: str, names: list[str]) -> dict[str, Any]:
+    """The class of a multi-output node's tuple (from the run's plan): its NamedTuple, or a tuple."""
+    if plan_text is None:
+        return {"fields": names, "cls": None}
+    from flowlib.plan import Plan
+
+    plan = Plan.loads(plan_text)
+    base = name.split("[", 1)[0]
+    for node in plan.nodes:
+        if node.name in (name, base):
+            op = plan.operators[node.op]
+            shape = {"fields": list(op.fields or names), "cls": list(op.cls) if op.cls else None}
+            return {**shape, "zip": True} if node.kind == "map" and node.name == name else shape
+    return {"fields": names, "cls": None}
 
 
 def _named_nodes(spec: Any) -> set[str]:

@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select
 
-from flowlib.errors import FlowError
 from flowlib.hashing import diff_fingerprints
 from scheduler.store import repository as repo
 from scheduler.store.models import cache_entries, nodes, runs
@@ -17,18 +16,39 @@ _C, _N, _R = cache_entries.c, nodes.c, runs.c
 def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
     """Return {"node", "status", "summary", "differences", "compared_with"} for one node."""
     with engine.connect() as conn:
-        run = repo.find_run(conn, run_id)
-        if run is None:
-            raise FlowError(f"no run '{run_id}' in this database")
-        node = conn.execute(select(nodes).where(_N.run_id == run.id, _N.name == node_name)).first()
-        if node is None:
-            names = ", ".join(n.name for n in repo.nodes_of(conn, run.id)[:20])
-            raise FlowError(f"run {run.id} has no node '{node_name}'; its nodes: {names}")
+        run = repo.require_run(conn, run_id)
+        node = repo.require_node(conn, run, node_name)
+        kept = [r for r in node.reasons or () if r.endswith("(--reuse-succeeded)")]
         if node.fingerprint is None:
+            items = conn.scalars(
+                select(_N.name).where(_N.run_id == run.id, _N.map_parent == node_name).limit(1)
+            ).all()
+            if items:
+                how = " (every item came from the cache)" if node.cached else ""
+                return _answer(
+                    node,
+                    f"node '{node_name}' ({node.status}) gathers the items of a map and has no cache key of its "
+                    f"own{how}; ask about an item, e.g. `flow why {run.id} '{items[0]}'`",
+                    [],
+                )
             return _answer(
                 node, f"node '{node_name}' never computed a cache key in run {run.id} ({node.status})", []
             )
+        if kept:
+            return _answer(
+                node,
+                f"node '{node_name}' ({node.status}) was kept from run {run.resumed_from} by `flow resume "
+                "--reuse-succeeded` though its code changed:",
+                [
+                    r.removesuffix(" (--reuse-succeeded)")
+                    for r in node.reasons or ()
+                    if r.startswith("code changed")
+                ]
+                or kept,
+                f"run {run.resumed_from}",
+            )
         earlier = _nearest_earlier(conn, run, node)
+        files = _file_params(conn, run, node_name)
     if earlier is None:
         return _answer(
             node,
@@ -50,9 +70,30 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
     old_inputs, new_inputs = inputs or {}, node.inputs or {}
     for param in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(param) != new_inputs.get(param):
-            differences.append(f"input changed: {param}")
+            differences.append(f"input changed: {param}{' (file content)' if param in files else ''}")
     summary = f"node '{node_name}' ({node.status}) missed the cache; compared with {source}:"
     return _answer(node, summary, differences or ["serializer changed"], source)
+
+
+def _file_params(conn: Connection, run: Row, name: str) -> set[str]:
+    """The parameters of a node that are flowlib.File inputs (from the run's plan)."""
+    if not getattr(run, "plan_digest", None):
+        return set()
+    text = repo.load_plan_text(conn, run.plan_digest)
+    if text is None:
+        return set()
+    from flowlib.plan import LiteralInput, Plan
+
+    plan = Plan.loads(text)
+    base = name.split("[", 1)[0] if name.endswith("]") else name
+    for node in plan.nodes:
+        if node.name in (name, base):
+            inputs = dict(node.inputs)
+            if node.name == base != name and node.items is not None and node.map_param:
+                index = int(name[len(base) + 1 : -1])
+                inputs[node.map_param] = node.items[index]
+            return {p for p, v in inputs.items() if isinstance(v, LiteralInput) and v.file is not None}
+    return set()
 
 
 def _answer(node: Row, summary: str, differences: list[str], source: str | None = None) -> dict[str, Any]:
