@@ -104,10 +104,12 @@ def prune(older_than: str, keep_failed: bool, db: str | None) -> None:
     """
     from scheduler.store.cache_index import delete_runs, parse_duration, prunable
 
+    from flowlib.errors import FlowError
+
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+        raise FlowError(f"--older-than: {exc}") from None
     engine, _ = open_db(db)
     doomed = prunable(engine, seconds, keep_failed=keep_failed)
     delete_runs(engine, doomed)

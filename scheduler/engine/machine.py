@@ -342,6 +342,7 @@ class RunMachine:
         task_id = f"{self.run_id}-{self._tasks}"
         state.task_id = task_id
         self.running[task_id] = state.name
+        self.writes.node(state.name, attempts=state.attempts)
         self.commands.append(
             Submit(
                 task_id,
