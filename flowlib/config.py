@@ -25,7 +25,15 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "slots": (int,),
     },
     "executors.ray": {"address": (str,), "num_cpus": (int,), "num_gpus": (int,), "resources": (dict,)},
+    "server": {
+        "token": (str,),  # a client's token for `--server` (FLOW_TOKEN beats it)
+        "lease_seconds": (int, float),
+        "drain_seconds": (int, float),
+        "max_code_mb": (int, float),
+        "max_runs": (int,),
+    },
 }
+SERVER_DEFAULTS: dict[str, Any] = {"lease_seconds": 15, "drain_seconds": 30, "max_code_mb": 50, "max_runs": 4}
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Config:
     executor: str = "local"
     fsync: bool = True
     executors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=lambda: dict(SERVER_DEFAULTS))  # the [server] table
     source: str | None = None
     origins: dict[str, str] = field(default_factory=dict)  # "db" -> where its value came from
 
@@ -97,8 +106,10 @@ def _validate(path: Path, table: dict[str, Any]) -> None:
             for name, settings in values.items():
                 _check_section(path, f"{prefix}executors.{name}", f"executors.{name}", settings)
             continue
-        if section not in ("flow",):
-            raise ConfigError(f"{path}: unknown section [{prefix}{section}]; known: [flow], [executors.NAME]")
+        if section not in ("flow", "server"):
+            raise ConfigError(
+                f"{path}: unknown section [{prefix}{section}]; known: [flow], [executors.NAME], [server]"
+            )
         shown = "tool.flow" if prefix and section == "flow" else f"{prefix}{section}"
         _check_section(path, shown, section, values)
 
@@ -185,6 +196,7 @@ def load(
         executor=executor or env.get("FLOW_EXECUTOR") or flow.get("executor", "local"),
         fsync=flow.get("fsync", True),
         executors=executors,
+        server={**SERVER_DEFAULTS, **table.get("server", {})},
         source=str(path) if path else None,
         origins=origins,
     )

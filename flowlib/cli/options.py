@@ -15,6 +15,12 @@ def db_option(fn: Any) -> Any:
     )(fn)
 
 
+def server_option(fn: Any) -> Any:
+    return click.option(
+        "--server", "server", metavar="URL", default=None, help="Talk to this flow server (else FLOW_SERVER)."
+    )(fn)
+
+
 def json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(fn)
 

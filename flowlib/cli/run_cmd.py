@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from typing import Any
 
 import click
 
-from flowlib.cli.options import config, db_option, json_option, params_options
+from flowlib.cli.options import config, db_option, json_option, params_options, server_option
 from flowlib.cli.progress import Progress
 from flowlib.results import RunResult
 
@@ -49,6 +50,12 @@ def report(result: RunResult, as_json: bool) -> None:
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached results (new results are still stored).")
 @click.option("--fail-fast", is_flag=True, help="Stop the run at the first failed node.")
 @db_option
+@click.option(
+    "--server",
+    metavar="URL",
+    default=None,
+    help="Submit it to this flow server and wait (FLOW_SERVER is not used here).",
+)
 @json_option
 def run(
     file: str,
@@ -60,6 +67,7 @@ def run(
     no_cache: bool,
     fail_fast: bool,
     db: str | None,
+    server: str | None,
     as_json: bool,
 ) -> None:
     """Build, validate, record and run WORKFLOW from FILE.
@@ -71,6 +79,15 @@ def run(
     from flowlib.cli.show_cmd import build_from_cli
 
     settings = config(db, executor)  # a bad flow.toml fails before the pipeline is imported
+    if server is not None:  # submit + wait
+        from flowlib.cli.remote import follow, require_client, submit_plan
+        from flowlib.compile import compile_dag
+
+        client = require_client(server)
+        with _stdout_kept_for(True):
+            _, dag = build_from_cli(file, workflow, params, params_file)
+            plan = compile_dag(dag)
+        follow(client, submit_plan(client, plan)["run_id"], as_json)
     with _stdout_kept_for(as_json):
         wf, dag = build_from_cli(file, workflow, params, params_file)
         progress = Progress(len(dag.nodes))
@@ -124,9 +141,16 @@ def print_plan(steps: list) -> None:
     help="Keep nodes that succeeded before even when their code changed (you know the change does not affect them).",
 )
 @db_option
+@server_option
 @json_option
 def resume(
-    run_id: str, executor: str | None, dry_run: bool, reuse_succeeded: bool, db: str | None, as_json: bool
+    run_id: str,
+    executor: str | None,
+    dry_run: bool,
+    reuse_succeeded: bool,
+    db: str | None,
+    server: str | None,
+    as_json: bool,
 ) -> None:
     """Re-run a failed or interrupted run, reusing every node that succeeded.
 
@@ -136,6 +160,12 @@ def resume(
     RUN_ID may be `latest`.
     """
     settings = config(db, executor)
+    from flowlib.cli.remote import client_for
+
+    client = client_for(server)
+    if client is not None:
+        resume_on_server(client, run_id, reuse_succeeded, as_json)
+        return
     if dry_run:
         from scheduler.resuming import plan_for
 
@@ -162,6 +192,25 @@ def resume(
     if result.status == "succeeded" and all(node.cached for node in result.nodes):
         click.echo("nothing needed to run: every node was reused", err=True)
     report(result, as_json)
+
+
+def resume_on_server(client: Any, run_id: str, reuse_succeeded: bool, as_json: bool) -> None:
+    """Resume a server's run with this folder's code as it is now (or, away from its project, the
+    run's own code), and follow it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from flowlib.cli.remote import follow, upload_snapshot
+
+    run = client.get(f"/api/runs/{run_id}")
+    body: dict[str, Any] = {"reuse_succeeded": reuse_succeeded}
+    if Path(run["file"]).is_file():
+        from scheduler.resuming import rebuild
+
+        with _stdout_kept_for(True):
+            plan = rebuild(SimpleNamespace(file=run["file"], workflow=run["workflow"], params=run["params"]))
+        body.update(plan=plan.to_json(), snapshot=upload_snapshot(client, Path(plan.project_root)))
+    follow(client, client.post(f"/api/runs/{run['run_id']}/resume", body)["run_id"], as_json)
 
 
 COMMANDS = [run, resume]

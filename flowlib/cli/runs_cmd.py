@@ -7,7 +7,7 @@ import json
 import click
 
 from flowlib.cli.inspect_cmd import open_db
-from flowlib.cli.options import db_option, json_option
+from flowlib.cli.options import db_option, json_option, server_option
 
 STATUSES = ["queued", "pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
@@ -19,10 +19,17 @@ STATUSES = ["queued", "pending", "running", "succeeded", "failed", "cancelled", 
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs, newest first."
 )
 @db_option
+@server_option
 @json_option
 @click.pass_context
 def runs(
-    ctx: click.Context, workflow: str | None, status: str | None, limit: int, db: str | None, as_json: bool
+    ctx: click.Context,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    db: str | None,
+    server: str | None,
+    as_json: bool,
 ) -> None:
     """List recorded runs, newest first (`flow runs delete|prune` remove them).
 
@@ -30,42 +37,23 @@ def runs(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from scheduler.store import repository as repo
-    from scheduler.store.readback import result_of, shown_status
+    from flowlib.cli.remote import client_for
 
-    engine, reader = open_db(db)
-    stored = {
-        "interrupted": ["running", "pending", "interrupted"],
-        "running": ["running"],
-        "pending": ["pending"],
-    }
-    with engine.connect() as conn:
-        found = []
-        for row in repo.list_runs(
-            conn, workflow=workflow, statuses=stored.get(status or "", [status] if status else None)
-        ):
-            if status is None or shown_status(row) == status:
-                found.append(row)
-                if len(found) == limit:
-                    break
+    client = client_for(server)
+    if client is not None:
+        objects = client.get("/api/runs", workflow=workflow, status=status, limit=limit)
+    else:
+        from scheduler.store.listing import find_runs, run_objects
+
+        engine, reader = open_db(db)
+        objects = run_objects(
+            engine, reader, find_runs(engine, workflow=workflow, status=status, limit=limit)
+        )
     if as_json:
-        objects = []
-        for run in found:
-            shown = result_of(run, [], reader, engine, with_nodes=False, classes=False).to_json(
-                with_nodes=False
-            )
-            shown.update(
-                created_at=run.created_at,
-                ended_at=run.ended_at,
-                file=run.file,
-                params=run.params,
-                user=run.user,
-            )
-            objects.append(shown)
         click.echo(json.dumps(objects, default=repr))
         return
-    for run in found:
-        click.echo(f"{run.id}  {shown_status(run):<11} {run.workflow:<20} {run.file}")
+    for run in objects:
+        click.echo(f"{run['run_id']}  {run['status']:<11} {run['workflow']:<20} {run['file']}")
 
 
 @runs.command("delete")
@@ -102,9 +90,8 @@ def prune(older_than: str, keep_failed: bool, db: str | None) -> None:
 
     Queued and running runs are never pruned; `flow cache gc` then frees their artifacts.
     """
-    from scheduler.store.cache_index import delete_runs, parse_duration, prunable
-
     from flowlib.errors import FlowError
+    from scheduler.store.cache_index import delete_runs, parse_duration, prunable
 
     try:
         seconds = parse_duration(older_than)

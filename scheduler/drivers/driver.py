@@ -31,6 +31,7 @@ from scheduler.store.batch import RunRows, Session
 FLUSH_EVERY_S = 0.5  # the longest a completion waits for its commit when nothing forces one
 SPIN_S = 0.002  # how long the driver polls for a result before it sleeps (see Inbox.wait)
 HEARTBEAT_S = 2.0
+IDLE_WAIT_S = 1.0
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 Progress = Callable[[str, str, dict[str, Any]], None]
 
@@ -75,6 +76,7 @@ class Driver:
             executor.drive_here()
         self.holding = {name for name, executor in executors.items() if isinstance(executor, Holding)}
         self._beating = False
+        self.serving = False  # set by a server: the loop goes on with no run, until told to stop
 
     # -- runs ----------------------------------------------------------------------------------
     def add(self, handle: RunHandle) -> None:
@@ -119,6 +121,11 @@ class Driver:
             self._finish(handle)
         if self.runs:
             self._wait()
+        elif self.serving:  # a server's driver with nothing to run waits for the next one
+            self.inbox.wait(IDLE_WAIT_S)
+            now = time.time()
+            for message in self.inbox.take():
+                self._on_message(message, now)
 
     def stop_all(self) -> None:
         """End every run now, as its machine stands (after a cancel): commit and record its end,

@@ -44,6 +44,7 @@ def make_handle(
     fail_fast: bool = False,
     reuse: dict[str, dict[str, Any]] | None = None,
     reasons: dict[str, list[str]] | None = None,
+    prior_attempts: dict[str, int] | None = None,
     progress: Any = None,
     max_parallel: int | None = None,
 ) -> RunHandle:
@@ -58,6 +59,7 @@ def make_handle(
         fail_fast=fail_fast,
         reuse=reuse,
         reasons=reasons,
+        prior_attempts=prior_attempts,
     )
     specs = TaskSpecs(plan, root_run_id=root_run_id, store_url=store.url, fsync=fsync, blobs=blobs)
     return RunHandle(

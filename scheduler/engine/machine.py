@@ -80,6 +80,7 @@ class RunMachine:
         fail_fast: bool = False,
         reuse: Mapping[str, dict[str, Any]] | None = None,
         reasons: Mapping[str, list[str]] | None = None,
+        prior_attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.plan, self.run_id, self.lookups = plan, run_id, lookups
         self.root_run_id = root_run_id or run_id  # checkpoints are kept per root run of a resume chain
@@ -87,6 +88,7 @@ class RunMachine:
         self.default_executor = default_executor
         self.reuse = dict(reuse or {})
         self.reasons = reasons or {}  # a resume's reasons, for the map items it planned
+        self.prior_attempts = prior_attempts or {}  # an adopted run's attempts so far, by node
         self.writes = Writes(run_id)
         self.commands: list[Submit | CancelTask] = []
         self.notices: list[tuple[str, str, dict[str, Any]]] = []  # (node, status, info) for progress
@@ -115,6 +117,7 @@ class RunMachine:
         state.waiting = len(upstream)
         state.reuse = self.reuse.get(node.name)
         state.reasons = list(self.reasons.get(node.name) or ())
+        state.attempts = self.prior_attempts.get(node.name, 0)
         for name in upstream:
             self.users.setdefault(name, []).append(node.name)
         self.states[node.name] = state
@@ -174,9 +177,12 @@ class RunMachine:
             state.reuse = None
             self._note(state, f"not reused: {problem}; recomputed", now)
             return False
-        items = reuse.get("items") or []
-        if items:
-            self._add_item_rows(state, items, status=S.CACHED, now=now)
+        if reuse.get("status"):  # recorded by this same run before (adopted from a server that died)
+            state.status = NodeStatus(reuse["status"])
+            state.outputs = dict(reuse["outputs"])
+            state.key = reuse.get("cache_key")
+            self._unblock(state)
+            return True
         self._complete(state, dict(reuse["outputs"]), now, cached=True, reuse=reuse)
         return True
 
@@ -300,26 +306,6 @@ class RunMachine:
             "reasons": self.reasons.get(child.name),
             **columns,
         }
-
-    def _add_item_rows(
-        self, state: NodeState, items: list[dict[str, Any]], *, status: NodeStatus, now: float
-    ) -> None:
-        """A reused map keeps its items, recorded as cached in this run."""
-        position = len(self.states)
-        self.writes.new_nodes.extend(
-            {
-                **item,
-                "status": _VALUES[status],
-                "cached": True,
-                "attempts": 0,
-                "duration_s": 0.0,
-                "map_parent": state.name,
-                "position": position + i,
-                "executor": state.executor,
-            }
-            for i, item in enumerate(items)
-        )
-        self.writes.new_edges.extend((item["name"], state.name) for item in items)
 
     def _gather(self, state: NodeState, now: float) -> None:
         items = [self.states[name] for name in state.items or ()]
@@ -543,13 +529,17 @@ class RunMachine:
                         "node": state.name,
                     },
                 )
+        self._unblock(state)
+        self._release_waiters(state, now)
+
+    def _unblock(self, state: NodeState) -> None:
+        """A node is done: its dependants that waited only for it become ready."""
         for user in self.users.get(state.name, ()):
             child = self.states[user]
             child.waiting -= 1
             if child.waiting == 0 and child.status is S.PENDING:
                 self.ready.append(user)
                 self.writes.urgent = True  # the child may run only once this completion is committed
-        self._release_waiters(state, now)
 
     def _release_waiters(self, state: NodeState, now: float) -> None:
         if state.key is None or self.computing.get(state.key) != state.name:

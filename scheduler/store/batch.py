@@ -98,8 +98,12 @@ class RunRows:
     def _write(self, conn: Connection, writes: Writes) -> None:
         rows = writes.rows
         if writes.new_nodes:
-            repo.insert_nodes(conn, self.run_id, writes.new_nodes, writes.new_edges)
-            names = [row["name"] for row in writes.new_nodes if row["name"] not in self.ids]
+            # an adopted run's map items may be recorded already, by the server that ran it before
+            fresh = [row for row in writes.new_nodes if row["name"] not in self.ids]
+            names = {row["name"] for row in fresh}
+            edges = [(src, dst) for src, dst in writes.new_edges if dst in names or src in names]
+            repo.insert_nodes(conn, self.run_id, fresh, edges)
+            names = [row["name"] for row in fresh]
             for chunk in repo.chunks(names):
                 found = conn.execute(
                     select(nodes.c.name, nodes.c.id).where(

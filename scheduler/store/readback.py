@@ -50,19 +50,34 @@ def shown_status(run: Row) -> str:
 
 
 def load_run(
-    engine: Engine, reader: Any, run_id: str, *, with_nodes: bool = True, classes: bool = True
+    engine: Engine,
+    reader: Any,
+    run_id: str,
+    *,
+    with_nodes: bool = True,
+    classes: bool = True,
+    imports: bool = True,
 ) -> RunResult:
     """Return a recorded run whose outputs load through `reader` (see scheduler.store.blobs.Blobs.reader)."""
     with engine.connect() as conn:
         run = repo.require_run(conn, run_id)
         nodes = repo.node_summaries(conn, run.id) if with_nodes else []
-    return result_of(run, nodes, reader, engine, with_nodes=with_nodes, classes=classes)
+    return result_of(run, nodes, reader, engine, with_nodes=with_nodes, classes=classes, imports=imports)
 
 
 def result_of(
-    run: Row, nodes: list[Any], reader: Any, engine: Engine, *, with_nodes: bool = True, classes: bool = True
+    run: Row,
+    nodes: list[Any],
+    reader: Any,
+    engine: Engine,
+    *,
+    with_nodes: bool = True,
+    classes: bool = True,
+    imports: bool = True,
 ) -> RunResult:
-    """`classes`: load NamedTuple outputs as the pipeline's own classes (importing it when needed)."""
+    """`classes`: load NamedTuple outputs as the pipeline's own classes (importing it when needed);
+    `imports=False` (a server) never imports the pipeline: what needs it fails to load instead."""
+    pipeline = run.file if imports else None
     spec = run.outputs
     status = shown_status(run)
 
@@ -71,7 +86,7 @@ def result_of(
             return None, None
         with engine.connect() as conn:  # only the nodes the outputs name: a map has thousands of others
             outputs_by_node = repo.node_outputs(conn, run.id, sorted(_named_nodes(spec)))
-        values = Values(reader, run.file, classes=classes)
+        values = Values(reader, pipeline, classes=classes)
         try:
             value = values.resolve(spec, outputs_by_node)
         except Exception as exc:
@@ -88,7 +103,7 @@ def result_of(
         resumed_from=run.resumed_from,
         error=run.error if status != "interrupted" else run.error or "interrupted: its scheduler died",
         _load_outputs=load,
-        _node_outputs=NodeOutputs(engine, run, Values(reader, run.file, classes=classes)),
+        _node_outputs=NodeOutputs(engine, run, Values(reader, pipeline, classes=classes)),
     )
 
 
@@ -179,6 +194,7 @@ class Values:
     """Loads stored values; imports the run's pipeline only when a value needs its classes."""
 
     def __init__(self, reader: Any, pipeline: str | None, *, classes: bool = True) -> None:
+        """`pipeline`: the file to import when a value needs its classes (None: never import)."""
         self.reader, self.pipeline, self.classes = reader, pipeline, classes
         self._imported = False
 

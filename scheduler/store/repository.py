@@ -180,11 +180,20 @@ def list_runs(
     workflow: str | None = None,
     statuses: Sequence[str] | None = None,
     limit: int | None = None,
+    user: str | None = None,
+    deployment: str | None = None,
+    sweep: str | None = None,
 ) -> Iterator[Row]:
     """Runs, newest first (streamed: a caller filtering further stops reading when it has enough)."""
     query = select(runs).order_by(_R.created_at.desc(), _R.id.desc())
-    if workflow:
-        query = query.where(_R.workflow == workflow)
+    for column, value in (
+        ("workflow", workflow),
+        ("user", user),
+        ("deployment", deployment),
+        ("sweep", sweep),
+    ):
+        if value:
+            query = query.where(_R[column] == value)
     if statuses:
         query = query.where(_R.status.in_(statuses))
     if limit:

@@ -1,0 +1,141 @@
+"""The JSON bodies of the server's API, as pydantic models (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DIGEST = r"^[0-9a-f]{64}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Submit(Strict):
+    plan: dict[str, Any] = Field(description="A compiled plan (flowlib.plan.Plan.to_json())")
+    snapshot: str = Field(pattern=DIGEST, description="Digest of the code snapshot uploaded first")
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    executor: str | None = Field(
+        None, max_length=100, description="Default executor for nodes that name none"
+    )
+
+
+class Resume(Strict):
+    plan: dict[str, Any] | None = Field(None, description="The workflow compiled from the code as it is now")
+    snapshot: str | None = Field(None, pattern=DIGEST)
+    reuse_succeeded: bool = False
+
+
+class Parameter(Strict):
+    name: str = Field(max_length=200)
+    type: str = Field(max_length=500)
+    default: Any = None
+    required: bool = False
+
+
+class Deploy(Strict):
+    name: str = Field(pattern=NAME)
+    workflow: str = Field(min_length=1, max_length=200)
+    file: str = Field(min_length=1, max_length=1000)
+    snapshot: str = Field(pattern=DIGEST)
+    parameters: list[Parameter] = Field(default_factory=list, max_length=500)
+    params: dict[str, Any] = Field(default_factory=dict)
+    schedule: str | None = Field(None, max_length=200)
+
+
+class Launch(Strict):
+    params: dict[str, str] = Field(default_factory=dict, description="Parameters as -p gives them, by name")
+
+
+class Problem(BaseModel):
+    error: str
+
+
+class NodeObject(BaseModel):
+    name: str
+    operator: str
+    status: str
+    cached: bool
+    attempts: int
+    duration_s: float | None = None
+    error: Any = None
+    reasons: list[str] | None = None
+
+
+class RunObject(BaseModel):
+    run_id: str
+    workflow: str
+    status: str
+    outputs: Any = None
+    resumed_from: str | None = None
+    error: str | None = None
+    nodes: list[NodeObject] | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    file: str | None = None
+    params: dict[str, Any] | None = None
+    user: str | None = None
+    priority: int | None = None
+    deployment: str | None = None
+    deployment_version: int | None = None
+    sweep: str | None = None
+    trial: int | None = None
+
+
+class Deployed(BaseModel):
+    name: str
+    version: int
+
+
+class DeploymentObject(BaseModel):
+    name: str
+    version: int
+    workflow: str
+    schedule: str | None = None
+    params: list[dict[str, Any]]
+
+
+class AttemptLog(BaseModel):
+    node: str
+    number: int
+    status: str
+    text: str
+    origin: str | None = None
+
+
+class Metric(BaseModel):
+    node: str
+    attempt: int
+    name: str
+    value: float
+    step: int | None = None
+    time: float
+    from_run: str | None = None
+
+
+class Why(BaseModel):
+    node: str
+    status: str
+    summary: str
+    differences: list[str]
+    compared_with: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    server: str | None = None
+
+
+class Snapshot(BaseModel):
+    digest: str
+    size: int
+
+
+class Done(BaseModel):
+    run_id: str
+    status: str
+    message: str
