@@ -43,10 +43,10 @@ def status(run_id: str, db: str | None, server: str | None, as_json: bool) -> No
     if client is not None:
         shown = client.get(f"/api/runs/{run_id}")
     else:
-        from scheduler.store.readback import load_run
+        from scheduler.store.listing import run_with_nodes
 
         engine, reader = open_db(db)
-        shown = load_run(engine, reader, run_id, classes=False).to_json()
+        shown = run_with_nodes(engine, reader, run_id)
     if as_json:
         click.echo(json.dumps(shown, default=repr))
         return

@@ -32,6 +32,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         "/runs",
         status_code=201,
         response_model=schemas.RunObject,
+        response_model_exclude_unset=True,
         responses={400: {"model": schemas.Problem}},
     )
     def submit(body: schemas.Submit, user: User = Caller) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         ctx.queued()
         return run_object(ctx, run_id, nodes=False)
 
-    @api.get("/runs", response_model=list[schemas.RunObject])
+    @api.get("/runs", response_model=list[schemas.RunObject], response_model_exclude_unset=True)
     def list_runs(
         workflow: str | None = Query(None, max_length=200),
         status: str | None = Query(None, pattern="^(" + "|".join(STATUSES) + ")$"),
@@ -72,7 +73,12 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             offset=offset,
         )
 
-    @api.get("/runs/{run_id}", response_model=schemas.RunObject, responses={404: {"model": schemas.Problem}})
+    @api.get(
+        "/runs/{run_id}",
+        response_model=schemas.RunObject,
+        response_model_exclude_unset=True,
+        responses={404: {"model": schemas.Problem}},
+    )
     def status(run_id: str, _: User = Caller) -> dict[str, Any]:
         """A run with its nodes (the `flow status --json` object)."""
         return run_object(ctx, run_id, nodes=True)
@@ -120,6 +126,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         "/runs/{run_id}/resume",
         status_code=201,
         response_model=schemas.RunObject,
+        response_model_exclude_unset=True,
         responses={
             403: {"model": schemas.Problem},
             404: {"model": schemas.Problem},
@@ -328,14 +335,13 @@ def _events_after(ctx: ServerContext, run_id: str, last: int) -> tuple[list[Any]
 
 def run_object(ctx: ServerContext, run_id: str, *, nodes: bool) -> dict[str, Any]:
     """A run as `flow status --json` (or, without nodes, `flow runs --json`) shows it."""
-    from scheduler.store.listing import extra_fields
-    from scheduler.store.readback import load_run
+    from scheduler.store.listing import run_objects, run_with_nodes
 
-    result = load_run(ctx.engine, ctx.reader(), run_id, with_nodes=nodes, classes=False, imports=False)
-    shown = result.to_json(with_nodes=nodes)
+    if nodes:
+        return run_with_nodes(ctx.engine, ctx.reader(), run_id, imports=False)
     with ctx.engine.connect() as conn:
-        run = repo.require_run(conn, result.run_id)
-    return {**shown, **extra_fields(run)}
+        row = repo.require_run(conn, run_id)
+    return run_objects(ctx.engine, ctx.reader(), [row], imports=False)[0]
 
 
 def list_run_objects(ctx: ServerContext, **filters: Any) -> list[dict[str, Any]]:

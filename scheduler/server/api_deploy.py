@@ -57,6 +57,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         "/deployments/{name}/launch",
         status_code=201,
         response_model=schemas.RunObject,
+        response_model_exclude_unset=True,
         responses={400: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
     )
     def launch(name: str, body: schemas.Launch, user: User = Caller) -> dict[str, Any]:

@@ -63,3 +63,13 @@ def run_objects(
         result = result_of(row, [], reader, engine, with_nodes=False, classes=False, imports=imports)
         shown.append({**result.to_json(with_nodes=False), **extra_fields(row)})
     return shown
+
+
+def run_with_nodes(engine: Engine, reader: Any, run_id: str, *, imports: bool = True) -> dict[str, Any]:
+    """A run as `flow status --json` shows it (GET /api/runs/{id} too)."""
+    from scheduler.store.readback import load_run
+
+    result = load_run(engine, reader, run_id, classes=False, imports=imports)
+    with engine.connect() as conn:
+        run = repo.require_run(conn, result.run_id)
+    return {**result.to_json(), **extra_fields(run)}
