@@ -24,7 +24,7 @@ STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled", 
 
 
 def router(ctx: ServerContext, current_user: Any) -> APIRouter:
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", responses=schemas.ERRORS)
     Caller = Depends(current_user)
 
     # -- runs -----------------------------------------------------------------------------------------
@@ -33,7 +33,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         status_code=201,
         response_model=schemas.RunObject,
         response_model_exclude_unset=True,
-        responses={400: {"model": schemas.Problem}},
     )
     def submit(body: schemas.Submit, user: User = Caller) -> dict[str, Any]:
         """Queue a run of a compiled plan, whose code is the snapshot uploaded before."""
@@ -77,7 +76,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         "/runs/{run_id}",
         response_model=schemas.RunObject,
         response_model_exclude_unset=True,
-        responses={404: {"model": schemas.Problem}},
     )
     def status(run_id: str, _: User = Caller) -> dict[str, Any]:
         """A run with its nodes (the `flow status --json` object)."""
@@ -86,7 +84,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
     @api.post(
         "/runs/{run_id}/cancel",
         response_model=schemas.Done,
-        responses={403: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
     )
     def cancel(run_id: str, user: User = Caller) -> dict[str, Any]:
         """Cancel a queued or running run (its owner or an admin)."""
@@ -127,11 +124,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         status_code=201,
         response_model=schemas.RunObject,
         response_model_exclude_unset=True,
-        responses={
-            403: {"model": schemas.Problem},
-            404: {"model": schemas.Problem},
-            409: {"model": schemas.Problem},
-        },
     )
     def resume(run_id: str, body: schemas.Resume, user: User = Caller) -> dict[str, Any]:
         """Queue a resume of a run: with the code given (a new plan and snapshot), else its own."""
@@ -218,7 +210,13 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             return view.node_values(ctx.engine, reader, run_id, node, imports=False)
         return view.run_values(ctx.engine, reader, run_id, imports=False)
 
-    @api.get("/runs/{run_id}/events")
+    @api.get(
+        "/runs/{run_id}/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "object"}}}, "description": "Events"}
+        },
+    )
     async def live(
         run_id: str, request: Request, after: int = Query(0, ge=0), _: User = Caller
     ) -> StreamingResponse:
@@ -257,7 +255,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
             }
         },
-        responses={400: {"model": schemas.Problem}, 413: {"model": schemas.Problem}},
     )
     async def upload(digest: str, request: Request, _: User = Caller) -> dict[str, Any]:
         """Upload a code snapshot (a tar of the project) under its sha256."""
@@ -276,9 +273,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         await asyncio.to_thread(ctx.store.write, ref, bytes(data))
         return {"digest": digest, "size": len(data)}
 
-    @api.get(
-        "/snapshots/{digest}", response_model=schemas.Snapshot, responses={404: {"model": schemas.Problem}}
-    )
+    @api.get("/snapshots/{digest}", response_model=schemas.Snapshot)
     def snapshot(digest: str, _: User = Caller) -> dict[str, Any]:
         """Whether the server holds a snapshot (clients upload only what it lacks)."""
         _check_digest(digest)

@@ -13,14 +13,13 @@ from scheduler.server.context import ServerContext
 
 
 def router(ctx: ServerContext, current_user: Any) -> APIRouter:
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", responses=schemas.ERRORS)
     Caller = Depends(current_user)
 
     @api.post(
         "/deployments",
         status_code=201,
         response_model=schemas.Deployed,
-        responses={400: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
     )
     def deploy(body: schemas.Deploy, user: User = Caller) -> dict[str, Any]:
         """Register a workflow (its snapshot, typed parameters, an optional cron schedule) as a new version."""
@@ -44,9 +43,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         """The latest version of every deployment."""
         return deployments.listing(ctx.engine)
 
-    @api.delete(
-        "/deployments/{name}", response_model=schemas.Deployed, responses={404: {"model": schemas.Problem}}
-    )
+    @api.delete("/deployments/{name}", response_model=schemas.Deployed)
     def delete(name: str, user: User = Caller) -> dict[str, Any]:
         """Delete a deployment (every version); its runs stay."""
         row = deployments.latest(ctx.engine, name)
@@ -58,7 +55,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         status_code=201,
         response_model=schemas.RunObject,
         response_model_exclude_unset=True,
-        responses={400: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
     )
     def launch(name: str, body: schemas.Launch, user: User = Caller) -> dict[str, Any]:
         """Queue a run of the latest version, its parameters parsed by the workflow's annotations."""

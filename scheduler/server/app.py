@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowlib import __version__
 from flowlib.errors import FlowError, RunNotFound
@@ -77,8 +78,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
 def _errors(app: FastAPI) -> None:
     """Every error is a JSON {"error": ...} with a 4xx status (a 500 only for a bug)."""
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own, and Starlette's (an unparsable body)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return SafeJSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -139,3 +139,18 @@ class Done(BaseModel):
     run_id: str
     status: str
     message: str
+
+
+# Every error the API answers is a JSON {"error": ...}; documented on every operation.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": what}
+    for code, what in (
+        (400, "A request the server cannot carry out"),
+        (401, "No valid token"),
+        (403, "Not the run's owner nor an admin"),
+        (404, "No such run, node, deployment or snapshot"),
+        (409, "The run is still going"),
+        (413, "Too large"),
+        (422, "A malformed request"),
+    )
+}
