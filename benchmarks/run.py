@@ -40,7 +40,13 @@ finally:
 
 
 def flow_run(
-    shape: str, n: int, executor: str, *, cached: bool = False, python: str = sys.executable
+    shape: str,
+    n: int,
+    executor: str,
+    *,
+    cached: bool = False,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """Return (wall seconds, scheduler peak RSS MiB) of one `flow run` with the flowlib that `python`
     has installed; with `cached`, of the second run."""
@@ -48,6 +54,7 @@ def flow_run(
         root = Path(folder)
         (root / "flow.toml").write_text("")
         (root / "p.py").write_text(PIPELINES[shape])
+        extra = env or {}
         env = {**os.environ, "FLOW_HOME": str(root / ".flow")}
         # as a user's shell has it: this machine sets both (unbuffered output costs a write per line)
         for key in (
@@ -58,6 +65,7 @@ def flow_run(
             "PYTHONDONTWRITEBYTECODE",
         ):
             env.pop(key, None)
+        env.update(extra)
         argv = [
             python,
             "-c",

@@ -8,6 +8,7 @@ names them, and the driver starts nothing that depends on a commit before it ret
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,13 +112,26 @@ class RunRows:
                     )
                 )
                 self.ids.update(found.all())  # type: ignore[arg-type]
-        repo.add_fingerprints(conn, rows["fingerprints"])
         ids = self.ids
-        repo.update_nodes(conn, [{"row_id": ids[name], **columns} for name, columns in writes.nodes.items()])
-        repo.add_attempts(conn, rows["attempts"])
-        repo.add_artifacts(conn, rows["artifacts"])
-        repo.put_cache_entries(conn, list({row["key"]: row for row in rows["cache"]}.values()))
-        repo.add_metrics(conn, rows["metrics"])
-        repo.add_checkpoints(conn, rows["checkpoints"])
-        repo.add_rows(conn, repo.log_chunks, rows["log_chunks"])
-        repo.add_events(conn, rows["events"])
+        with _pipelined(conn):
+            repo.add_fingerprints(conn, rows["fingerprints"])
+            repo.update_nodes(
+                conn, [{"row_id": ids[name], **columns} for name, columns in writes.nodes.items()]
+            )
+            repo.add_attempts(conn, rows["attempts"])
+            repo.add_artifacts(conn, rows["artifacts"])
+            repo.put_cache_entries(conn, list({row["key"]: row for row in rows["cache"]}.values()))
+            repo.add_metrics(conn, rows["metrics"])
+            repo.add_checkpoints(conn, rows["checkpoints"])
+            repo.add_rows(conn, repo.log_chunks, rows["log_chunks"])
+            repo.add_events(conn, rows["events"])
+
+
+def _pipelined(conn: Connection) -> Any:
+    """On PostgreSQL (psycopg 3), send a commit's statements without waiting for each answer: one
+    round trip for them all instead of one each."""
+    driver = conn.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None)
+    return (
+        pipeline() if conn.dialect.name == "postgresql" and pipeline is not None else contextlib.nullcontext()
+    )
