@@ -539,3 +539,31 @@ def test_a_hand_written_plan_round_trips_through_json_exactly() -> None:
     )
     again = Plan.loads(the_plan.dumps())
     assert again == the_plan and again.dumps() == the_plan.dumps()
+
+
+def test_a_map_over_an_unchanged_list_is_answered_whole_from_the_cache() -> None:
+    sq = op("sq")
+    the_plan = plan(
+        [sq], PlanNode("sq", "sq", {"k": lit(2)}, kind="map", map_param="x", items=(lit(1), lit(2)))
+    )
+    first = Sim(the_plan)
+    first.step()
+    first.finish("sq[0]", 1)
+    first.finish("sq[1]", 4)
+    entry = next(row for row in first.machine.writes.rows["cache"] if row["node"] == "sq")
+    again = Sim(the_plan)
+    again.lookups.entries[entry["key"]] = entry["outputs"]
+    assert again.step() == []  # nothing to run, nothing expanded
+    assert again.status("sq") == "cached" and again.machine.writes.new_nodes == []
+    grown = Sim(
+        plan(
+            [sq],
+            PlanNode("sq", "sq", {"k": lit(2)}, kind="map", map_param="x", items=(lit(1), lit(2), lit(3))),
+        )
+    )
+    grown.lookups.entries[entry["key"]] = entry["outputs"]
+    assert grown.step() == [
+        "sq[0]",
+        "sq[1]",
+        "sq[2]",
+    ]  # another list: another map key (its items hit one by one)

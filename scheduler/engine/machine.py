@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from executors.base import Event, TaskResult
-from flowlib.hashing import node_key
+from flowlib.hashing import hash_labelled, node_key
 from flowlib.plan import OperatorSpec, Plan, PlanNode
 from flowlib.results import DONE, FINAL, NodeStatus
 from scheduler.engine import maps
@@ -262,6 +262,8 @@ class RunMachine:
     # -- maps ------------------------------------------------------------------------------------
     def _map_step(self, state: NodeState, now: float) -> None:
         node = state.node
+        if state.items is None and state.key is None and state.op.cache and self._map_cached(state, now):
+            return
         if state.items is None:
             if node.items is not None:
                 item_inputs = list(node.items)
@@ -274,6 +276,30 @@ class RunMachine:
             if nodes:
                 return
         self._gather(state, now)
+
+    def _map_cached(self, state: NodeState, now: float) -> bool:
+        """A map whose items' inputs and code are unchanged is answered whole from the cache, without
+        expanding (and recording) its items. Its key: the operator, the fixed inputs, and the list
+        mapped over (the upstream list's digest, or the digests of the literal items)."""
+        node = state.node
+        digests = {}
+        for param, value in node.inputs.items():
+            state.input_specs[param], digests[param] = resolve(value, self.states, self._elements)
+        if node.items is not None:
+            items = [resolve(item, self.states, self._elements)[1] for item in node.items]
+            digests[node.map_param] = hash_labelled(["items", items])  # type: ignore[index]
+        state.input_digests = digests
+        state.key = hash_labelled(["map", state.op.fingerprint, ["inputs", sorted(digests.items())]])
+        if not self.use_cache:
+            return False
+        entry = self.lookups.cached([state.key]).get(state.key)
+        problem = self.lookups.problem(entry["outputs"]) if entry is not None else None
+        if entry is not None and problem is None:
+            self._complete(state, dict(entry["outputs"]), now, cached=True)
+            return True
+        if problem is not None:
+            self._note(state, f"cache entry not used: {problem}; recomputed", now)
+        return False
 
     def _expand(self, state: NodeState, nodes: list[PlanNode], now: float) -> None:
         state.items = [item.name for item in nodes]
@@ -319,6 +345,15 @@ class RunMachine:
                 self.writes.store_writes.append((manifest, data))
                 self.writes.artifact(state.name, manifest.to_json(), now)
         cached = bool(items) and all(item.status is S.CACHED for item in items)
+        if state.key is not None:
+            columns = {
+                "cache_key": state.key,
+                "fingerprint": state.op.fingerprint,
+                "inputs": state.input_digests,
+            }
+            self._set(state, now, **columns)
+            if not cached:  # next time, the whole map is one cache hit
+                self._cache_entry(state, outputs, now)
         self._complete(state, outputs, now, cached=cached, attempts=0 if cached else 1, gathered=True)
 
     # -- attempts ----------------------------------------------------------------------------------
@@ -513,22 +548,7 @@ class RunMachine:
         if not cached and state.key is not None and not gathered:
             self.computed[state.key] = state.name
             if state.op.cache:
-                self.writes.add(
-                    "cache",
-                    {
-                        "key": state.key,
-                        "operator": state.op.qualname,
-                        "fingerprint": state.op.fingerprint,
-                        "inputs": state.input_digests,
-                        "outputs": stored,
-                        "serializers": {
-                            n: [r["serializer"], r["serializer_version"]] for n, r in stored.items()
-                        },
-                        "created_at": now,
-                        "run_id": self.run_id,
-                        "node": state.name,
-                    },
-                )
+                self._cache_entry(state, outputs, now)
         self._unblock(state)
         self._release_waiters(state, now)
 
@@ -540,6 +560,24 @@ class RunMachine:
             if child.waiting == 0 and child.status is S.PENDING:
                 self.ready.append(user)
                 self.writes.urgent = True  # the child may run only once this completion is committed
+
+    def _cache_entry(self, state: NodeState, outputs: dict[str, Any], now: float) -> None:
+        stored = {name: artifact(ref) for name, ref in outputs.items()}
+        serializers = {n: [r["serializer"], r["serializer_version"]] for n, r in stored.items()}
+        self.writes.add(
+            "cache",
+            {
+                "key": state.key,
+                "operator": state.op.qualname,
+                "fingerprint": state.op.fingerprint,
+                "inputs": state.input_digests,
+                "outputs": stored,
+                "serializers": serializers,
+                "created_at": now,
+                "run_id": self.run_id,
+                "node": state.name,
+            },
+        )
 
     def _release_waiters(self, state: NodeState, now: float) -> None:
         if state.key is None or self.computing.get(state.key) != state.name:

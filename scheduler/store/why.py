@@ -19,16 +19,16 @@ def explain(engine: Engine, run_id: str, node_name: str) -> dict[str, Any]:
         run = repo.require_run(conn, run_id)
         node = repo.require_node(conn, run, node_name)
         kept = [r for r in node.reasons or () if r.endswith("(--reuse-succeeded)")]
-        if node.fingerprint is None:
-            items = conn.scalars(
-                select(_N.name).where(_N.run_id == run.id, _N.map_parent == node_name).limit(1)
-            ).all()
+        items = conn.scalars(
+            select(_N.name).where(_N.run_id == run.id, _N.map_parent == node_name).limit(1)
+        ).all()
+        if items or node.fingerprint is None:
             if items:
                 how = " (every item came from the cache)" if node.cached else ""
                 return _answer(
                     node,
-                    f"node '{node_name}' ({node.status}) gathers the items of a map and has no cache key of its "
-                    f"own{how}; ask about an item, e.g. `flow why {run.id} '{items[0]}'`",
+                    f"node '{node_name}' ({node.status}) gathers the items of a map{how}; ask about an "
+                    f"item, e.g. `flow why {run.id} '{items[0]}'`",
                     [],
                 )
             return _answer(
