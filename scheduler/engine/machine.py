@@ -226,31 +226,17 @@ class RunMachine:
     def _to_run(self, state: NodeState, now: float) -> None:
         """Submit a node, unless this run computes its key already: then it waits for that."""
         key = state.key
-        if state.op.cache and key is not None:
-            computing = self.computing.get(key)
-            if computing is not None:
-                state.same_as = computing
-                self.waiters.setdefault(key, []).append(state.name)
-                self._set(
-                    state,
-                    now,
-                    status=S.QUEUED,
-                    cache_key=key,
-                    fingerprint=state.op.fingerprint,
-                    inputs=state.input_digests,
-                )
-                return
-            self.computing[key] = state.name
         # recorded now, so a resume can tell what changed even if this node fails or is interrupted
-        self._set(
-            state,
-            now,
-            status=S.QUEUED,
-            cache_key=key,
-            fingerprint=state.op.fingerprint,
-            inputs=state.input_digests,
-            executor=state.executor,
-        )
+        columns = {"cache_key": key, "fingerprint": state.op.fingerprint, "inputs": state.input_digests}
+        computing = self.computing.get(key) if state.op.cache and key is not None else None
+        if computing is not None:
+            state.same_as = computing
+            self.waiters.setdefault(key, []).append(state.name)  # type: ignore[arg-type]
+            self._set(state, now, status=S.QUEUED, **columns)
+            return
+        if state.op.cache and key is not None:
+            self.computing[key] = state.name
+        self._set(state, now, status=S.QUEUED, executor=state.executor, **columns)
         self._submit(state)
 
     def _same_as(self, state: NodeState, other: str, now: float) -> None:
