@@ -177,3 +177,17 @@ class Holding(Protocol):
 
     def submit_held(self, task: TaskSpec, on_event: EventSink) -> Future[TaskResult]: ...
     def release(self, task_ids: Collection[str]) -> None: ...
+
+
+def input_refs(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every artifact ref one worker input names (see executors.worker.load_input)."""
+    if "ref" in spec:
+        return [spec["ref"]]
+    if "fields" in spec:
+        return list(spec["fields"].values())
+    for kind in ("list", "tuple"):
+        if kind in spec:
+            return [ref for item in spec[kind] for ref in input_refs(item)]
+    if "dict" in spec:
+        return [ref for _, item in spec["dict"] for ref in input_refs(item)]
+    return []

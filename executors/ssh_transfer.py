@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from executors.base import TaskResult, TaskSpec
+from executors.base import TaskResult, TaskSpec, input_refs
 from flowlib.store import MANIFEST, ArtifactRef, ArtifactStore, parse_manifest
 
 CODE_MAX_FILES, CODE_MAX_BYTES = 5000, 32 << 20
@@ -47,26 +47,12 @@ def _shared_store(url: str) -> bool:
     return "://" in url and not url.startswith(("file://", "memory://"))
 
 
-def _refs_in(value: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The artifact refs one worker input names (see executors.worker.load_input)."""
-    if "ref" in value:
-        return [value["ref"]]
-    if "fields" in value:
-        return list(value["fields"].values())
-    for kind in ("list", "tuple"):
-        if kind in value:
-            return [ref for item in value[kind] for ref in _refs_in(item)]
-    if "dict" in value:
-        return [ref for _, item in value["dict"] for ref in _refs_in(item)]
-    return []
-
-
 def _input_refs(spec: TaskSpec) -> list[tuple[ArtifactRef, Mapping[str, bytes]]]:
     """(artifact, the input's inline bytes by digest) for every artifact input of `spec`."""
     found = []
     for value in spec.inputs.values():
         inline = value.get("inline") or {}
-        found.extend((ArtifactRef.from_json(ref), inline) for ref in _refs_in(value))
+        found.extend((ArtifactRef.from_json(ref), inline) for ref in input_refs(value))
     return found
 
 

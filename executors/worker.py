@@ -81,14 +81,10 @@ def _resolve(ref: Any) -> Any:
 def _namedtuple_class(cls_ref: list[str] | None, names: list[str]) -> Any:
     if cls_ref is None:
         return None  # a plain tuple output
+    from flowlib.loading import find_object
+
     module, qualname = cls_ref
-    try:
-        obj: Any = sys.modules.get(module) or import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    except Exception:
-        return namedtuple(qualname.rsplit(".", 1)[-1], names)
+    return find_object(module, qualname) or namedtuple(qualname.rsplit(".", 1)[-1], names)
 
 
 def load_input(store: Any, value: Mapping[str, Any], project_root: str = "") -> Any:

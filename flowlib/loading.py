@@ -14,6 +14,17 @@ from flowlib.errors import FlowError, PipelineLoadError
 from flowlib.workflows import Workflow
 
 
+def find_object(module: str, qualname: str) -> object | None:
+    """`module.qualname` if that module imports and has it, else None (the caller falls back)."""
+    try:
+        obj: object = sys.modules.get(module) or importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+    except Exception:
+        return None
+
+
 def module_name_for(path: Path) -> str:
     """The module name a pipeline file is imported under: its stem, as `import stem` would give,
     unless another module (say the standard library's) holds that name already."""

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from executors.base import OperatorRef, TaskSpec
+from executors.base import OperatorRef, TaskSpec, input_refs
 from flowlib.artifacts import INLINE_LIMIT, may_be_inline
 from flowlib.plan import OperatorSpec, Plan, unb64
 from flowlib.store import MANIFEST, parse_manifest
-from scheduler.engine.inputs import digests_in
 from scheduler.engine.machine import Submit
 from scheduler.store.blobs import Blobs
 
@@ -69,7 +68,7 @@ class TaskSpecs:
     def _with_bytes(self, spec: Mapping[str, Any]) -> Mapping[str, Any]:
         """The input as a worker takes it: "inline" maps digest -> bytes of each small artifact it
         names (a small list manifest's small elements included)."""
-        small = [ref for ref in digests_in(spec) if may_be_inline(ref)]
+        small = [ref for ref in input_refs(spec) if may_be_inline(ref)]
         if not small:
             return spec
         found = self.blobs.get_many([ref["digest"] for ref in small])

@@ -74,17 +74,3 @@ def _ref(value: RefInput, states: Mapping[str, NodeState], elements: Elements) -
     refs = {name: outputs[name] for name in fields}
     spec = {"fields": {name: artifact(ref) for name, ref in refs.items()}, "cls": cls}
     return spec, tuple_digest([ref["digest"] for ref in refs.values()])
-
-
-def digests_in(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every artifact ref a worker input spec names (to send small ones' bytes along)."""
-    if "ref" in spec:
-        return [spec["ref"]]
-    if "fields" in spec:
-        return list(spec["fields"].values())
-    for kind in ("list", "tuple"):
-        if kind in spec:
-            return [ref for item in spec[kind] for ref in digests_in(item)]
-    if "dict" in spec:
-        return [ref for _, item in spec["dict"] for ref in digests_in(item)]
-    return []

@@ -12,12 +12,12 @@ import sys
 import time
 from collections import namedtuple
 from collections.abc import Mapping
-from importlib import import_module
 from typing import Any
 
 from sqlalchemy import Engine, Row
 
 from flowlib.errors import FlowError, RunNotFound
+from flowlib.loading import find_object
 from flowlib.results import UNFINISHED, NodeResult, NodeStatus, RunResult, RunStatus, jsonable
 from scheduler.store import repository as repo
 
@@ -235,9 +235,9 @@ class Values:
         if ref:
             module, qualname = ref
             if self.classes:
-                found = _lookup(module, qualname) if module in sys.modules else None
+                found = find_object(module, qualname) if module in sys.modules else None
                 if found is None and self._import():
-                    found = _lookup(module, qualname)
+                    found = find_object(module, qualname)
                 if found is not None:
                     return found
             return namedtuple(qualname.rsplit(".", 1)[-1], names)
@@ -280,13 +280,3 @@ class Values:
 
 def _make(cls: Any, values: Any) -> Any:
     return tuple(values) if cls is tuple else cls(*values)
-
-
-def _lookup(module: str, qualname: str) -> Any:
-    try:
-        obj: Any = sys.modules.get(module) or import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    except Exception:
-        return None
