@@ -427,3 +427,33 @@ def test_reading_commands_never_import_the_pipeline(project) -> None:  # type: i
         assert read.code == 0, read
     assert (project.root / "imports.txt").read_text() == imported
     assert project.flow("outputs", run_id, "--json").json() == {"a": 1, "b": 2}
+
+
+BIG_MAP = """
+from flowlib import operator, workflow
+
+@operator
+def double(x: int) -> int:
+    return x * 2
+
+@operator
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+@workflow
+def w(n: int = 1500) -> int:
+    return total(double.map(list(range(n))))
+"""
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_map_whose_list_is_too_big_to_keep_inline_feeds_its_gather(project, executor: str) -> None:  # type: ignore[no-untyped-def]
+    # 1,500 element refs make a manifest over the inline limit: it lives in the store while its
+    # elements stay in the database, and the gathering node must still be sent their bytes
+    project.write("p.py", BIG_MAP)
+    done = project.flow("run", "p.py", "--executor", executor, "--json")
+    assert done.code == 0, done
+    assert done.json()["outputs"] == sum(range(1500)) * 2
+    shown = project.flow("outputs", "latest", "--json")
+    assert shown.code == 0, shown
+    assert shown.json() == sum(range(1500)) * 2

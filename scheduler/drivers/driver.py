@@ -103,7 +103,8 @@ class Driver:
             self._guard(handle, handle.machine.advance, now)
         due = [(h, h.machine.writes.take()) for h in self.runs.values() if self._commit_due(h)]
         if due:
-            for handle, writes in due:  # small artifacts go to tasks handed over before the commit
+            for handle, writes in due:  # what tasks handed over before the commit will read
+                handle.rows.write_files(writes)
                 handle.specs.blobs.remember(
                     {
                         row["digest"]: row["data"]

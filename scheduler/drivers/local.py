@@ -61,7 +61,7 @@ def make_handle(
         reasons=reasons,
         prior_attempts=prior_attempts,
     )
-    specs = TaskSpecs(plan, root_run_id=root_run_id, store_url=store.url, fsync=fsync, blobs=blobs)
+    specs = TaskSpecs(plan, root_run_id=root_run_id, store=store, fsync=fsync, blobs=blobs)
     return RunHandle(
         run_id, machine, RunRows(run_id, ids, store), specs, progress=progress, max_parallel=max_parallel
     )

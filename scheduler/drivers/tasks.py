@@ -10,7 +10,7 @@ from typing import Any
 from executors.base import OperatorRef, TaskSpec, input_refs
 from flowlib.artifacts import INLINE_LIMIT, may_be_inline
 from flowlib.plan import OperatorSpec, Plan, unb64
-from flowlib.store import MANIFEST, parse_manifest
+from flowlib.store import MANIFEST, ArtifactStore, CorruptArtifact, parse_manifest
 from scheduler.engine.machine import Submit
 from scheduler.store.blobs import Blobs
 
@@ -25,11 +25,13 @@ class TaskSpecs:
     root, and the bytes of the small artifacts its inputs name sent along (workers have no
     database)."""
 
-    def __init__(self, plan: Plan, *, root_run_id: str, store_url: str, fsync: bool, blobs: Blobs) -> None:
-        self.plan, self.root_run_id, self.store_url, self.fsync, self.blobs = (
+    def __init__(
+        self, plan: Plan, *, root_run_id: str, store: ArtifactStore, fsync: bool, blobs: Blobs
+    ) -> None:
+        self.plan, self.root_run_id, self.store, self.fsync, self.blobs = (
             plan,
             root_run_id,
-            store_url,
+            store,
             fsync,
             blobs,
         )
@@ -57,7 +59,7 @@ class TaskSpecs:
             resources=op.resources,
             timeout=op.timeout,
             distributed=op.distributed,
-            store_url=self.store_url,
+            store_url=self.store.url,
             fsync=self.fsync,
             checkpoint_ref=checkpoint_name(self.root_run_id, submit.node),
             project_root=str(self.root),
@@ -67,14 +69,21 @@ class TaskSpecs:
 
     def _with_bytes(self, spec: Mapping[str, Any]) -> Mapping[str, Any]:
         """The input as a worker takes it: "inline" maps digest -> bytes of each small artifact it
-        names (a small list manifest's small elements included)."""
-        small = [ref for ref in input_refs(spec) if may_be_inline(ref)]
-        if not small:
-            return spec
-        found = self.blobs.get_many([ref["digest"] for ref in small])
-        for ref in small:
-            data = found.get(ref["digest"])
-            if ref["serializer"] == MANIFEST and data is not None:
+        names, a list manifest's small elements included (a big manifest is read from the store)."""
+        refs = input_refs(spec)
+        small = [ref for ref in refs if may_be_inline(ref)]
+        found = self.blobs.get_many([ref["digest"] for ref in small]) if small else {}
+        for ref in refs:
+            if ref["serializer"] == MANIFEST:
+                data = found.get(ref["digest"]) or self._from_store(ref["digest"])
+                if data is None:
+                    continue  # the worker reports it missing, on the node that needs it
                 elements = [e.digest for e in parse_manifest(ref["digest"], data) if e.size <= INLINE_LIMIT]
                 found.update(self.blobs.get_many(elements))
         return {**spec, "inline": found} if found else spec
+
+    def _from_store(self, digest: str) -> bytes | None:
+        try:
+            return self.store.read_verified(digest)
+        except CorruptArtifact:
+            return None

@@ -88,13 +88,18 @@ class RunRows:
     def commit(self, session: Session, writes: Writes) -> None:
         if not writes and not writes.store_writes:
             return
-        for ref, data in writes.store_writes:
-            self.store.write(ref, data)
+        self.write_files(writes)
         if writes.changes:
             writes.event(None, "node_states", writes.changes, time.time())
         with session.transaction() as conn:
             self._write(conn, writes)
         session.committed()
+
+    def write_files(self, writes: Writes) -> None:
+        """Write the artifacts that go to the store (a map's big manifests), once."""
+        for ref, data in writes.store_writes:
+            self.store.write(ref, data)
+        writes.store_writes = []
 
     def _write(self, conn: Connection, writes: Writes) -> None:
         rows = writes.rows
