@@ -303,11 +303,13 @@ def test_follow_a_running_nodes_log(ada, server, project, tokens, shots) -> None
     assert wait_for(running, timeout=60)
     ada.goto(f"{server.url}/runs/{run_id}/nodes/chatty")
     assert ada.locator("#log-following").count() == 1
+    at_first = ada.locator("#log-live").text_content()
     assert until(ada, "() => document.getElementById('log-live').textContent.includes('line 12')", 30)
     shots.take(ada, "node_log_following")
     live = ada.locator("#log-live").inner_text()
-    assert "<" not in live and "line 12" in live
-    assert finished(server, run_id)["status"] == "succeeded"
+    assert "<" not in live and "line 12" in live and len(live) > len(at_first)  # it grew while we looked
+    assert server.request("POST", f"/api/runs/{run_id}/cancel")[0] == 200
+    assert finished(server, run_id)["status"] == "cancelled"
 
 
 def test_cancel_a_run_from_its_page(ada, server, project, tokens, shots) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from scheduler.ui.svg import el, num, path, shorten, svg
 
 PALETTE = ("#3366cc", "#dc6b19", "#2a9d4b", "#b8336a", "#7a5cc7", "#a07c10", "#1b8a8f", "#666666")
 W, H = 440.0, 230.0
+DRAWN = 400  # points per line at most: a longer series is thinned to its extremes per bucket
 LEFT, RIGHT, TOP, BOTTOM = 52.0, 14.0, 26.0, 34.0
 
 
@@ -70,14 +71,18 @@ def line_chart(title: str, series: list[Series], *, x_label: str = "step") -> Ma
         return TOP + plot_h - (y - y0) / (y1 - y0) * plot_h
 
     parts = [el("text", {"x": LEFT, "y": 16.0, "class": "chart-title"}, shorten(title, 60))]
-    parts += _axes(ticks(x0, x1), ticks(y0, y1), sx, sy, plot_w, plot_h, x_label)
+    x_ticks = ticks(x0, x1)
+    if all(float(x).is_integer() for x in xs):  # steps and trial numbers: no ticks between them
+        x_ticks = [t for t in x_ticks if float(t).is_integer()] or x_ticks
+    parts += _axes(x_ticks, ticks(y0, y1), sx, sy, plot_w, plot_h, x_label)
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
         if s.band:
-            upper = [(sx(x), sy(hi)) for x, _, hi in s.band]
-            lower = [(sx(x), sy(lo)) for x, lo, _ in reversed(s.band)]
+            band = s.band[:: max(1, len(s.band) // DRAWN)]
+            upper = [(sx(x), sy(hi)) for x, _, hi in band]
+            lower = [(sx(x), sy(lo)) for x, lo, _ in reversed(band)]
             parts.append(el("path", {"d": path(upper + lower) + " Z", "fill": colour, "class": "band"}))
-        points = [(sx(x), sy(y)) for x, y in s.points if math.isfinite(y)]
+        points = [(sx(x), sy(y)) for x, y in thinned(s.points) if math.isfinite(y)]
         if s.dots or len(points) == 1:
             parts += [el("circle", {"cx": x, "cy": y, "r": "3.5", "fill": colour}) for x, y in points]
         elif points:
@@ -102,9 +107,28 @@ def line_chart(title: str, series: list[Series], *, x_label: str = "step") -> Ma
     )
 
 
+def thinned(points: list[tuple[float, float]], limit: int = DRAWN) -> list[tuple[float, float]]:
+    """At most `limit` points: in each of limit/2 buckets, its lowest and highest (the shape stays)."""
+    if len(points) <= limit:
+        return points
+    size = math.ceil(len(points) / (limit // 2))
+    kept = []
+    for start in range(0, len(points), size):
+        bucket = [p for p in points[start : start + size] if math.isfinite(p[1])]
+        if bucket:
+            low, high = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+            kept += sorted({low, high}, key=lambda p: p[0])
+    return kept
+
+
 def _values_card(title: str, series: list[Series]) -> Markup:
     rows = [
-        el("tr", {}, el("td", {}, shorten(s.label, 40)), el("td", {"class": "num"}, tick_text(s.points[0][1])))
+        el(
+            "tr",
+            {},
+            el("td", {}, shorten(s.label, 40)),
+            el("td", {"class": "num"}, tick_text(s.points[0][1])),
+        )
         for s in series[:20]
         if s.points
     ]

@@ -20,10 +20,14 @@ def rows_of(conn: Connection, run: Row, node: str | None = None) -> list[dict[st
     when the run has few cached nodes (each one is a lookup)."""
     from scheduler.store.logs import node_metrics
 
-    query = select(metrics).where(metrics.c.run_id == run.id)
+    m = metrics.c
+    query = select(m.node, m.attempt, m.name, m.value, m.step).where(m.run_id == run.id)
     if node is not None:
-        query = query.where(metrics.c.node == node)
-    own = [dict(row._mapping) for row in conn.execute(query.order_by(metrics.c.id))]
+        query = query.where(m.node == node)
+    own = [
+        {"node": n, "attempt": a, "name": name, "value": v, "step": step}
+        for n, a, name, v, step in conn.execute(query.order_by(m.id))
+    ]
     if own and node is not None:
         return own
     cached = select(func.count()).where(nodes.c.run_id == run.id, nodes.c.cached)
@@ -111,12 +115,12 @@ def overlaid(per_run: dict[str, list[dict[str, Any]]]) -> dict[str, list[Series]
     charts: dict[str, list[Series]] = defaultdict(list)
     for run_id, rows in per_run.items():
         for name, logged in by_name(rows).items():
-            nodes_logging = {row["node"] for row in logged}
-            if len(nodes_logging) == 1:
+            per_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in logged:
+                per_node[row["node"]].append(row)
+            if len(per_node) == 1:
                 charts[name].append(Series(run_id, _points(logged)))
             else:
-                summed = _summed(
-                    run_id, [[r for r in logged if r["node"] == n] for n in sorted(nodes_logging)]
-                )
+                summed = _summed(run_id, [per_node[n] for n in sorted(per_node)])
                 charts[name].append(Series(run_id, summed.points))
     return dict(sorted(charts.items()))

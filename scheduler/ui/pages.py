@@ -70,6 +70,11 @@ def pretty(value: Any, limit: int = 20_000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n… (cut)"
 
 
+def short_path(path: str, limit: int = 48) -> str:
+    """A file path as its tail (a code snapshot's folder is a long digest)."""
+    return path if len(path) <= limit else "…" + path[-(limit - 1) :]
+
+
 class Pages:
     """The templates of one server."""
 
@@ -81,7 +86,9 @@ class Pages:
             lstrip_blocks=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(when=when, duration=duration, value=shown_value, pretty=pretty)
+        self.env.filters.update(
+            when=when, duration=duration, value=shown_value, pretty=pretty, shortpath=short_path
+        )
 
     def render(self, viewer: Viewer | None, template: str, status: int = 200, **data: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(viewer=viewer, **data)

@@ -11,7 +11,7 @@ from markupsafe import Markup
 from scheduler.ui.charts import tick_text
 from scheduler.ui.svg import el, path, shorten, svg
 
-SHADES = ("#0b3d91", "#2f64b5", "#5b8bd0", "#8fb2e3", "#c3d5f0")  # best to worst
+SHADES = ("#173f8a", "#3f6fb8", "#7c8fa6", "#d08a3c", "#e0662b")  # best to worst
 MISSING = "#c9c9c9"
 
 
@@ -49,8 +49,8 @@ def parallel(
     height, top, bottom, left = 300.0, 34.0, 30.0, 60.0
     step = (width - 2 * left) / max(1, len(axes) - 1)
 
-    def y(fraction: float) -> float:
-        return top + (1 - fraction) * (height - top - bottom)
+    def y(fraction: float) -> float:  # kept off the ends, so lines at the extremes stay visible
+        return top + (1 - (0.04 + 0.92 * fraction)) * (height - top - bottom)
 
     scores = [v for _, v in rows if v is not None and math.isfinite(v)]
     low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, Text, cast, func, select
 
 from scheduler.store.listing import STORED
 from scheduler.store.models import metrics, runs
@@ -99,6 +99,23 @@ def matches(params: Any, name: str, text: str) -> bool:
         return text.lower() == str(value).lower()
 
 
+def _needle(text: str) -> str | None:
+    """Text that the JSON of every matching value contains, or None when there is no such text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 5.0 is written 5 in an int parameter, 5.0 in a float one
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, str) and value and all(c.isascii() and (c.isalnum() or c in "._-+ ") for c in value):
+        return value
+    return None
+
+
 def find(conn: Connection, q: Query) -> Listed:
     """One page of runs as the runs page shows them."""
     query = select(*COLUMNS)
@@ -108,6 +125,10 @@ def find(conn: Connection, q: Query) -> Listed:
     if q.status:
         query = query.where(_R.status.in_(STORED.get(q.status, [q.status])))
     test = q.param_test()
+    needle = _needle(test[1]) if test is not None else None
+    if needle:  # a cheap first cut in SQL: the value's JSON text is in the parameters' JSON
+        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(cast(_R.params, Text).ilike(pattern, escape="\\"))
     streamed = test is not None or q.status in STORED  # shown status or a parameter: checked here
     start = (max(q.page, 1) - 1) * PAGE
     if not streamed:
