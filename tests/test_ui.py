@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -354,3 +355,58 @@ def test_a_state_change_without_the_session_or_its_csrf_token_is_refused(
     assert context.request.post(url, form={"csrf": csrf}, max_redirects=0).status == 303
     context.close()
     assert finished(server, run_id)["status"] == "cancelled"
+
+
+# -- the drawing and the forms, without a browser ---------------------------------------------------------
+def test_look_alike_nodes_fold_into_one_box_and_boxes_never_overlap() -> None:
+    from scheduler.ui import dag
+    from scheduler.ui.layout import BOX_W, layout
+
+    leaves = [(f"leaf-{i}" if i else "leaf", "leaf", "task", []) for i in range(10_000)]
+    nodes = [("load", "load", "task", []), *leaves, ("train", "train", "map", ["load"])]
+    nodes.append(("total", "total", "task", [name for name, *_ in leaves] + ["train"]))
+    shape = dag.fold(nodes)
+    assert [box.kind for box in shape.boxes] == ["task", "group", "map", "task"]
+    assert len(shape.boxes[1].members) == 10_000 and shape.index["leaf-9999"] == 1
+    placed = layout(len(shape.boxes), shape.edges)
+    spots = sorted(zip(placed.y, placed.x, strict=True))
+    for (y1, x1), (y2, x2) in itertools.pairwise(spots):
+        assert y1 != y2 or x2 - x1 >= BOX_W  # side by side in a layer, never on top of each other
+    assert placed.y[3] > max(placed.y[:3])  # total below everything it reads
+
+
+def test_a_launch_form_follows_the_annotations() -> None:
+    from scheduler.ui import forms
+
+    fields = forms.from_parameters(
+        [
+            {"name": "n", "type": "int", "default": 3},
+            {"name": "lr", "type": "float", "default": 0.1},
+            {"name": "fast", "type": "bool", "default": False},
+            {"name": "data", "type": "Path", "default": "in.csv"},
+            {"name": "sizes", "type": "list[int]", "default": [1, 2]},
+            {"name": "opts", "type": "dict[str, float] | None", "default": None},
+            {"name": "tag", "type": "str | None", "default": None},
+        ]
+    )
+    assert [(f.name, f.widget, f.value) for f in fields] == [
+        ("n", "number", "3"),
+        ("lr", "number", "0.1"),
+        ("fast", "checkbox", "False"),
+        ("data", "text", "in.csv"),
+        ("sizes", "json", "[1, 2]"),
+        ("opts", "json", ""),
+        ("tag", "text", ""),
+    ]
+    sent = forms.submitted(
+        fields, {"n": "5", "lr": "", "fast": "true", "data": "x.csv", "sizes": "[3]", "tag": ""}
+    )
+    assert sent == {"n": "5", "fast": "true", "data": "x.csv", "sizes": "[3]"}  # blanks keep their defaults
+
+
+def test_what_users_wrote_is_escaped_in_drawings() -> None:
+    from scheduler.ui.charts import Series, line_chart
+
+    drawn = str(line_chart("<b>loss</b>", [Series('<script>alert("x")</script>', [(0, 1.0), (1, 0.5)])]))
+    assert "<script>" not in drawn and "<b>" not in drawn
+    assert "&lt;script&gt;" in drawn and "&lt;b&gt;loss&lt;/b&gt;" in drawn

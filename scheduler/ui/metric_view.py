@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, func, select
 from scheduler.store.models import metrics, nodes
 from scheduler.ui.charts import Series
 
+AGGREGATE_AT = 5000  # metric rows of a run past which its charts are summed up in SQL
 SEPARATE = 8  # past this many nodes logging one metric in one box, draw their mean and range
 ORIGINS_FOLLOWED = 50  # cached nodes whose metrics are looked up in the runs that computed them
 
@@ -88,6 +89,37 @@ def run_charts(rows: list[dict[str, Any]], box_of: dict[str, str]) -> dict[str, 
                 series.append(_summed(box, [per_node[node] for node in members]))
         charts[name] = series
     return charts
+
+
+def run_chart_data(conn: Connection, run: Row, box_of: dict[str, str]) -> dict[str, list[Series]]:
+    """The run page's charts; a run with many metric rows is summed up by the database (per
+    metric, box and step: the mean with its min-max band), so the page stays fast."""
+    m, n = metrics.c, nodes.c
+    if (conn.scalar(select(func.count()).where(m.run_id == run.id)) or 0) <= AGGREGATE_AT:
+        return run_charts(rows_of(conn, run), box_of)
+    where = func.coalesce(n.map_parent, m.node)
+    query = (
+        select(m.name, where, m.step, func.count(), func.avg(m.value), func.min(m.value), func.max(m.value))
+        .select_from(metrics.join(nodes, (n.run_id == m.run_id) & (n.name == m.node)))
+        .where(m.run_id == run.id)
+        .group_by(m.name, where, m.step)
+        .order_by(m.name, where, m.step)
+    )
+    merged: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(dict)
+    for name, node, step, count, mean, low, high in conn.execute(query):
+        box = box_of.get(node, node)
+        at = merged[(name, box)].setdefault(float(step) if step is not None else 0.0, [0, 0.0, low, high])
+        at[0], at[1] = at[0] + count, at[1] + mean * count
+        at[2], at[3] = min(at[2], low), max(at[3], high)
+    charts: dict[str, list[Series]] = defaultdict(list)
+    for (name, box), steps in sorted(merged.items()):
+        xs = sorted(steps)
+        counts = max(steps[x][0] for x in xs)
+        label = f"{box} (mean of {counts}, min-max)" if counts > 1 else box
+        points = [(x, steps[x][1] / steps[x][0]) for x in xs]
+        band = [(x, steps[x][2], steps[x][3]) for x in xs] if counts > 1 else []
+        charts[name].append(Series(label, points, band))
+    return dict(charts)
 
 
 def _summed(box: str, logs: list[list[dict[str, Any]]]) -> Series:

@@ -23,6 +23,17 @@ from scheduler.ui import actions, charts, dag_svg, metric_view, run_view, runs_q
 from scheduler.ui.pages import HEADERS, Pages
 from scheduler.ui.session import identify
 
+
+class _ItemsInMaps(dict):
+    """Node name -> the box it is drawn in; a map's item (`train[3]`) goes to its map's box."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = super().get(name)
+        if found is None and name.endswith("]"):
+            found = super().get(name.rsplit("[", 1)[0])
+        return found if found is not None else default
+
+
 STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -137,13 +148,10 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         viewer = identify(ctx, request)
         live = run_drawing(run_id)
         run = live["run"]
+        box_names = {name: live["boxes"][i].name for name, i in live["box_of"].items()}
         with ctx.engine.connect() as conn:
             failed = run_view.failed_nodes(conn, run.id)
-            metric_rows = metric_view.rows_of(conn, run)
-        box_names = {name: live["boxes"][i].name for name, i in live["box_of"].items()}
-        for row_name in {row["node"] for row in metric_rows} - set(box_names):
-            base = row_name.rsplit("[", 1)[0]  # a map item: drawn in its map's box
-            box_names[row_name] = box_names.get(base, row_name)
+            run_charts = metric_view.run_chart_data(conn, run, _ItemsInMaps(box_names))
         outputs, outputs_note = run_view.outputs_shown(ctx.engine, ctx.reader(), run)
         return pages.render(
             viewer,
@@ -153,7 +161,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             failed=failed,
             outputs=outputs,
             outputs_note=outputs_note,
-            charts=metric_view.run_charts(metric_rows, box_names),
+            charts=run_charts,
             line_chart=charts.line_chart,
             may=actions.allowed(viewer.user, run, live["status"], alive=scheduler_alive(run)),
             relaunch=actions.relaunch_fields(ctx, run),
