@@ -103,7 +103,9 @@ def line_chart(title: str, series: list[Series], *, x_label: str = "step") -> Ma
         "figure",
         {"class": "chart-box"},
         svg(W, H, *parts, label=title),
-        el("figcaption", {"class": "legend"}, *legend, more) if len(series) > 1 else Markup(""),
+        el("figcaption", {"class": "legend"}, *legend, more)
+        if len(series) > 1 or series[0].label != title
+        else Markup(""),
     )
 
 

@@ -98,8 +98,8 @@ def box_states(conn: Connection, run: Row, shape: dag.Shape, shown: str) -> list
         box = shape.index.get(name)
         if box is None:
             continue
-        if box in has_items:  # a map's own row is its gather: it counts only when it went wrong
-            if state in ("failed", "upstream_failed", "cancelled"):
+        if box in has_items:  # a map's own row is its gather: it counts only when it failed itself
+            if state == "failed":
                 states[box].counts[state] += 1
             continue
         seen(box, state, 1, started, ended)
