@@ -19,7 +19,7 @@ from scheduler.server.context import ServerContext
 from scheduler.store import repository as repo
 from scheduler.store.models import runs
 from scheduler.store.readback import scheduler_alive, shown_status
-from scheduler.ui import actions, charts, dag_svg, metric_view, run_view, runs_query, static
+from scheduler.ui import actions, charts, dag_svg, metric_view, run_view, runs_query, static, views_more
 from scheduler.ui.pages import HEADERS, Pages
 from scheduler.ui.session import identify
 
@@ -187,8 +187,6 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             },
             headers=HEADERS,
         )
-
-    from scheduler.ui import views_more
 
     views_more.add(ui, ctx, pages, current_user)
     actions.add(ui, ctx, pages, current_user)
