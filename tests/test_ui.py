@@ -338,7 +338,8 @@ def test_a_state_change_without_the_session_or_its_csrf_token_is_refused(
     url = f"{server.url}/runs/{run_id}/cancel"
     assert context.request.post(url, form={}, max_redirects=0).status == 403  # no CSRF token
     assert context.request.post(url, form={"csrf": "0" * 64}, max_redirects=0).status == 403  # a wrong one
-    assert context.request.post(f"{server.url}/api/runs/{run_id}/cancel").status == 403  # the API: cookie alone
+    api_cancel = f"{server.url}/api/runs/{run_id}/cancel"
+    assert context.request.post(api_cancel).status == 403  # the API with the cookie alone
     bearer = browser.new_context()  # the right token and a bearer header, but no session cookie
     answer = bearer.request.post(
         url, form={"csrf": csrf}, headers={"Authorization": f"Bearer {tokens['ada']}"}, max_redirects=0
