@@ -1,0 +1,1 @@
+"""The web UI of `flow server` and `flow ui`: server-rendered pages over the run database."""
