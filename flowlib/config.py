@@ -12,9 +12,9 @@ from flowlib.errors import ConfigError
 # section -> key -> accepted types; an executor section not listed accepts any keys (plugins).
 _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "flow": {"home": (str,), "db": (str,), "artifacts": (str,), "executor": (str,), "fsync": (bool,)},
-    "executors.local": {"workers": (int,)},
+    "executors.local": {"workers": (int,), "start": (str,)},  # start: "fork" (warm, default) or "spawn"
     "executors.inline": {},
-    "executors.gpu": {"workers": (int,), "devices": (list,)},
+    "executors.gpu": {"workers": (int,), "devices": (list,), "start": (str,)},
     "executors.ssh": {
         "hosts": (list,),
         "host": (list,),  # [[executors.ssh.host]] tables: address, labels, gpu_type, gpus, slots
