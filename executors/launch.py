@@ -112,6 +112,7 @@ class Template:
         self._pending: dict[int, Forked] = {}  # request -> its worker, until forked
         self._children: dict[int, Forked] = {}  # pid -> its worker, until it ended
         self._closing = False
+        self._ready = False  # its imports are done
         self._reader = threading.Thread(target=self._read, name="flowlib-template", daemon=True)
         self._reader.start()
 
@@ -137,9 +138,12 @@ class Template:
             return False
 
     def close(self) -> None:
-        """End the template; it kills the workers it still has."""
+        """End the template: it kills the workers it still has; one still importing is killed."""
         with self.lock:
             self._closing = True
+            importing = not self._ready
+        if importing:
+            _kill(self.process.pid)  # it has forked nothing yet, and its imports may take seconds
         try:
             self._control.shutdown(socket.SHUT_RDWR)  # wakes the reader; the template reads EOF
         except OSError:
@@ -148,7 +152,7 @@ class Template:
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            _kill(self.process.pid)
             self.process.wait()
         self._control.close()
 
@@ -156,6 +160,8 @@ class Template:
         while True:
             try:
                 data = self._control.recv(PACKET)
+            except ConnectionResetError:
+                continue  # it exited with requests unread: said once, then what it sent still comes
             except OSError:
                 data = b""
             if not data:
@@ -174,7 +180,9 @@ class Template:
 
     def _take(self, message: tuple) -> None:
         kind = message[0]
-        if kind == "unusable":
+        if kind == "ready":
+            self._ready = True
+        elif kind == "unusable":
             self._fail(message[1])
         elif kind == "forked":
             worker = self._pending.pop(message[1])

@@ -94,6 +94,8 @@ class WorkerPool:
             except OSError:
                 pass
             worker.kill()
+        if self._launcher is not None:
+            self._launcher.close()  # before the waits: a worker it has yet to fork never will be
         for worker in self._workers:
             try:
                 worker.process.wait(timeout=5)
@@ -101,8 +103,6 @@ class WorkerPool:
                 pass
             worker.forget_log()
             worker.exited()
-        if self._launcher is not None:
-            self._launcher.close()
         with self._lock:
             pending = [w.task for w in self._workers if w.task] + list(self._queue) + list(self._seating)
             self._queue.clear()

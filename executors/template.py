@@ -35,6 +35,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 PACKET = 1 << 16
@@ -135,6 +136,12 @@ class _Server:
         self.zombies: set[int] = set()  # ended and reported, reaped once the pool asks
 
     def run(self) -> None:
+        try:
+            self._serve()
+        except OSError:  # the pool's end is gone: nobody is left to serve
+            pass
+
+    def _serve(self) -> None:
         while True:
             fds = [self.control, *(fd for fd in self.live.values() if fd is not None)]
             ready, _, _ = select.select(fds, [], [], 1.0)
@@ -146,7 +153,10 @@ class _Server:
 
     def _take(self) -> bool:
         """Handle one request; False once the pool's end closed."""
-        data, fds, _, _ = socket.recv_fds(self.control, PACKET, 64)
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, PACKET, 64)
+        except OSError:  # the pool's end closed with our reports unread
+            return False
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -193,13 +203,25 @@ class _Server:
             send(self.control, ("exited", pid, code))
 
     def stop(self) -> None:
-        """Take every worker's process group down with the template."""
+        """Take every worker's process group down with the template, and reap them."""
         for pid in [*self.live, *self.zombies]:
             for kill in (os.killpg, os.kill):
                 try:
                     kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+        deadline = time.monotonic() + 2.0
+        left = set(self.live) | self.zombies
+        while left and time.monotonic() < deadline:
+            for pid in list(left):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    left.discard(pid)
+            if left:
+                time.sleep(0.01)
 
 
 def main() -> None:
@@ -214,7 +236,10 @@ def main() -> None:
     problem = _prepare(sys_path, warm)
     for name in filter(None, unset.split(",")):
         os.environ.pop(name, None)  # set for the imports only: the workers see the user's environment
-    send(control, ("ready",) if problem is None else ("unusable", problem))
+    try:
+        send(control, ("ready",) if problem is None else ("unusable", problem))
+    except OSError:
+        return  # the pool is gone already
     if problem is not None:
         return
     server = _Server(control)
