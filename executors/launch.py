@@ -58,8 +58,9 @@ class Forked:
         with self._template.lock:
             if self.started is None:
                 self._kill = True
-            elif self.started and not self._reaped:
-                _kill(self.pid or 0)
+            elif self.started and self.pid and not self._reaped and not self._template.gone:
+                # until reaped (the template keeps it a zombie) its pid and group id cannot be reused
+                _kill(self.pid)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Its returncode (None when the template could not say) once it ended; then it is reaped."""
@@ -113,6 +114,7 @@ class Template:
         self._children: dict[int, Forked] = {}  # pid -> its worker, until it ended
         self._closing = False
         self._ready = False  # its imports are done
+        self.gone = False  # it has exited: its workers' pids may belong to others now
         self._reader = threading.Thread(target=self._read, name="flowlib-template", daemon=True)
         self._reader.start()
 
@@ -170,6 +172,7 @@ class Template:
             with self.lock:
                 self._take(message)
         with self.lock:
+            self.gone = True
             self._fail("the worker template exited")
             for worker in self._pending.values():
                 worker.ended(None, started=False)
@@ -209,8 +212,18 @@ def _pipelines() -> list[tuple[str, str]]:
     return sorted(LOADED.items())
 
 
+_INSTALLED = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+MAX_SCANNED = 200  # the user's files read for their imports, at most
+
+
 def _users(file: str | None, roots: Collection[str]) -> bool:
-    return bool(file) and "-packages" not in file and any(file.startswith(root) for root in roots)
+    """Whether `file` is the user's own code: under a pipeline's folder, not an installed package."""
+    return (
+        bool(file)
+        and "-packages" not in file
+        and not file.startswith(_INSTALLED)
+        and any(file.startswith(root) for root in roots)
+    )
 
 
 def warm_modules(pipelines: Mapping[str, str]) -> list[str]:
@@ -223,7 +236,7 @@ def warm_modules(pipelines: Mapping[str, str]) -> list[str]:
         getattr(m, "__file__", None) or "" for _, m in modules if _users(getattr(m, "__file__", None), roots)
     )
     names: set[str] = set()
-    for file in sorted(filter(None, own)):
+    for file in sorted(filter(None, own))[:MAX_SCANNED]:
         try:
             with open(file, "rb") as f:
                 tree = ast.parse(f.read())
