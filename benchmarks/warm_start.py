@@ -3,7 +3,7 @@
 started before), against `inline`. Run by hand; needs pandas and scikit-learn:
 
     .venv/bin/pip install pandas scikit-learn
-    .venv/bin/python benchmarks/warm_start.py [--repeat 5] [--workers 2]
+    .venv/bin/python benchmarks/warm_start.py [--repeat 5] [--workers 2,4]
 
 Twelve short nodes, Kedro's spaceflights in miniature (synthetic data, no downloads), whose
 module imports pandas and scikit-learn. Each repetition runs every configuration once, in
@@ -134,11 +134,14 @@ def spaceflights(n: int = 2000) -> str:
                    "forest": evaluate(forest, s.x_test, s.y_test)})
 """
 
-CONFIGS = {
-    "inline": ("inline", ""),
-    "local, spawn (before)": ("local", 'start = "spawn"'),
-    "local, fork (after)": ("local", 'start = "fork"'),
-}
+
+def configs(workers: list[int]) -> dict[str, tuple[str, str, int]]:
+    """name -> (executor, the [executors.local] start line, workers)."""
+    found = {"inline": ("inline", "", 1)}
+    for n in workers:
+        found[f"local, {n} workers, spawn (before)"] = ("local", 'start = "spawn"', n)
+        found[f"local, {n} workers, fork (after)"] = ("local", 'start = "fork"', n)
+    return found
 
 
 def flow_once(folder: Path, executor: str, start: str, workers: int) -> float:
@@ -167,30 +170,31 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="2", help="comma-separated worker counts of `local`")
     args = parser.parse_args()
     for needed in ("pandas", "sklearn"):
         try:
             __import__(needed)
         except ImportError:
             raise SystemExit(f"{needed} is missing: pip install pandas scikit-learn") from None
+    cases = configs([int(n) for n in args.workers.split(",")])
     with tempfile.TemporaryDirectory(prefix="flowlib-warm-") as tmp:
         folder = Path(tmp)
         (folder / "pipeline.py").write_text(PIPELINE)
-        flow_once(folder, "inline", "", args.workers)  # warms the OS file cache and writes .pyc files
-        times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+        flow_once(folder, "inline", "", 1)  # warms the OS file cache and writes .pyc files
+        times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.repeat):
-            for name, (executor, start) in CONFIGS.items():
-                times[name].append(flow_once(folder, executor, start, args.workers))
+            for name, (executor, start, workers) in cases.items():
+                times[name].append(flow_once(folder, executor, start, workers))
     inline = statistics.median(times["inline"])
     print(
-        f"spaceflights-like pipeline, 12 nodes, {args.workers} workers, {os.cpu_count()} CPUs; "
-        f"median wall seconds of `flow run --no-cache` over {args.repeat} interleaved runs"
+        f"spaceflights-like pipeline, 12 nodes, {os.cpu_count()} CPUs; median wall seconds of "
+        f"`flow run --no-cache` over {args.repeat} interleaved runs"
     )
-    print(f"{'configuration':<24} {'median s':>9} {'min s':>7} {'/ inline':>9}")
+    print(f"{'configuration':<32} {'median s':>9} {'min s':>7} {'/ inline':>9}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<24} {median:>9.2f} {min(values):>7.2f} {median / inline:>9.2f}")
+        print(f"{name:<32} {median:>9.2f} {min(values):>7.2f} {median / inline:>9.2f}")
 
 
 if __name__ == "__main__":
