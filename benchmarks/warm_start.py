@@ -7,14 +7,17 @@ started before), against `inline`. Run by hand; needs pandas and scikit-learn:
 
 Twelve short nodes, Kedro's spaceflights in miniature (synthetic data, no downloads), whose
 module imports pandas and scikit-learn. Each repetition runs every configuration once, in
-turn, so the machine's drift hits all alike; the table gives the median wall seconds of
-`flow run --no-cache` (a fresh process each time, as a user runs it) and their ratio to inline.
+turn, so the machine's drift hits all alike; the table gives the median (and least) wall seconds
+of `flow run --no-cache` (a fresh process each time, as a user runs it), the median's ratio to
+inline, and the median CPU seconds of the run and every process it started (what a busy machine
+pays, whatever else runs on it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -144,13 +147,15 @@ def configs(workers: list[int]) -> dict[str, tuple[str, str, int]]:
     return found
 
 
-def flow_once(folder: Path, executor: str, start: str, workers: int) -> float:
+def flow_once(folder: Path, executor: str, start: str, workers: int) -> tuple[float, float]:
+    """One `flow run`: its wall seconds, and the CPU seconds of it and every process it started."""
     (folder / "flow.toml").write_text(
         f'[flow]\nexecutor = "{executor}"\nfsync = false\n\n[executors.local]\nworkers = {workers}\n{start}\n'
     )
     shutil.rmtree(folder / ".flow", ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
     flow = str(Path(sys.executable).with_name("flow"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         [flow, "run", "pipeline.py", "--no-cache", "--json"],
@@ -160,9 +165,10 @@ def flow_once(folder: Path, executor: str, start: str, workers: int) -> float:
         text=True,
     )
     took = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"flow run failed ({executor} {start}):\n{done.stderr}")
-    return took
+    return took, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -182,19 +188,21 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "pipeline.py").write_text(PIPELINE)
         flow_once(folder, "inline", "", 1)  # warms the OS file cache and writes .pyc files
-        times: dict[str, list[float]] = {name: [] for name in cases}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
         for _ in range(args.repeat):
             for name, (executor, start, workers) in cases.items():
                 times[name].append(flow_once(folder, executor, start, workers))
-    inline = statistics.median(times["inline"])
+    inline = statistics.median(wall for wall, _ in times["inline"])
     print(
-        f"spaceflights-like pipeline, 12 nodes, {os.cpu_count()} CPUs; median wall seconds of "
-        f"`flow run --no-cache` over {args.repeat} interleaved runs"
+        f"spaceflights-like pipeline, 12 nodes, {os.cpu_count()} CPUs; `flow run --no-cache` over "
+        f"{args.repeat} interleaved runs: wall seconds (median, min) and CPU seconds of all its processes"
     )
-    print(f"{'configuration':<32} {'median s':>9} {'min s':>7} {'/ inline':>9}")
+    print(f"{'configuration':<32} {'median s':>9} {'min s':>7} {'/ inline':>9} {'CPU s':>7}")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<32} {median:>9.2f} {min(values):>7.2f} {median / inline:>9.2f}")
+        walls = [wall for wall, _ in values]
+        median = statistics.median(walls)
+        cpu = statistics.median(cpu for _, cpu in values)
+        print(f"{name:<32} {median:>9.2f} {min(walls):>7.2f} {median / inline:>9.2f} {cpu:>7.2f}")
 
 
 if __name__ == "__main__":
