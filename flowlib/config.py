@@ -19,9 +19,9 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
         "fsync": (bool,),
         "db_outage_seconds": (int, float),
     },
-    "executors.local": {"workers": (int,)},
+    "executors.local": {"workers": (int,), "start": (str,)},  # start: "fork" (warm, default) or "spawn"
     "executors.inline": {},
-    "executors.gpu": {"workers": (int,), "devices": (list,)},
+    "executors.gpu": {"workers": (int,), "devices": (list,), "start": (str,)},
     "executors.ssh": {
         "hosts": (list,),
         "host": (list,),  # [[executors.ssh.host]] tables: address, labels, gpu_type, gpus, slots
