@@ -1,0 +1,384 @@
+"""One chaos trial: run a DAG, inject one fault at a random moment, recover, and check.
+
+Each kind of fault is a function that drives the run, breaks it, recovers it, and returns a
+`Broken`: which run holds the final outputs, which nodes were committed as succeeded at the
+fault (read from the database at that moment, before the marks), the marks at that moment, the
+nodes allowed to execute again (a corrupted artifact's producer), and the recovery time.
+`run_trial` then applies every check of benchmarks.chaoslib.checks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import update
+
+from benchmarks.chaoslib.checks import Artifacts, artifact_producers, integrity, lost_outputs, reexecuted
+from benchmarks.chaoslib.dag import Dag
+from benchmarks.chaoslib.project import DONE, Project
+from benchmarks.chaoslib.services import (
+    Postgres,
+    Tmpfs,
+    kill_group,
+    start_server,
+    wait_group_gone,
+    why_not_postgres,
+    why_not_tmpfs,
+)
+
+KINDS = ("kill-run", "kill-worker", "kill-server", "pg-restart", "disk-full", "corrupt")
+
+
+@dataclass
+class Reference:
+    """A fault-free run of a DAG: its outputs, and the bytes its artifact files took."""
+
+    outputs: dict[str, Any]
+    store_bytes: int
+
+
+@dataclass
+class Trial:
+    kind: str
+    seed: int
+    dag: Dag
+    reference: Reference
+    project: Project
+    postgres: Postgres | None
+    rng: random.Random
+    problems: list[str] = field(default_factory=list)  # deviations from what the docs promise
+    notes: list[str] = field(default_factory=list)  # what happened, for the log
+    cleanup: list[Callable[[], None]] = field(default_factory=list)  # after the checks
+
+
+@dataclass
+class Broken:
+    final: str | None  # the run that holds the outputs after recovery
+    succeeded: set[str]  # committed as succeeded at the fault
+    marks: Counter[str]  # executions counted at the fault
+    recovery_s: float | None
+    allowed: set[str] = field(default_factory=set)  # nodes that may (must) execute again
+
+
+@dataclass
+class Outcome:
+    kind: str
+    seed: int
+    nodes: int
+    lost: list[str]
+    reexecuted: list[str]
+    corrupt: list[str]
+    integrity: list[str]
+    problems: list[str]
+    notes: list[str]
+    recovery_s: float | None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.reexecuted or self.corrupt or self.integrity or self.problems)
+
+
+def why_not(kind: str) -> str | None:
+    """Why trials of `kind` cannot run here, or None."""
+    if kind in ("kill-server", "pg-restart"):
+        return why_not_postgres()
+    if kind == "disk-full":
+        return why_not_tmpfs()
+    return None
+
+
+def reference_run(dag: Dag, folder: Path) -> Reference:
+    """Outputs of a fault-free run with the inline executor in a clean home (no sleeps)."""
+    project = Project(folder / "proj", extra_env={"CHAOS_FAST": "1"}).setup(dag.source())
+    done = project.flow("run", "p.py", "--executor", "inline", "--json")
+    if done.code != 0:
+        raise RuntimeError(f"the reference run failed: exit {done.code}\n{done.err[-3000:]}")
+    size = sum(p.stat().st_size for p in (project.store / "objects").rglob("*") if p.is_file())
+    return Reference(done.json()["outputs"], size)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def at_fault(project: Project, run_id: str) -> tuple[set[str], Counter[str]]:
+    """What is committed as succeeded now, then the executions so far (in that order: a node
+    commits after its mark, so every succeeded node's own execution is among the marks read)."""
+    succeeded = {name for name, status in project.statuses(run_id).items() if status == "succeeded"}
+    return succeeded, project.executions()
+
+
+def random_moment(t: Trial, process: Any = None) -> bool:
+    """Wait until a random share of the nodes has started, plus up to 0.3 s (False: it ended)."""
+    count = t.rng.randint(1, max(1, int(len(t.dag.nodes) * 0.8)))
+    if not t.project.wait_for_marks(count, process):
+        return False
+    time.sleep(t.rng.uniform(0, 0.3))
+    return process is None or process.poll() is None
+
+
+def recover(t: Trial, run_id: str, tries: int = 2) -> str | None:
+    """`flow resume` until it succeeds (at most `tries` times); the run that holds the outputs."""
+    current = run_id
+    for _ in range(tries):
+        done = t.project.flow("resume", current, "--json")
+        try:
+            shown = done.json()
+        except ValueError:
+            shown = None
+        if done.code == 0 and shown:
+            return shown["run_id"]
+        last = (done.err.strip().splitlines() or ["(no output)"])[-1]
+        t.problems.append(f"flow resume {current}: exit {done.code}: {last}")
+        if shown and shown.get("run_id"):
+            current = shown["run_id"]
+    return None
+
+
+def finished(t: Trial, process: Any, what: str) -> str | None:
+    """Wait for a `flow run`; its run id when it succeeded, else None (with a note)."""
+    out, err = process.communicate(timeout=600)
+    if process.returncode == 0:
+        import json
+
+        return json.loads(out)["run_id"]
+    last = (err.strip().splitlines() or ["(no output)"])[-1]
+    t.notes.append(f"{what}: exit {process.returncode}: {last}")
+    return None
+
+
+def orphans(t: Trial, pgid: int) -> None:
+    if not wait_group_gone(pgid, 15):
+        t.problems.append("processes of a killed scheduler were still alive 15 s later")
+        kill_group(pgid)
+
+
+# -- the faults ------------------------------------------------------------------------------
+def kill_run(t: Trial) -> Broken:
+    """SIGKILL `flow run` (the scheduler alone: its workers must stop by themselves); resume."""
+    process = t.project.popen("run", "p.py", "--json")
+    if not random_moment(t, process):
+        t.notes.append("the run ended before the fault")
+    process.send_signal(signal.SIGKILL)
+    fault = time.monotonic()
+    process.communicate(timeout=60)
+    orphans(t, process.pid)
+    run_id = t.project.run_ids()[-1]
+    succeeded, marks = at_fault(t.project, run_id)
+    final = recover(t, run_id)
+    return Broken(final, succeeded, marks, time.monotonic() - fault)
+
+
+def kill_worker(t: Trial) -> Broken:
+    """SIGKILL the worker process running a node; the run retries it, or fails and is resumed."""
+    process = t.project.popen("run", "p.py", "--json")
+    random_moment(t, process)
+    victim, succeeded, marks, fault = None, set(), Counter(), time.monotonic()
+    deadline = time.monotonic() + 30
+    while victim is None and process.poll() is None and time.monotonic() < deadline:
+        run_id = t.project.run_ids()[-1]
+        statuses = t.project.statuses(run_id)
+        every = t.project.marks()
+        latest = {m.node: m for m in every}
+        try:
+            workers = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        running = [m for m in latest.values() if statuses.get(m.node) not in DONE and m.pid in workers]
+        if running:
+            victim = t.rng.choice(running)
+            succeeded = {n for n, s in statuses.items() if s == "succeeded"}
+            marks = Counter(m.node for m in every)
+            os.kill(victim.pid, signal.SIGKILL)
+            fault = time.monotonic()
+            t.notes.append(f"killed the worker running {victim.node}")
+        else:
+            time.sleep(0.02)
+    if victim is None:
+        t.notes.append("no node was running on a worker: nothing killed")
+    final = finished(t, process, "the run whose worker was killed")
+    if final is None:
+        final = recover(t, t.project.run_ids()[-1])
+    return Broken(final, succeeded, marks, time.monotonic() - fault)
+
+
+def kill_server(t: Trial) -> Broken:
+    """SIGKILL the `flow server` (of two on PostgreSQL) that runs the run; the other adopts it."""
+    assert t.postgres is not None
+    from scheduler.store.models import servers as servers_table
+
+    servers = [start_server(t.project.root, t.project.env, f"../server{i}") for i in range(2)]
+    try:
+        done = t.project.flow("submit", "p.py", env={"FLOW_SERVER": servers[0].url})
+        if done.code != 0:
+            raise RuntimeError(f"flow submit: exit {done.code}: {done.err[-2000:]}")
+        run_id = done.out.strip()
+        if not random_moment(t):
+            t.notes.append("the run had not started nodes")
+        owner = t.project.run_row(run_id).server
+        with t.project.engine.connect() as conn:
+            pid = conn.execute(servers_table.select().where(servers_table.c.id == owner)).first().pid
+        victim = next(s for s in servers if s.process.pid == pid)
+        victim.kill()
+        fault = time.monotonic()
+        orphans(t, pid)
+        succeeded, marks = at_fault(t.project, run_id)
+        status = t.project.wait_run_finished(run_id)
+        final: str | None = run_id
+        if status != "succeeded":
+            t.problems.append(f"the adopted run ended {status}")
+            final = recover(t, run_id)
+        return Broken(final, succeeded, marks, time.monotonic() - fault)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def pg_restart(t: Trial) -> Broken:
+    """Stop PostgreSQL under a running `flow run`, start it 0.5-5 s later; the run rides through."""
+    assert t.postgres is not None
+    process = t.project.popen("run", "p.py", "--json")
+    if not random_moment(t, process):
+        t.notes.append("the run ended before the fault")
+    run_id = t.project.run_ids()[-1]
+    succeeded, marks = at_fault(t.project, run_id)
+    t.project.close()
+    t.postgres.stop()
+    fault = time.monotonic()
+    time.sleep(t.rng.uniform(0.5, 5.0))
+    t.postgres.start()
+    final = finished(t, process, "the run over a restarted database")
+    if final is None:
+        t.problems.append("the run did not ride through the restart")
+        final = recover(t, run_id)
+    return Broken(final, succeeded, marks, time.monotonic() - fault)
+
+
+def disk_full(t: Trial) -> Broken:
+    """The artifact store on a tmpfs too small for the run; then it is made bigger and resumed."""
+    share = t.rng.uniform(0.15, 0.85)
+    size = max(64 << 10, int(t.reference.store_bytes * share)) // 4096 * 4096
+    disk = Tmpfs(t.project.root.parent / "disk", size)
+    t.cleanup.append(disk.unmount)
+    t.project.artifacts = disk.path / "artifacts"
+    done = t.project.flow("run", "p.py", "--json")
+    fault = time.monotonic()
+    run_id = t.project.run_ids()[-1]
+    succeeded, marks = at_fault(t.project, run_id)
+    final: str | None = run_id
+    if done.code == 0:
+        t.notes.append(f"the store ({size} bytes) never filled")
+    else:
+        errors = {(r.error or {}).get("type") for r in t.project.node_rows(run_id) if r.status == "failed"}
+        if errors != {"StoreFull"}:
+            t.problems.append(f"a full store failed nodes with {sorted(map(str, errors))}")
+        leftovers = [p for p in disk.path.rglob("*") if p.is_file() and p.name.startswith(".tmp")]
+        if leftovers:
+            t.problems.append(f"{len(leftovers)} temporary files left in the full store")
+        disk.grow(512 << 20)
+        final = recover(t, run_id)
+    return Broken(final, succeeded, marks, time.monotonic() - fault)
+
+
+def flip(t: Trial, digest: str, artifacts: Artifacts) -> str:
+    """Flip 1-3 bytes of the artifact `digest` where it is kept; says where."""
+    path = t.project.store / "objects" / digest[:2] / digest
+    data = bytearray(artifacts.inline[digest] if digest in artifacts.inline else path.read_bytes())
+    for _ in range(t.rng.randint(1, 3)):
+        data[t.rng.randrange(len(data))] ^= 1 << t.rng.randrange(8)
+    if digest in artifacts.inline:
+        from scheduler.store.models import artifacts as table
+
+        with t.project.engine.begin() as conn:
+            conn.execute(update(table).where(table.c.digest == digest).values(data=bytes(data)))
+        return "a database row"
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    return "a file"
+
+
+def corrupt(t: Trial) -> Broken:
+    """Flip bytes of a stored artifact of a succeeded node, then run again or resume: it must be
+    recomputed (its producer runs again), never used."""
+    done = t.project.flow("run", "p.py", "--json")
+    run_id = t.project.run_ids()[-1]
+    if done.code != 0:
+        t.problems.append(f"the fault-free first run failed: exit {done.code}")
+    artifacts = Artifacts(t.project)
+    files, rows = [], []
+    for digest, (_run, _node, ref) in artifacts.referenced().items():
+        (files if (t.project.store / "objects" / digest[:2] / digest).exists() else rows).append(digest)
+        if ref["serializer"] == "manifest":  # and the elements of a stored list
+            data = artifacts.data(digest, int(ref["size"])) or b"[]"
+            import json
+
+            for element in json.loads(data):
+                on_disk = (t.project.store / "objects" / element[0][:2] / element[0]).exists()
+                (files if on_disk else rows).append(element[0])
+    pool = files if files and (not rows or t.rng.random() < 0.75) else rows
+    digest = t.rng.choice(sorted(set(pool)))
+    where = flip(t, digest, artifacts)
+    allowed = artifact_producers(t.project, digest)
+    succeeded, marks = at_fault(t.project, run_id)
+    how = t.rng.choice(["rerun", "resume"])
+    t.notes.append(f"flipped {where} ({digest[:12]}, of {sorted(allowed)}), then {how}")
+    fault = time.monotonic()
+    if how == "rerun":
+        again = t.project.flow("run", "p.py", "--json")
+        final = again.json()["run_id"] if again.code == 0 else None
+        if final is None:
+            t.problems.append(f"the rerun failed: exit {again.code}: {again.err.strip()[-300:]}")
+        # a rerun executes cache=False nodes anew by definition
+        allowed |= {n for n in t.dag.nodes if not t.dag.node_op(n).cache}
+    else:
+        final = recover(t, run_id)
+    return Broken(final, succeeded, marks, time.monotonic() - fault, allowed)
+
+
+FAULTS: dict[str, Callable[[Trial], Broken]] = {
+    "kill-run": kill_run,
+    "kill-worker": kill_worker,
+    "kill-server": kill_server,
+    "pg-restart": pg_restart,
+    "disk-full": disk_full,
+    "corrupt": corrupt,
+}
+
+
+def run_trial(
+    kind: str, seed: int, dag: Dag, reference: Reference, folder: Path, postgres: Postgres | None
+) -> Outcome:
+    """One trial of `kind` on `dag` in `folder` (a fresh folder), every check applied."""
+    rng = random.Random(f"{seed}:{kind}")
+    project = Project(folder / "proj")
+    project.setup(dag.source(), "[server]\nlease_seconds = 3\n" if kind == "kill-server" else "")
+    database = None
+    if kind in ("kill-server", "pg-restart"):
+        assert postgres is not None
+        database = project.db_url = postgres.create_database()
+    t = Trial(kind, seed, dag, reference, project, postgres, rng)
+    try:
+        broken = FAULTS[kind](t)
+        lost = lost_outputs(project, broken.final, reference.outputs)
+        again = reexecuted(broken.marks, project.executions(), broken.succeeded, broken.allowed)
+        bad = Artifacts(project).bad()
+        problems = integrity(project)
+        recovery = broken.recovery_s if broken.final is not None else None
+    except Exception as exc:  # a trial that could not finish counts as lost
+        t.problems.append(f"the trial itself failed: {type(exc).__name__}: {exc}")
+        t.notes.append(traceback.format_exc())
+        lost, again, bad, problems, recovery = sorted(reference.outputs), [], [], [], None
+    finally:
+        project.close()
+        for step in t.cleanup:
+            step()
+        if database is not None and postgres is not None:
+            postgres.drop_database(database)
+    return Outcome(kind, seed, len(dag.nodes), lost, again, bad, problems, t.problems, t.notes, recovery)
