@@ -154,28 +154,28 @@ class _Builder:
         self.values.append(f"v_{op.name}")
         return f"v_{op.name}"
 
-    def chain(self) -> None:
+    def chain(self, room: int) -> None:
         value = self.pick()
-        for _ in range(self.rng.randint(2, 5)):
+        for _ in range(min(room, self.rng.randint(2, 5))):
             value = self.call(self.op(["x"]), [value])
             self.used.add(value)
         self.used.discard(value)
 
-    def fanout(self) -> None:
+    def fanout(self, room: int) -> None:
         top = self.call(self.op(["x"]), [self.pick()])
         self.used.add(top)
-        legs = [self.call(self.op(["x"]), [top]) for _ in range(self.rng.randint(2, 6))]
+        legs = [self.call(self.op(["x"]), [top]) for _ in range(min(room - 2, self.rng.randint(2, 6)))]
         self.used.update(legs)
         self.call(self.op(["xs"], kind="gather"), [f"[{', '.join(legs)}]"])
 
-    def diamond(self) -> None:
+    def diamond(self, room: int) -> None:
         top = self.call(self.op(["x"]), [self.pick()])
         left, right = self.call(self.op(["x"]), [top]), self.call(self.op(["x"]), [top])
         self.used.update((top, left, right))
         self.call(self.op(["a", "b"]), [left, right])
 
-    def map(self) -> None:
-        count = self.rng.randint(2, 8)
+    def map(self, room: int) -> None:
+        count = min(room - 3, self.rng.randint(2, 8))
         source = self.call(self.op(["x"], kind="spread", items=count), [self.pick()])
         self.values.remove(source)  # a list: only its map takes it
         item = self.op(["x"], kind="item")
@@ -185,23 +185,24 @@ class _Builder:
         self.call(self.op(["xs"], kind="gather"), [f"v_{item.name}"])
 
     def build(self) -> Dag:
-        motifs = [self.chain, self.fanout, self.diamond, self.map]
-        while len(self.dag.nodes) < self.target:
-            self.rng.choice(motifs)()
+        while (room := self.target - len(self.dag.nodes)) > 0:
+            motifs = [self.chain] + [self.fanout, self.diamond, self.map] * (room >= 5)
+            self.rng.choice(motifs)(room)
+        # the workflow returns the values nothing takes: small ones, so its outputs print short
+        self.dag.outputs = [v.removeprefix("v_") for v in self.values[1:] if v not in self.used]
+        for name in self.dag.outputs:
+            self.dag.ops[name].size = 0
         # at least two big outputs, so the file store (disk full, corruption) always has work
-        heavy = [op for op in self.dag.ops.values() if op.kind in ("one", "item", "gather") and op.size]
+        heavy = [op for op in self.dag.ops.values() if op.size]
         for op in self.rng.sample(list(self.dag.ops.values()), len(self.dag.ops)):
             if len(heavy) >= 2:
                 break
-            if op.kind == "one" and not op.size:
+            if op.kind != "spread" and not op.size and op.name not in self.dag.outputs:
                 op.size = self.rng.randint(70_000, 200_000)
                 heavy.append(op)
-        sinks = [v for v in self.values[1:] if v not in self.used]
-        for sink in sinks:  # the workflow's outputs stay small: a digest of each sink
-            self.dag.outputs.append(self.call(self.op(["x"], light=True), [sink]).removeprefix("v_"))
         return self.dag
 
 
 def make_dag(seed: int, size: int) -> Dag:
-    """A random DAG of about `size` nodes (at least `size`, map items counted)."""
+    """A random DAG of exactly `size` nodes (map items and the map node counted), size >= 3."""
     return _Builder(seed, size).build()

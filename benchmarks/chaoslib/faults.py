@@ -29,9 +29,11 @@ from benchmarks.chaoslib.project import DONE, Project
 from benchmarks.chaoslib.services import (
     Postgres,
     Tmpfs,
-    kill_group,
-    start_server,
-    wait_group_gone,
+    descendants,
+    kill_all,
+    outliving,
+    start_servers,
+    started_with,
     why_not_postgres,
     why_not_tmpfs,
 )
@@ -154,10 +156,12 @@ def finished(t: Trial, process: Any, what: str) -> str | None:
     return None
 
 
-def orphans(t: Trial, pgid: int) -> None:
-    if not wait_group_gone(pgid, 15):
-        t.problems.append("processes of a killed scheduler were still alive 15 s later")
-        kill_group(pgid)
+def orphans(t: Trial, started: list[psutil.Process]) -> None:
+    """Check the processes a killed scheduler had started end by themselves (workers die with it)."""
+    left = outliving(started, 15)
+    if left:
+        t.problems.append(f"{len(left)} processes of a killed scheduler were still alive 15 s later")
+        kill_all(left)
 
 
 # -- the faults ------------------------------------------------------------------------------
@@ -166,10 +170,11 @@ def kill_run(t: Trial) -> Broken:
     process = t.project.popen("run", "p.py", "--json")
     if not random_moment(t, process):
         t.notes.append("the run ended before the fault")
+    started = descendants(process.pid)
     process.send_signal(signal.SIGKILL)
     fault = time.monotonic()
     process.communicate(timeout=60)
-    orphans(t, process.pid)
+    orphans(t, started)
     run_id = t.project.run_ids()[-1]
     succeeded, marks = at_fault(t.project, run_id)
     final = recover(t, run_id)
@@ -177,35 +182,56 @@ def kill_run(t: Trial) -> Broken:
 
 
 def kill_worker(t: Trial) -> Broken:
-    """SIGKILL the worker process running a node; the run retries it, or fails and is resumed."""
+    """SIGKILL a worker process: mostly the one running a node, sometimes any process the
+    scheduler started (the warm-worker template included); the run retries what it lost, or
+    fails and is resumed."""
     process = t.project.popen("run", "p.py", "--json")
     random_moment(t, process)
+    anyone = t.rng.random() < 0.3
     victim, succeeded, marks, fault = None, set(), Counter(), time.monotonic()
     deadline = time.monotonic() + 30
     while victim is None and process.poll() is None and time.monotonic() < deadline:
         run_id = t.project.run_ids()[-1]
         statuses = t.project.statuses(run_id)
         every = t.project.marks()
-        latest = {m.node: m for m in every}
-        try:
-            workers = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
+        children = {p.pid: p for p in descendants(process.pid)}
+        if not children:
             break
-        running = [m for m in latest.values() if statuses.get(m.node) not in DONE and m.pid in workers]
-        if running:
-            victim = t.rng.choice(running)
-            succeeded = {n for n, s in statuses.items() if s == "succeeded"}
-            marks = Counter(m.node for m in every)
-            os.kill(victim.pid, signal.SIGKILL)
-            fault = time.monotonic()
-            t.notes.append(f"killed the worker running {victim.node}")
+        latest = {m.node: m for m in every}
+        running = [m for m in latest.values() if statuses.get(m.node) not in DONE and m.pid in children]
+        if anyone and children:
+            victim = t.rng.choice(sorted(children))
+            try:
+                what = "the template" if children[victim].ppid() == process.pid else "a worker"
+            except psutil.NoSuchProcess:
+                what = "a worker that was ending"
+            busy = [m.node for m in running if m.pid == victim]
+            t.notes.append(f"killed {what} (pid {victim}, running {busy or 'nothing'})")
+        elif running:
+            victim = t.rng.choice(running).pid
+            t.notes.append(f"killed the worker running {[m.node for m in running if m.pid == victim]}")
         else:
             time.sleep(0.02)
+            continue
+        succeeded = {n for n, s in statuses.items() if s == "succeeded"}
+        marks = Counter(m.node for m in every)
+        os.kill(victim, signal.SIGKILL)
+        fault = time.monotonic()
     if victim is None:
         t.notes.append("no node was running on a worker: nothing killed")
     final = finished(t, process, "the run whose worker was killed")
     if final is None:
-        final = recover(t, t.project.run_ids()[-1])
+        run_id = t.project.run_ids()[-1]
+        for row in t.project.node_rows(run_id):
+            if row.status == "failed":
+                error = row.error or {}
+                retries = t.dag.node_op(row.name).retries if "[" in row.name or row.name in t.dag.ops else 0
+                t.notes.append(
+                    f"{row.name} (retries={retries}) failed: {error.get('type')}: {error.get('message')}"
+                )
+                if retries:
+                    t.problems.append(f"{row.name} failed although it had retries left: {error.get('type')}")
+        final = recover(t, run_id)
     return Broken(final, succeeded, marks, time.monotonic() - fault)
 
 
@@ -214,7 +240,7 @@ def kill_server(t: Trial) -> Broken:
     assert t.postgres is not None
     from scheduler.store.models import servers as servers_table
 
-    servers = [start_server(t.project.root, t.project.env, f"../server{i}") for i in range(2)]
+    servers = start_servers(t.project.root, t.project.env, ["../server0", "../server1"])
     try:
         done = t.project.flow("submit", "p.py", env={"FLOW_SERVER": servers[0].url})
         if done.code != 0:
@@ -226,9 +252,10 @@ def kill_server(t: Trial) -> Broken:
         with t.project.engine.connect() as conn:
             pid = conn.execute(servers_table.select().where(servers_table.c.id == owner)).first().pid
         victim = next(s for s in servers if s.process.pid == pid)
+        started = descendants(pid)
         victim.kill()
         fault = time.monotonic()
-        orphans(t, pid)
+        orphans(t, started)
         succeeded, marks = at_fault(t.project, run_id)
         status = t.project.wait_run_finished(run_id)
         final: str | None = run_id
@@ -287,21 +314,32 @@ def disk_full(t: Trial) -> Broken:
     return Broken(final, succeeded, marks, time.monotonic() - fault)
 
 
-def flip(t: Trial, digest: str, artifacts: Artifacts) -> str:
-    """Flip 1-3 bytes of the artifact `digest` where it is kept; says where."""
+def damage(t: Trial, digest: str, artifacts: Artifacts) -> str:
+    """Flip 1-3 bits of the artifact `digest` where it is kept (a file is sometimes cut short or
+    deleted instead); says what was done."""
     path = t.project.store / "objects" / digest[:2] / digest
-    data = bytearray(artifacts.inline[digest] if digest in artifacts.inline else path.read_bytes())
-    for _ in range(t.rng.randint(1, 3)):
-        data[t.rng.randrange(len(data))] ^= 1 << t.rng.randrange(8)
     if digest in artifacts.inline:
         from scheduler.store.models import artifacts as table
 
+        data = bytearray(artifacts.inline[digest])
+        for _ in range(t.rng.randint(1, 3)):
+            data[t.rng.randrange(len(data))] ^= 1 << t.rng.randrange(8)
         with t.project.engine.begin() as conn:
             conn.execute(update(table).where(table.c.digest == digest).values(data=bytes(data)))
-        return "a database row"
+        return "flipped bits of a database row"
+    how = t.rng.choice(["flipped bits of", "flipped bits of", "truncated", "deleted"])
+    data = bytearray(path.read_bytes())
     path.chmod(0o644)
+    if how == "deleted":
+        path.unlink()
+        return "deleted a file"
+    if how == "truncated":
+        data = data[: t.rng.randrange(len(data))]
+    else:
+        for _ in range(t.rng.randint(1, 3)):
+            data[t.rng.randrange(len(data))] ^= 1 << t.rng.randrange(8)
     path.write_bytes(bytes(data))
-    return "a file"
+    return f"{how} a file"
 
 
 def corrupt(t: Trial) -> Broken:
@@ -324,11 +362,11 @@ def corrupt(t: Trial) -> Broken:
                 (files if on_disk else rows).append(element[0])
     pool = files if files and (not rows or t.rng.random() < 0.75) else rows
     digest = t.rng.choice(sorted(set(pool)))
-    where = flip(t, digest, artifacts)
+    where = damage(t, digest, artifacts)
     allowed = artifact_producers(t.project, digest)
     succeeded, marks = at_fault(t.project, run_id)
     how = t.rng.choice(["rerun", "resume"])
-    t.notes.append(f"flipped {where} ({digest[:12]}, of {sorted(allowed)}), then {how}")
+    t.notes.append(f"{where} ({digest[:12]}, of {sorted(allowed)}), then {how}")
     fault = time.monotonic()
     if how == "rerun":
         again = t.project.flow("run", "p.py", "--json")
@@ -366,6 +404,10 @@ def run_trial(
     t = Trial(kind, seed, dag, reference, project, postgres, rng)
     try:
         broken = FAULTS[kind](t)
+        left = outliving(started_with("CHAOS_MARKS", str(project.marks_file)), 10)
+        if left:
+            t.problems.append(f"{len(left)} processes left running after recovery")
+            kill_all(left)
         lost = lost_outputs(project, broken.final, reference.outputs)
         again = reexecuted(broken.marks, project.executions(), broken.succeeded, broken.allowed)
         bad = Artifacts(project).bad()

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
@@ -160,63 +161,93 @@ class Server:
 
     def stop(self) -> None:
         """Kill the server and whatever it started (cleanup after a trial)."""
+        started = descendants(self.process.pid)
         self.kill()
-        kill_group(self.process.pid)
+        kill_all(started)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_server(root: Path, env: dict[str, str], name: str) -> Server:
-    """A `flow server --no-auth` on a free port in `root`, answering its health check."""
-    port = free_port()
-    log = root / f"{name}.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [FLOW, "server", "--no-auth", "--port", str(port)],
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+def start_servers(root: Path, env: dict[str, str], names: list[str]) -> list[Server]:
+    """`flow server --no-auth` processes on free ports in `root`, started together, each answering
+    its health check; their output goes to NAME.log."""
+    servers = []
+    for name in names:
+        port = free_port()
+        log = root / f"{name}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                [FLOW, "server", "--no-auth", "--port", str(port)],
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        servers.append(Server(process, f"http://127.0.0.1:{port}", log))
+    try:
+        for server in servers:
+            _wait_ready(server)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def _wait_ready(server: Server) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"flow server exited with {process.returncode}:\n{server.output()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"flow server exited with {server.process.returncode}:\n{server.output()}")
         try:
             with urllib.request.urlopen(server.url + "/api/health", timeout=2):
-                return server
+                return
         except OSError:
             time.sleep(0.1)
-    server.stop()
     raise RuntimeError(f"flow server did not answer within 60 s:\n{server.output()}")
 
 
-def group_alive(pgid: int) -> bool:
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process `pid` started, however deep (workers lead process groups of their own)."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
-def wait_group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process of group `pgid` is left; whether it emptied in time."""
+def outliving(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of `processes` still alive after waiting up to `timeout` seconds for them to end."""
     deadline = time.monotonic() + timeout
-    while group_alive(pgid):
-        if time.monotonic() > deadline:
-            return False
+    while (left := [p for p in processes if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return True
+    return left
 
 
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def started_with(variable: str, value: str) -> list[psutil.Process]:
+    """Every live process whose environment has `variable=value` (what a trial started)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(variable) == value and _alive(process):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
