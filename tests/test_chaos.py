@@ -10,6 +10,7 @@ Kinds whose prerequisites are missing (PostgreSQL, root for the tmpfs) are skipp
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,82 @@ def test_a_fault_loses_nothing_reruns_nothing_that_succeeded_and_trusts_nothing_
     outcome = run_trial(kind, seed, dag, reference, tmp_path, postgres)
     assert outcome.ok, describe(outcome, verbose=True)
     assert outcome.recovery_s is not None
+
+
+def test_the_checks_see_what_they_look_for(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each check fails where it should: a wrong output, a re-execution, a damaged or missing
+    artifact, a row pointing at nothing, a process left behind."""
+    import subprocess
+
+    from sqlalchemy import text, update
+
+    from benchmarks.chaoslib.checks import Artifacts, integrity, lost_outputs, reexecuted
+    from benchmarks.chaoslib.project import Project
+    from benchmarks.chaoslib.services import outliving, started_with
+    from scheduler.store.models import artifacts
+
+    dag = make_dag(3, 10)
+    project = Project(tmp_path / "proj", extra_env={"CHAOS_FAST": "1"}).setup(dag.source())
+    done = project.flow("run", "p.py", "--json")
+    assert done.code == 0, done.err
+    run_id, outputs = done.json()["run_id"], done.json()["outputs"]
+    assert lost_outputs(project, run_id, outputs) == [] and Artifacts(project).bad() == []
+    assert integrity(project) == []
+    some = sorted(outputs)[0]
+    assert lost_outputs(project, run_id, {**outputs, some: "other"}) == [some]
+    assert lost_outputs(project, None, outputs) == sorted(outputs)
+
+    counted = project.executions()
+    assert set(counted) == set(dag.nodes) and set(counted.values()) == {1}
+    again = counted + Counter({dag.nodes[0]: 1})
+    assert reexecuted(counted, again, dag.nodes) == [dag.nodes[0]]
+    assert reexecuted(counted, again, dag.nodes, allowed=[dag.nodes[0]]) == []
+
+    files = sorted(p for p in (project.store / "objects").rglob("*") if p.is_file())
+    referenced = Artifacts(project).referenced()
+    stored = next(p for p in files if p.name in referenced)
+    stored.chmod(0o644)
+    stored.write_bytes(stored.read_bytes()[:-1])
+    inline = next(d for d in Artifacts(project).inline if d in referenced)
+    with project.engine.begin() as conn:
+        conn.execute(update(artifacts).where(artifacts.c.digest == inline).values(data=b"{}"))
+    bad = Artifacts(project).bad()
+    assert len(bad) == 2 and {stored.name, inline} == {line.split()[0] for line in bad}, bad
+    stored.unlink()
+    assert any("missing" in line for line in Artifacts(project).bad())
+
+    with project.engine.begin() as conn:  # SQLite does not enforce foreign keys unless asked
+        conn.execute(text("UPDATE nodes SET run_id = 'nowhere' WHERE name = :n"), {"n": dag.nodes[0]})
+    assert any("foreign key" in line for line in integrity(project)), integrity(project)
+    project.close()
+
+    sleeper = subprocess.Popen(["sleep", "30"], env=project.env)
+    try:
+        assert [p.pid for p in started_with("CHAOS_MARKS", str(project.marks_file))] == [sleeper.pid]
+        assert outliving(started_with("CHAOS_MARKS", str(project.marks_file)), 0.1)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert started_with("CHAOS_MARKS", str(project.marks_file)) == []
+
+
+def test_the_database_check_finds_rows_pointing_at_nothing_on_postgresql(tmp_path, postgres) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from benchmarks.chaoslib.checks import integrity
+    from benchmarks.chaoslib.project import Project
+
+    if postgres is None:
+        pytest.skip(why_not_postgres() or "no PostgreSQL")
+    project = Project(tmp_path / "proj", extra_env={"CHAOS_FAST": "1"}).setup(make_dag(3, 10).source())
+    project.db_url = postgres.create_database()
+    try:
+        assert project.flow("run", "p.py").code == 0
+        assert integrity(project) == []
+        with project.engine.begin() as conn:  # as a broken write would leave it, past the constraint
+            conn.execute(text("ALTER TABLE edges DISABLE TRIGGER ALL"))
+            conn.execute(text("UPDATE edges SET run_id = 'nowhere'"))
+        assert any("foreign key" in line and "edges" in line for line in integrity(project))
+    finally:
+        project.close()
+        postgres.drop_database(project.db_url)

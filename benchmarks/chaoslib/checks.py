@@ -159,6 +159,7 @@ def integrity(project: Project) -> list[str]:
         if row.status in DONE and not row.outputs:
             problems.append(f"node {row.name} of run {row.run_id} is {row.status} without outputs")
     for run_id, seen in runs.items():
-        if project.run_row(run_id).status == "succeeded" and not seen <= set(DONE):
+        run = project.run_row(run_id)  # None: a foreign key problem, reported above
+        if run is not None and run.status == "succeeded" and not seen <= set(DONE):
             problems.append(f"run {run_id} succeeded with nodes {sorted(seen - set(DONE))}")
     return problems
