@@ -9,8 +9,10 @@ nodes allowed to execute again (a corrupted artifact's producer), and the recove
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import time
 import traceback
@@ -38,6 +40,7 @@ from benchmarks.chaoslib.services import (
     why_not_tmpfs,
 )
 
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 KINDS = ("kill-run", "kill-worker", "kill-server", "pg-restart", "disk-full", "corrupt")
 
 
@@ -110,15 +113,29 @@ def reference_run(dag: Dag, folder: Path) -> Reference:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def at_fault(project: Project, run_id: str) -> tuple[set[str], Counter[str]]:
+def at_fault(project: Project, run_id: str | None) -> tuple[set[str], Counter[str]]:
     """What is committed as succeeded now, then the executions so far (in that order: a node
     commits after its mark, so every succeeded node's own execution is among the marks read)."""
-    succeeded = {name for name, status in project.statuses(run_id).items() if status == "succeeded"}
-    return succeeded, project.executions()
+    statuses = project.statuses(run_id) if run_id is not None else {}
+    return {name for name, status in statuses.items() if status == "succeeded"}, project.executions()
 
 
-def random_moment(t: Trial, process: Any = None) -> bool:
-    """Wait until a random share of the nodes has started, plus up to 0.3 s (False: it ended)."""
+def current_run(project: Project) -> str | None:
+    """The newest run recorded, or None (nothing recorded yet, or not even the database)."""
+    try:
+        ids = project.run_ids()
+    except Exception:  # no database file or tables yet
+        return None
+    return ids[-1] if ids else None
+
+
+def random_moment(t: Trial, process: Any = None, early: float = 0.0) -> bool:
+    """Wait until a random share of the nodes has started, plus up to 0.3 s; or, with chance
+    `early`, up to 2 s from the start, maybe before the run is even recorded (False: it ended)."""
+    if t.rng.random() < early:
+        time.sleep(t.rng.uniform(0, 2.0))
+        t.notes.append("an early fault")
+        return process is None or process.poll() is None
     count = t.rng.randint(1, max(1, int(len(t.dag.nodes) * 0.8)))
     if not t.project.wait_for_marks(count, process):
         return False
@@ -135,6 +152,9 @@ def recover(t: Trial, run_id: str, tries: int = 2) -> str | None:
             shown = done.json()
         except ValueError:
             shown = None
+        if TRACEBACK.search(done.err):
+            t.problems.append(f"flow resume {current} printed a traceback")
+            t.notes.append(done.err[-3000:])
         if done.code == 0 and shown:
             return shown["run_id"]
         last = (done.err.strip().splitlines() or ["(no output)"])[-1]
@@ -148,8 +168,6 @@ def finished(t: Trial, process: Any, what: str) -> str | None:
     """Wait for a `flow run`; its run id when it succeeded, else None (with a note)."""
     out, err = process.communicate(timeout=600)
     if process.returncode == 0:
-        import json
-
         return json.loads(out)["run_id"]
     last = (err.strip().splitlines() or ["(no output)"])[-1]
     t.notes.append(f"{what}: exit {process.returncode}: {last}")
@@ -168,16 +186,21 @@ def orphans(t: Trial, started: list[psutil.Process]) -> None:
 def kill_run(t: Trial) -> Broken:
     """SIGKILL `flow run` (the scheduler alone: its workers must stop by themselves); resume."""
     process = t.project.popen("run", "p.py", "--json")
-    if not random_moment(t, process):
+    if not random_moment(t, process, early=0.15):
         t.notes.append("the run ended before the fault")
     started = descendants(process.pid)
     process.send_signal(signal.SIGKILL)
     fault = time.monotonic()
     process.communicate(timeout=60)
     orphans(t, started)
-    run_id = t.project.run_ids()[-1]
+    run_id = current_run(t.project)
     succeeded, marks = at_fault(t.project, run_id)
-    final = recover(t, run_id)
+    if run_id is None:  # killed before it recorded anything: there is nothing to resume
+        t.notes.append("killed before the run was recorded: run again")
+        again = t.project.flow("run", "p.py", "--json")
+        final = again.json()["run_id"] if again.code == 0 else None
+    else:
+        final = recover(t, run_id)
     return Broken(final, succeeded, marks, time.monotonic() - fault)
 
 
@@ -246,13 +269,16 @@ def kill_server(t: Trial) -> Broken:
         if done.code != 0:
             raise RuntimeError(f"flow submit: exit {done.code}: {done.err[-2000:]}")
         run_id = done.out.strip()
-        if not random_moment(t):
+        if not random_moment(t, early=0.15):
             t.notes.append("the run had not started nodes")
-        owner = t.project.run_row(run_id).server
+        run = t.project.run_row(run_id)
         with t.project.engine.connect() as conn:
-            pid = conn.execute(servers_table.select().where(servers_table.c.id == owner)).first().pid
-        victim = next(s for s in servers if s.process.pid == pid)
-        started = descendants(pid)
+            claimed = conn.execute(servers_table.select().where(servers_table.c.id == run.server)).first()
+        # the server running it; one at random while it is still queued
+        victim = next((s for s in servers if claimed and s.process.pid == claimed.pid), None)
+        victim = victim or t.rng.choice(servers)
+        t.notes.append(f"killed {'its server' if claimed else 'a server'}, the run {run.status}")
+        started = descendants(victim.process.pid)
         victim.kill()
         fault = time.monotonic()
         orphans(t, started)
@@ -272,18 +298,36 @@ def pg_restart(t: Trial) -> Broken:
     """Stop PostgreSQL under a running `flow run`, start it 0.5-5 s later; the run rides through."""
     assert t.postgres is not None
     process = t.project.popen("run", "p.py", "--json")
-    if not random_moment(t, process):
+    if not random_moment(t, process, early=0.15):
         t.notes.append("the run ended before the fault")
-    run_id = t.project.run_ids()[-1]
+    run_id = current_run(t.project)
     succeeded, marks = at_fault(t.project, run_id)
     t.project.close()
     t.postgres.stop()
     fault = time.monotonic()
     time.sleep(t.rng.uniform(0.5, 5.0))
     t.postgres.start()
-    final = finished(t, process, "the run over a restarted database")
-    if final is None:
-        t.problems.append("the run did not ride through the restart")
+    out, err = process.communicate(timeout=600)
+    if process.returncode == 0:
+        return Broken(json.loads(out)["run_id"], succeeded, marks, time.monotonic() - fault)
+    last = (err.strip().splitlines() or ["(no output)"])[-1]
+    run_id = current_run(t.project)
+    if (
+        run_id is None
+        and process.returncode == 2
+        and "cannot open database" in last
+        and not TRACEBACK.search(err)
+    ):
+        # down while `flow run` opened the database, before it recorded anything: a clean exit 2
+        t.notes.append(f"flow run: exit 2 before recording the run: {last}; run again")
+    else:
+        t.problems.append(f"the run did not ride through the restart: exit {process.returncode}: {last}")
+        if TRACEBACK.search(err):
+            t.notes.append(err[-3000:])
+    if run_id is None:
+        again = t.project.flow("run", "p.py", "--json")
+        final = again.json()["run_id"] if again.code == 0 else None
+    else:
         final = recover(t, run_id)
     return Broken(final, succeeded, marks, time.monotonic() - fault)
 
@@ -355,8 +399,6 @@ def corrupt(t: Trial) -> Broken:
         (files if (t.project.store / "objects" / digest[:2] / digest).exists() else rows).append(digest)
         if ref["serializer"] == "manifest":  # and the elements of a stored list
             data = artifacts.data(digest, int(ref["size"])) or b"[]"
-            import json
-
             for element in json.loads(data):
                 on_disk = (t.project.store / "objects" / element[0][:2] / element[0]).exists()
                 (files if on_disk else rows).append(element[0])
