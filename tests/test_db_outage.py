@@ -132,3 +132,26 @@ def test_a_pool_run_adopted_elsewhere_is_never_recorded_by_its_old_server(tmp_pa
     with engine.connect() as conn:
         kinds = set(conn.scalars(select(events.c.kind).where(events.c.run_id == run_id)))
     assert "by_a" in kinds and "by_a_after" not in kinds
+
+
+def test_after_an_outage_longer_than_the_lease_a_run_is_adopted_once_not_back_and_forth(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Found by benchmarks/chaos.py (a PostgreSQL restart under a two-server pool): every lease had
+    # lapsed during the outage, so the server that adopted a run could have it adopted right back
+    # by the one it took it from, and so on, each time stopping the run's running nodes.
+    from scheduler.server import queue
+    from scheduler.store.models import runs, servers
+
+    project = make_project(tmp_path / "proj")
+    project.write("p.py", CHAIN)
+    run_id = project.flow("run", "p.py", "-p", "n=1", "--json").json()["run_id"]
+    engine = create_engine(f"sqlite:///{project.root / '.flow' / 'flow.db'}")
+    queue.register(engine, "A", 3.0, None)
+    queue.register(engine, "B", 3.0, None)
+    with engine.begin() as conn:  # A runs it; then the database was away longer than every lease
+        conn.execute(update(runs).where(runs.c.id == run_id).values(status="running", server="A"))
+        conn.execute(update(servers).values(lease_expires_at=time.time() - 1))
+    assert queue.adoptable(engine, "B") == [(run_id, "A")]
+    assert queue.adopt(engine, run_id, "A", "B", 3.0)  # B is back first and adopts it
+    assert queue.adoptable(engine, "A") == []  # A, back next, leaves it to B: B's lease is live
+    with engine.begin() as conn:
+        assert conn.scalar(select(runs.c.server).where(runs.c.id == run_id)) == "B"

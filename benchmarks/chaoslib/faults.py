@@ -1,4 +1,4 @@
-"""One chaos trial: run a DAG, inject one fault at a random moment, recover, and check.
+"""The faults, and one chaos trial: run a DAG, inject one fault at a random moment, recover, and check.
 
 Each kind of fault is a function that drives the run, breaks it, recovers it, and returns a
 `Broken`: which run holds the final outputs, which nodes were committed as succeeded at the
@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 from sqlalchemy import update
@@ -30,6 +27,7 @@ from benchmarks.chaoslib.dag import Dag
 from benchmarks.chaoslib.project import DONE, Project
 from benchmarks.chaoslib.services import (
     Postgres,
+    Server,
     Tmpfs,
     descendants,
     kill_all,
@@ -39,58 +37,24 @@ from benchmarks.chaoslib.services import (
     why_not_postgres,
     why_not_tmpfs,
 )
+from benchmarks.chaoslib.trial import (
+    TRACEBACK,
+    Broken,
+    Outcome,
+    Reference,
+    Trial,
+    at_fault,
+    current_run,
+    finished,
+    orphans,
+    random_moment,
+    recover,
+    reference_run,
+)
 
-TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
+__all__ = ["FAULTS", "KINDS", "Reference", "reference_run", "run_trial", "why_not"]
+
 KINDS = ("kill-run", "kill-worker", "kill-server", "pg-restart", "disk-full", "corrupt")
-
-
-@dataclass
-class Reference:
-    """A fault-free run of a DAG: its outputs, and the bytes its artifact files took."""
-
-    outputs: dict[str, Any]
-    store_bytes: int
-
-
-@dataclass
-class Trial:
-    kind: str
-    seed: int
-    dag: Dag
-    reference: Reference
-    project: Project
-    postgres: Postgres | None
-    rng: random.Random
-    problems: list[str] = field(default_factory=list)  # deviations from what the docs promise
-    notes: list[str] = field(default_factory=list)  # what happened, for the log
-    cleanup: list[Callable[[], None]] = field(default_factory=list)  # after the checks
-
-
-@dataclass
-class Broken:
-    final: str | None  # the run that holds the outputs after recovery
-    succeeded: set[str]  # committed as succeeded at the fault
-    marks: Counter[str]  # executions counted at the fault
-    recovery_s: float | None
-    allowed: set[str] = field(default_factory=set)  # nodes that may (must) execute again
-
-
-@dataclass
-class Outcome:
-    kind: str
-    seed: int
-    nodes: int
-    lost: list[str]
-    reexecuted: list[str]
-    corrupt: list[str]
-    integrity: list[str]
-    problems: list[str]
-    notes: list[str]
-    recovery_s: float | None
-
-    @property
-    def ok(self) -> bool:
-        return not (self.lost or self.reexecuted or self.corrupt or self.integrity or self.problems)
 
 
 def why_not(kind: str) -> str | None:
@@ -100,86 +64,6 @@ def why_not(kind: str) -> str | None:
     if kind == "disk-full":
         return why_not_tmpfs()
     return None
-
-
-def reference_run(dag: Dag, folder: Path) -> Reference:
-    """Outputs of a fault-free run with the inline executor in a clean home (no sleeps)."""
-    project = Project(folder / "proj", extra_env={"CHAOS_FAST": "1"}).setup(dag.source())
-    done = project.flow("run", "p.py", "--executor", "inline", "--json")
-    if done.code != 0:
-        raise RuntimeError(f"the reference run failed: exit {done.code}\n{done.err[-3000:]}")
-    size = sum(p.stat().st_size for p in (project.store / "objects").rglob("*") if p.is_file())
-    return Reference(done.json()["outputs"], size)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def at_fault(project: Project, run_id: str | None) -> tuple[set[str], Counter[str]]:
-    """What is committed as succeeded now, then the executions so far (in that order: a node
-    commits after its mark, so every succeeded node's own execution is among the marks read)."""
-    statuses = project.statuses(run_id) if run_id is not None else {}
-    return {name for name, status in statuses.items() if status == "succeeded"}, project.executions()
-
-
-def current_run(project: Project) -> str | None:
-    """The newest run recorded, or None (nothing recorded yet, or not even the database)."""
-    try:
-        ids = project.run_ids()
-    except Exception:  # no database file or tables yet
-        return None
-    return ids[-1] if ids else None
-
-
-def random_moment(t: Trial, process: Any = None, early: float = 0.0) -> bool:
-    """Wait until a random share of the nodes has started, plus up to 0.3 s; or, with chance
-    `early`, up to 2 s from the start, maybe before the run is even recorded (False: it ended)."""
-    if t.rng.random() < early:
-        time.sleep(t.rng.uniform(0, 2.0))
-        t.notes.append("an early fault")
-        return process is None or process.poll() is None
-    count = t.rng.randint(1, max(1, int(len(t.dag.nodes) * 0.8)))
-    if not t.project.wait_for_marks(count, process):
-        return False
-    time.sleep(t.rng.uniform(0, 0.3))
-    return process is None or process.poll() is None
-
-
-def recover(t: Trial, run_id: str, tries: int = 2) -> str | None:
-    """`flow resume` until it succeeds (at most `tries` times); the run that holds the outputs."""
-    current = run_id
-    for _ in range(tries):
-        done = t.project.flow("resume", current, "--json")
-        try:
-            shown = done.json()
-        except ValueError:
-            shown = None
-        if TRACEBACK.search(done.err):
-            t.problems.append(f"flow resume {current} printed a traceback")
-            t.notes.append(done.err[-3000:])
-        if done.code == 0 and shown:
-            return shown["run_id"]
-        last = (done.err.strip().splitlines() or ["(no output)"])[-1]
-        t.problems.append(f"flow resume {current}: exit {done.code}: {last}")
-        if shown and shown.get("run_id"):
-            current = shown["run_id"]
-    return None
-
-
-def finished(t: Trial, process: Any, what: str) -> str | None:
-    """Wait for a `flow run`; its run id when it succeeded, else None (with a note)."""
-    out, err = process.communicate(timeout=600)
-    if process.returncode == 0:
-        return json.loads(out)["run_id"]
-    last = (err.strip().splitlines() or ["(no output)"])[-1]
-    t.notes.append(f"{what}: exit {process.returncode}: {last}")
-    return None
-
-
-def orphans(t: Trial, started: list[psutil.Process]) -> None:
-    """Check the processes a killed scheduler had started end by themselves (workers die with it)."""
-    left = outliving(started, 15)
-    if left:
-        t.problems.append(f"{len(left)} processes of a killed scheduler were still alive 15 s later")
-        kill_all(left)
 
 
 # -- the faults ------------------------------------------------------------------------------
@@ -265,10 +149,7 @@ def kill_server(t: Trial) -> Broken:
 
     servers = start_servers(t.project.root, t.project.env, ["../server0", "../server1"])
     try:
-        done = t.project.flow("submit", "p.py", env={"FLOW_SERVER": servers[0].url})
-        if done.code != 0:
-            raise RuntimeError(f"flow submit: exit {done.code}: {done.err[-2000:]}")
-        run_id = done.out.strip()
+        run_id = submit(t, servers[0])
         if not random_moment(t, early=0.15):
             t.notes.append("the run had not started nodes")
         run = t.project.run_row(run_id)
@@ -294,19 +175,31 @@ def kill_server(t: Trial) -> Broken:
             server.stop()
 
 
-def pg_restart(t: Trial) -> Broken:
-    """Stop PostgreSQL under a running `flow run`, start it 0.5-5 s later; the run rides through."""
+def restart_postgres(t: Trial) -> float:
+    """Stop PostgreSQL (as a crash), start it again 0.5-5 s later; the moment it stopped."""
     assert t.postgres is not None
+    t.project.close()
+    t.postgres.stop()
+    fault = time.monotonic()
+    down = t.rng.uniform(0.5, 5.0)
+    time.sleep(down)
+    t.postgres.start()
+    t.notes.append(f"PostgreSQL down {down:.1f} s")
+    return fault
+
+
+def pg_restart(t: Trial) -> Broken:
+    """Stop PostgreSQL under a running run, start it 0.5-5 s later; the run rides through. The
+    run is a `flow run` (7 in 10) or a run of a two-server pool with 3 s leases, where a longer
+    outage lets the other server adopt it once the database is back."""
+    if t.rng.random() < 0.3:
+        return pg_restart_pool(t)
     process = t.project.popen("run", "p.py", "--json")
     if not random_moment(t, process, early=0.15):
         t.notes.append("the run ended before the fault")
     run_id = current_run(t.project)
     succeeded, marks = at_fault(t.project, run_id)
-    t.project.close()
-    t.postgres.stop()
-    fault = time.monotonic()
-    time.sleep(t.rng.uniform(0.5, 5.0))
-    t.postgres.start()
+    fault = restart_postgres(t)
     out, err = process.communicate(timeout=600)
     if process.returncode == 0:
         return Broken(json.loads(out)["run_id"], succeeded, marks, time.monotonic() - fault)
@@ -330,6 +223,32 @@ def pg_restart(t: Trial) -> Broken:
     else:
         final = recover(t, run_id)
     return Broken(final, succeeded, marks, time.monotonic() - fault)
+
+
+def pg_restart_pool(t: Trial) -> Broken:
+    servers = start_servers(t.project.root, t.project.env, ["../server0", "../server1"])
+    try:
+        run_id = submit(t, servers[0])
+        random_moment(t)
+        succeeded, marks = at_fault(t.project, run_id)
+        t.notes.append(f"a pool's run, {t.project.run_row(run_id).status}")
+        fault = restart_postgres(t)
+        status = t.project.wait_run_finished(run_id)
+        final: str | None = run_id
+        if status != "succeeded":
+            t.problems.append(f"the pool's run ended {status} after the restart")
+            final = recover(t, run_id)
+        return Broken(final, succeeded, marks, time.monotonic() - fault)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def submit(t: Trial, server: Server) -> str:
+    done = t.project.flow("submit", "p.py", env={"FLOW_SERVER": server.url})
+    if done.code != 0:
+        raise RuntimeError(f"flow submit: exit {done.code}: {done.err[-2000:]}")
+    return done.out.strip()
 
 
 def disk_full(t: Trial) -> Broken:
@@ -438,7 +357,7 @@ def run_trial(
     """One trial of `kind` on `dag` in `folder` (a fresh folder), every check applied."""
     rng = random.Random(f"{seed}:{kind}")
     project = Project(folder / "proj")
-    project.setup(dag.source(), "[server]\nlease_seconds = 3\n" if kind == "kill-server" else "")
+    project.setup(dag.source(), "[server]\nlease_seconds = 3\n")
     database = None
     if kind in ("kill-server", "pg-restart"):
         assert postgres is not None

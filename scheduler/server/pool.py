@@ -150,7 +150,7 @@ class ServerPool:
         for run_id, old in queue.adoptable(self.engine, self.server_id):
             if self._room() <= 0:
                 return
-            if queue.adopt(self.engine, run_id, old, self.server_id):
+            if queue.adopt(self.engine, run_id, old, self.server_id, self.settings.lease_s):
                 log.warning("adopting run %s from server %s", run_id, old)
                 self._start(run_id, adopted=True)
 

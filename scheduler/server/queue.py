@@ -151,8 +151,12 @@ def adoptable(engine: Engine, server_id: str) -> list[tuple[str, str]]:
     return [(row.id, row.server) for row in rows]
 
 
-def adopt(engine: Engine, run_id: str, old_server: str, server_id: str) -> bool:
-    """Take over a run of a server that is gone; False when another server took it first."""
+def adopt(engine: Engine, run_id: str, old_server: str, server_id: str, lease_s: float) -> bool:
+    """Take over a run of a server that is gone; False when another server took it first.
+
+    The adopter's own lease is renewed in the same transaction: after a database outage longer
+    than the lease every lease has lapsed, and a run adopted by a server whose lease still reads
+    lapsed would at once be adoptable again, by the server it was taken from."""
     with claiming(engine) as conn:
         done = conn.execute(
             update(runs)
@@ -160,6 +164,9 @@ def adopt(engine: Engine, run_id: str, old_server: str, server_id: str) -> bool:
             .values(**_taken(server_id))
         )
         if done.rowcount:
+            conn.execute(
+                update(servers).where(_S.id == server_id).values(lease_expires_at=time.time() + lease_s)
+            )
             repo.add_events(
                 conn,
                 [
