@@ -159,6 +159,14 @@ def literal_digest(value: object) -> str:
     return hashlib.sha256(_frame(b"list", _LITERAL + item)).hexdigest()
 
 
+def literal_digests(values: list[int] | list[str] | tuple[Any, ...]) -> list[str]:
+    """`literal_digest` of each of many ints, or of many strs (a big map's items), in one loop."""
+    sha, frame = hashlib.sha256, _frame
+    if type(values[0]) is int:
+        return [sha(frame(b"list", _LITERAL + frame(b"int", b"%d" % v))).hexdigest() for v in values]
+    return [sha(frame(b"list", _LITERAL + _str(v))).hexdigest() for v in values]
+
+
 def _str(value: str) -> bytes:
     return _frame(b"str", value.encode("utf-8", "surrogatepass"))
 
