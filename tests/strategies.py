@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 # Sized so that the whole property suite stays well under a minute on two cores.
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # cheap ones
+FEW = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # subprocesses
 
 # Text a command line or a TOML file can carry: any character but a lone surrogate.
 words = st.text(st.characters(exclude_categories=("Cs",)))

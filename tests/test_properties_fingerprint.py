@@ -23,6 +23,7 @@ from strategies import FAST
 from flowlib.fingerprint import Fingerprinter
 
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+HAVE_RUFF = Path(RUFF).is_file()  # the dev extra installs it
 _names = itertools.count()
 
 
@@ -104,7 +105,7 @@ def formatted(code: Code, changes: list[tuple[str, int, int, str]], ruff: bool) 
         elif kind == "trailing spaces":
             lines[at] += " " * indent
     source = "\n".join(lines) + "\n"
-    if ruff:
+    if ruff and HAVE_RUFF:
         done = subprocess.run(
             [RUFF, "format", "--isolated", "--stdin-filename", "pipeline.py", "-"],
             input=source,

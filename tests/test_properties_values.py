@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import FAST, Box, Color, Point, json_values, literals, small_atoms
+from strategies import FAST, FEW, MANY, Box, Color, Point, json_values, literals, small_atoms
 
 from flowlib.compile import compile_dag
 from flowlib.fingerprint import Fingerprinter
@@ -82,7 +82,7 @@ def shuffled(value: Any, rnd: random.Random) -> Any:
 # -- literal hashing -------------------------------------------------------------------------------
 
 
-@FAST
+@MANY
 @given(literals(small_atoms), literals(small_atoms))
 @example(1, 1.0)
 @example(1, True)
@@ -99,7 +99,7 @@ def test_literals_hash_equal_exactly_when_they_are_the_same_value(a: Any, b: Any
     assert (literal_digest(a) == literal_digest(b)) == (canon(a) == canon(b)), (a, b)
 
 
-@FAST
+@MANY
 @given(literals(), st.randoms(use_true_random=False))
 def test_order_of_dicts_and_sets_does_not_count(value: Any, rnd: random.Random) -> None:
     again = shuffled(value, rnd)
@@ -132,7 +132,7 @@ with open(sys.argv[1], "rb") as file:
 """
 
 
-@settings(max_examples=3, deadline=None)
+@FEW
 @given(st.lists(literals(), min_size=50, max_size=100))
 def test_digests_are_the_same_in_other_processes_and_hash_seeds(
     tmp_path_factory: pytest.TempPathFactory, batch: list[Any]
