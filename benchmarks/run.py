@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks [--sizes 100,1000,10000] [--executors inline,local] [--repeat 3]
                                    [--quick] [--peers] [--skip-artifacts]
+    .venv/bin/python -m benchmarks --scale ...   (benchmarks/scale.py: maps of 10^4..10^6 items)
 
 Every DAG row is a real `flow run` (a fresh process, SQLite in a fresh FLOW_HOME,
 fsync on, --no-cache) of no-op operators; "ms/node" is wall time over node count,
@@ -120,6 +121,11 @@ def row(
 
 
 def main() -> None:
+    if "--scale" in sys.argv[1:]:
+        from benchmarks import scale
+
+        scale.main([arg for arg in sys.argv[1:] if arg != "--scale"])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from executors.base import EventSink, TaskSpec
 from executors.channel import Channel
@@ -31,13 +32,25 @@ class PoolTask:
         return cls(spec, on_event, Future(), 0.0 if spec.timeout else None, held=held)
 
 
+class WorkerProcess(Protocol):
+    """A worker's process, however it was started (see executors.launch)."""
+
+    pid: int | None  # None until a template has forked it
+    started: bool | None  # False: it never came to be (its template could not fork it)
+
+    def alive(self) -> bool: ...
+    def kill_group(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+
 @dataclass
 class PoolWorker:
-    process: subprocess.Popen
+    process: WorkerProcess
     conn: Channel
     task: PoolTask | None = None
     kill_reason: tuple[str, str] | None = None
-    one_shot: bool = False  # runs a single task, then exits and is not replaced (gpu)
+    one_shot: bool = False  # runs a single task, then exits and is not replaced (a Seat's worker)
+    on_exit: Callable[[], None] | None = None  # a one-shot worker's seat, freed once it has exited
     log_path: str | None = None  # where the worker captures what attempts print
 
     def unsent_log(self) -> str:
@@ -54,7 +67,13 @@ class PoolWorker:
                 pass
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.alive()
+
+    def exited(self) -> None:
+        """The process has ended: free a one-shot worker's seat (once)."""
+        free, self.on_exit = self.on_exit, None
+        if free is not None:
+            free()
 
     def end_input(self) -> None:
         """Tell a worker no task follows: its next receive sees EOF and it exits."""
@@ -65,15 +84,7 @@ class PoolWorker:
 
     def kill(self) -> None:
         """Kill the worker and every process it started (it leads its own process group)."""
-        # Before the worker is reaped its pid (and so its group id) cannot be reused:
-        # the group goes down even when the worker itself has already died.
-        if self.process.returncode is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if self.process.poll() is None:
-                self.process.kill()
+        self.process.kill_group()
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:

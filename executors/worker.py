@@ -414,19 +414,33 @@ class _Release:
                 raise RuntimeError(f"a held task got {message[:40]!r} instead of its release")
 
 
+def become_worker(sys_path: Sequence[str] = (), parent: int | None = None) -> None:
+    """Make this process a pool worker: Ctrl-C is the scheduler's to handle, it dies with its
+    parent (with `parent`, the pid that must be its parent: one already gone ends it now),
+    and `sys_path` comes first on its import path."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(group=True)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+    for entry in reversed(sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
 def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ()) -> None:
     """Loop of a warm worker process: receive pickled specs, send events and results back.
 
     `preload` names (module, file) of pipelines to import before the first task arrives.
     """
-    import signal
+    become_worker(sys_path)
+    preload_pipelines(preload)
+    serve_tasks(conn)
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle
-    die_with_parent(group=True)
-    for entry in reversed(sys_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    _preload(preload)
+
+def serve_tasks(conn: Any) -> None:
+    """Run the tasks that arrive on `conn` until the pool closes its end."""
     while True:
         try:
             message = conn.receive()
@@ -450,7 +464,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
         conn.send(payload)
 
 
-def _preload(pipelines: Sequence[Sequence[str]]) -> None:
+def preload_pipelines(pipelines: Sequence[Sequence[str]]) -> None:
     """Import the run's pipelines ahead of its tasks. What they print was shown by the scheduler's
     own import already; an import that fails here fails again, reported, in the task that needs it."""
     from flowlib.loading import load_module

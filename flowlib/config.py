@@ -11,10 +11,17 @@ from flowlib.errors import ConfigError
 
 # section -> key -> accepted types; an executor section not listed accepts any keys (plugins).
 _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "flow": {"home": (str,), "db": (str,), "artifacts": (str,), "executor": (str,), "fsync": (bool,)},
-    "executors.local": {"workers": (int,)},
+    "flow": {
+        "home": (str,),
+        "db": (str,),
+        "artifacts": (str,),
+        "executor": (str,),
+        "fsync": (bool,),
+        "db_outage_seconds": (int, float),
+    },
+    "executors.local": {"workers": (int,), "start": (str,)},  # start: "fork" (warm, default) or "spawn"
     "executors.inline": {},
-    "executors.gpu": {"workers": (int,), "devices": (list,)},
+    "executors.gpu": {"workers": (int,), "devices": (list,), "start": (str,)},
     "executors.ssh": {
         "hosts": (list,),
         "host": (list,),  # [[executors.ssh.host]] tables: address, labels, gpu_type, gpus, slots
@@ -45,6 +52,7 @@ class Config:
     artifacts: str
     executor: str = "local"
     fsync: bool = True
+    db_outage_s: float = 60.0  # how long a scheduler waits for a database that stopped answering
     executors: dict[str, dict[str, Any]] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=lambda: dict(SERVER_DEFAULTS))  # the [server] table
     source: str | None = None
@@ -222,6 +230,7 @@ def load(
         artifacts=artifacts or str(home / "artifacts"),
         executor=executor or env.get("FLOW_EXECUTOR") or flow.get("executor", "local"),
         fsync=flow.get("fsync", True),
+        db_outage_s=float(flow.get("db_outage_seconds", 60.0)),
         executors=executors,
         server={**SERVER_DEFAULTS, **table.get("server", {})},
         source=str(path) if path else None,

@@ -37,6 +37,17 @@ class RunNotFound(FlowError):
     """No run (or no node of a run) has that name in the database."""
 
 
+class StoreFull(FlowError, OSError):
+    """The artifact store's disk is full: nothing was written (no half artifact stays)."""
+
+
+class RunInterrupted(FlowError):
+    """The scheduler stopped a run it could no longer record (the database stayed away); the run
+    reads `interrupted` and `flow resume` continues it."""
+
+    exit_code = 130
+
+
 class RunFailed(FlowError):
     """A run ended failed or cancelled; carries the RunResult."""
 

@@ -7,6 +7,7 @@ when asked, and streams large writes while a thread hashes them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -14,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Any
+
+from flowlib.errors import StoreFull
 
 CHUNK = 1 << 20
 # Object stores replace a key all-or-nothing, and their "mv" is a copy plus delete.
@@ -108,9 +111,9 @@ class LocalFS:
     def _write_then_place(self, folder: str, write: Callable[[int], str]) -> str:
         """Write a temporary file in `folder` with `write(fd)`, which returns where the file
         belongs; fsync it and move it there. No temporary file outlives a failure."""
-        self._makedirs(folder)
         tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}")
         try:
+            self._makedirs(folder)
             # Raw os calls: a buffered file object costs more than the write for small artifacts.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
             try:
@@ -121,9 +124,11 @@ class LocalFS:
                 os.close(fd)
             self._makedirs(os.path.dirname(path))
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"No space left on the artifact store at {self.root}") from None
             raise
         if self.fsync:
             self._fsync_dir(os.path.dirname(path))

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ FLOW = str(Path(sys.executable).with_name("flow"))
 TRACEBACK = re.compile(r'Traceback \(most recent call last\)|^\s*File ".*", line \d+', re.MULTILINE)
 
 _modules = itertools.count()
+_SESSION_TMPDIR = tempfile.gettempdir()
 
 
 @dataclass
@@ -129,3 +131,44 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         if name in made.loaded or str(getattr(module, "__file__", None) or "").startswith(str(root)):
             del sys.modules[name]
     sys.path[:] = path_before
+
+
+# -- servers shared by the whole session (each is started on first use) ---------------------------
+@pytest.fixture(scope="session")
+def sshd_host(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real OpenSSH daemon on 127.0.0.1 (tests/sshd.py) that the `ssh` executor's tests share."""
+    import sshd
+
+    pytest.importorskip("asyncssh", reason="asyncssh is not installed (pip install 'flowlib[ssh]')")
+    why = sshd.missing()
+    if why:
+        pytest.skip(why)
+    daemon = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Any:
+    """One local Ray cluster (a head node, num_cpus=2) for the session; executors find Ray
+    initialised and use it. Its head declares one GPU, which this machine need not have: Ray only
+    accounts for it. Tests may add nodes; they remove them again."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray)")
+    import logging
+
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with pytest.MonkeyPatch.context() as patch:
+        # the session's own temp folder, not a test's (Ray's socket paths must stay short)
+        patch.setenv("TMPDIR", _SESSION_TMPDIR)
+        cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "include_dashboard": False}
+        )
+        ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

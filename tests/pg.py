@@ -96,7 +96,74 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_local() -> str | None:
+class LocalPostgres:
+    """A throwaway PostgreSQL server of this test session's own (it can be stopped and started)."""
+
+    def __init__(self, bindir: Path, as_user: list[str]) -> None:
+        self.bindir, self.as_user = bindir, as_user
+        self.top = Path(tempfile.mkdtemp(prefix="flow-pg-"))
+        self.top.chmod(0o755)
+        self.data = self.top / "data"
+        self.data.mkdir(mode=0o700)
+        if as_user:
+            shutil.chown(self.data, user="postgres", group="postgres")
+        self.port = _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._run(
+            str(bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self.start()
+        atexit.register(self.remove)
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.data / "server.log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        """Stop at once, as a crash would (connections are cut, nothing is flushed politely)."""
+        subprocess.run(
+            [
+                *self.as_user,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+def own_server() -> LocalPostgres | None:
+    """A new local server that a test may stop and start (None where PostgreSQL is not installed)."""
     bindir = _bindir()
     if bindir is None:
         return None
@@ -110,28 +177,9 @@ def _start_local() -> str | None:
         except KeyError:
             return None
         as_user = ["runuser", "-u", "postgres", "--"]
-    top = Path(tempfile.mkdtemp(prefix="flow-pg-"))
-    top.chmod(0o755)
-    data = top / "data"
-    data.mkdir(mode=0o700)
-    if as_user:
-        shutil.chown(data, user="postgres", group="postgres")
-    port = _free_port()
+    return LocalPostgres(bindir, as_user)
 
-    def run(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"), "-w", "start")
-
-    def stop() -> None:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(top, ignore_errors=True)
-
-    atexit.register(stop)
-    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+def _start_local() -> str | None:
+    server = own_server()
+    return server.url if server is not None else None

@@ -1,29 +1,43 @@
-"""One conformance suite for the executors that run on this machine without a server.
+"""One conformance suite for every executor: the same tasks through the same five methods.
 
-Each executor runs the same tasks through the same five methods (ssh and ray have
-their own suites in test_ssh.py and test_ray.py, which start the servers they need).
-Adding an executor? Add it to EXECUTORS.
+`ssh` runs against a real sshd on 127.0.0.1 and `ray` on a local Ray cluster, both started
+once per session (tests/conftest.py); `gpu` declares two devices this machine need not have.
+An executor that cannot run here is skipped with the reason. Adding an executor? Add it to
+EXECUTORS (and its capacity to CAPACITY).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from concurrent.futures import wait
 from multiprocessing import connection
+from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from executors.base import Drivable, Event, Executor, Holding, OperatorRef, TaskSpec
 from executors.registry import executor_class
-from flowlib.resources import Resources
+from flowlib.resources import Distributed, Resources
 
-EXECUTORS = {"inline": {}, "local": {"workers": 2}, "gpu": {"workers": 2, "devices": [0, 1]}}
+EXECUTORS = ["inline", "local", "gpu", "ssh", "ray"]
 # the same executors with their loop run by a caller's thread, as the scheduler runs it
 DRIVEN = ["local", "gpu"]
+# (cpus, gpus) each executor offers as these tests start it
+CAPACITY = {
+    "inline": (os.cpu_count(), 0),
+    "local": (2, 0),
+    "gpu": (2, 2),
+    "ssh": (2, 0),
+    "ray": (2, 1),
+}
 
 PIPELINE = """
-import time
+import os, time
 from flowlib import current, operator
 
 @operator
@@ -42,19 +56,66 @@ def touch(path: str) -> int:
     return 1
 
 @operator
-def sleepy(x: int) -> int:
-    time.sleep(30)
-    return x
+def live(flag: str) -> int:
+    current.log_metric("progress", 1)
+    print("halfway there", flush=True)
+    deadline = time.time() + 30
+    while not os.path.exists(flag):  # the test creates it once the events reached it
+        if time.time() > deadline:
+            raise TimeoutError("the events did not reach the caller while the task ran")
+        time.sleep(0.02)
+    return 1
+
+@operator
+def nap(pidfile: str, seconds: float) -> int:
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(seconds)
+    return 1
+
+@operator
+def dies(x: int) -> int:
+    print("last words", flush=True)
+    time.sleep(1.5)  # long enough for the words to be streamed (Ray sends its first event late)
+    os._exit(3)
 """
 
 
-@pytest.fixture(params=[*EXECUTORS, *(f"{name} driven" for name in DRIVEN)])
-def executor(request, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+def settings(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The [executors.NAME] table each executor starts with here; skips what this machine lacks."""
+    if name == "ssh":
+        daemon = request.getfixturevalue("sshd_host")
+        return {
+            "hosts": [daemon.host],
+            "identity_file": str(daemon.identity_file),
+            "known_hosts": str(daemon.known_hosts),
+            "python": sys.executable,  # the "host" is this machine: its interpreter has flowlib
+            "workdir": str(tmp_path / "remote"),
+            "slots": 2,
+        }
+    if name == "ray":
+        request.getfixturevalue("ray_head")  # the executor finds Ray initialised and uses it
+        return {}
+    return {"inline": {}, "local": {"workers": 2}, "gpu": {"workers": 2, "devices": [0, 1]}}[name]
+
+
+def started(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Executor:
+    instance: Executor = executor_class(name)()
+    instance.start(settings(name, request, tmp_path))
+    return instance
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the gpu executor's lock files
     monkeypatch.delenv("FLOW_GPUS", raising=False)
+
+
+@pytest.fixture(params=[*EXECUTORS, *(f"{name} driven" for name in DRIVEN)])
+def executor(request, isolated, tmp_path):  # type: ignore[no-untyped-def]
     name, _, driven = request.param.partition(" ")
-    instance: Executor = executor_class(name)()
-    instance.start(EXECUTORS[name])
+    instance = started(name, request, tmp_path)
     stop = threading.Event()
     driver = threading.Thread(target=drive, args=(instance, stop), daemon=True)
     if driven:
@@ -75,41 +136,124 @@ def drive(executor: Drivable, stop: threading.Event) -> None:
         executor.serve(connection.wait(executor.loop_handles(), 0.1 if limit is None else min(limit, 0.1)))
 
 
-def spec(tmp_path, qualname: str, x: int, **extra) -> TaskSpec:  # type: ignore[no-untyped-def]
-    pipeline = tmp_path / "conformance_pipeline.py"
+def spec(tmp_path: Path, qualname: str, x: Any = None, **extra: Any) -> TaskSpec:
+    code = tmp_path / "code"
+    pipeline = code / "conformance_pipeline.py"
     if not pipeline.exists():
+        code.mkdir(exist_ok=True)
         pipeline.write_text(PIPELINE)
+    inputs = extra.pop("inputs", {"x": {"literal": x}})
     return TaskSpec(
-        task_id=f"{qualname}-{x}",
+        task_id=f"{qualname}-{x}-{time.monotonic_ns()}",
         run_id="r1",
         node=qualname,
         attempt=1,
         operator=OperatorRef(str(pipeline), "conformance_pipeline", qualname),
+        inputs=inputs,
         store_url=str(tmp_path / "store"),
         fsync=False,
-        **{"inputs": {"x": {"literal": x}}, **extra},
+        project_root=str(code),
+        **extra,
     )
 
 
-def test_capacity_is_a_resources_total(executor):
+def napping(tmp_path: Path, name: str, seconds: float, **extra: Any) -> tuple[TaskSpec, Path]:
+    pidfile = tmp_path / f"{name}.pid"
+    inputs = {"pidfile": {"literal": str(pidfile)}, "seconds": {"literal": seconds}}
+    return spec(tmp_path, "nap", name, inputs=inputs, **extra), pidfile
+
+
+def pid_in(path: Path, within: float = 30.0) -> int:
+    deadline = time.monotonic() + within
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared: the task did not start"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def runs_in_background(executor: Executor) -> None:
+    if executor.runs_in_submit:
+        pytest.skip(f"{executor.name} runs a task inside submit(): nothing runs in the background")
+
+
+def printed(result: Any, events: list[Event]) -> str:
+    """What the attempt printed: streamed as "log" events while it ran, the rest in the result."""
+    return "".join(e.data["text"] for e in events if e.kind == "log") + result.log
+
+
+# -- capacity() and refuses() ----------------------------------------------------------------------
+def test_capacity_is_what_the_executor_offers(executor):
     capacity = executor.capacity()
-    assert isinstance(capacity, Resources) and capacity.cpus >= 1
+    assert isinstance(capacity, Resources)
+    assert (capacity.cpus, capacity.gpus) == CAPACITY[executor.name]
 
 
-def test_submit_runs_the_task_and_reports_events(executor, tmp_path):
+def test_refuses_only_what_it_could_never_run(executor):
+    cpus, gpus = CAPACITY[executor.name]
+    assert executor.refuses(Resources(cpus=cpus, gpus=gpus), None) is None
+    for resources, distributed, words in [
+        (Resources(cpus=cpus + 1), None, f"{cpus + 1:g} CPUs"),
+        (Resources(gpus=gpus + 1), None, f"{gpus + 1} GPUs"),
+        (Resources(labels=["nowhere"]), None, "'nowhere'"),
+        (Resources(), Distributed(nprocs=1, nnodes=2), "2"),
+    ]:
+        reason = executor.refuses(resources, distributed)
+        assert reason is not None and reason.startswith("asks for") and "\n" not in reason, reason
+        assert words in reason, reason
+
+
+# -- submit(), events, errors ---------------------------------------------------------------------
+def test_submit_runs_the_task_and_reports_metrics_and_output(executor, tmp_path):
     events: list[Event] = []
-    future = executor.submit(spec(tmp_path, "double", 21), events.append)
-    result = future.result(timeout=60)
+    result = executor.submit(spec(tmp_path, "double", 21), events.append).result(timeout=60)
     assert result.ok, result.error
-    assert result.outputs["return"]["digest"] and "doubling 21" in result.log
-    assert [(e.kind, e.data["name"], e.data["value"]) for e in events] == [("metric", "seen", 21.0)]
+    assert result.outputs["return"]["digest"] and result.ended_at >= result.started_at
+    assert "doubling 21" in printed(result, events)
+    assert [(e.kind, e.data["name"], e.data["value"]) for e in events if e.kind == "metric"] == [
+        ("metric", "seen", 21.0)
+    ]
 
 
-def test_a_failing_task_is_a_failed_result_not_an_exception(executor, tmp_path):
+def test_events_arrive_while_the_task_runs(executor, tmp_path):
+    runs_in_background(executor)
+    flag = tmp_path / "flag"
+    seen: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        kinds = {e.kind for e in seen}
+        if {"metric", "started"} <= kinds and "halfway there" in printed_so_far(seen):
+            flag.touch()
+
+    result = executor.submit(spec(tmp_path, "live", inputs={"flag": {"literal": str(flag)}}), on_event)
+    assert result.result(timeout=60).ok, "the metric, the log line and 'started' must stream while it runs"
+    started = [e for e in seen if e.kind == "started"]
+    assert len(started) == 1 and started[0].data["time"] <= time.time()
+
+
+def printed_so_far(events: list[Event]) -> str:
+    return "".join(e.data["text"] for e in events if e.kind == "log")
+
+
+def test_a_failing_task_is_a_failed_result_with_the_users_traceback(executor, tmp_path):
     result = executor.submit(spec(tmp_path, "broken", 1), lambda _: None).result(timeout=60)
-    assert (
-        not result.ok and result.error["type"] == "ValueError" and "broken-marker" in result.error["message"]
-    )
+    assert not result.ok and result.error["type"] == "ValueError"
+    assert result.error["message"] == "broken-marker"
+    trace = result.error["traceback"]
+    assert "conformance_pipeline.py" in trace and 'raise ValueError("broken-marker")' in trace, trace
+    assert "executors" + os.sep + "worker.py" not in trace, "the user's traceback starts at their code"
 
 
 def test_many_tasks_all_finish(executor, tmp_path):
@@ -118,19 +262,62 @@ def test_many_tasks_all_finish(executor, tmp_path):
     assert len(done) == 12 and all(f.result().ok for f in futures)
 
 
-def test_cancel_and_timeout_stop_a_running_task(executor, tmp_path):
-    if executor.name == "inline":
-        pytest.skip("inline runs a task inside submit(): nothing runs in the background to stop")
-    started = time.monotonic()
-    cancelled = executor.submit(spec(tmp_path, "sleepy", 1), lambda _: None)
-    time.sleep(1.0)
-    executor.cancel("sleepy-1")
-    assert cancelled.result(timeout=20).error["type"] == "Cancelled"
-    timed = executor.submit(spec(tmp_path, "sleepy", 2, timeout=1.0), lambda _: None).result(timeout=20)
-    assert timed.error["type"] == "Timeout"
-    assert time.monotonic() - started < 20
+# -- cancel(), timeouts, a dying worker -------------------------------------------------------------
+def test_cancel_stops_the_task_and_its_process(executor, tmp_path):
+    runs_in_background(executor)
+    task, pidfile = napping(tmp_path, "cancelled", 60)
+    future = executor.submit(task, lambda _: None)
+    pid = pid_in(pidfile)
+    asked = time.monotonic()
+    executor.cancel(task.task_id)
+    result = future.result(timeout=20)
+    assert not result.ok and result.error["type"] == "Cancelled"
+    assert time.monotonic() - asked < 10
+    assert gone(pid), "the task's process outlived the cancel"
 
 
+def test_a_timeout_kills_the_task(executor, tmp_path):
+    runs_in_background(executor)
+    task, pidfile = napping(tmp_path, "timed", 60, timeout=1.0)
+    result = executor.submit(task, lambda _: None).result(timeout=30)
+    assert result.error["type"] == "Timeout" and "timed out after 1 s" in result.error["message"]
+    assert gone(pid_in(pidfile)), "the task's process outlived its timeout"
+
+
+def test_a_timeout_counts_from_the_start_not_from_the_submit(executor, tmp_path):
+    runs_in_background(executor)
+    cpus, _ = CAPACITY[executor.name]
+    busy = [executor.submit(napping(tmp_path, f"busy{i}", 2.5)[0], lambda _: None) for i in range(cpus)]
+    time.sleep(0.5)
+    waiting, _ = napping(tmp_path, "queued", 0.2, timeout=1.5)  # waits ~2 s for a free slot first
+    result = executor.submit(waiting, lambda _: None).result(timeout=60)
+    assert result.ok, result.error
+    assert all(f.result(timeout=60).ok for f in busy)
+
+
+def test_a_dying_worker_fails_only_its_attempt(executor, tmp_path):
+    runs_in_background(executor)  # inline would take the test process down with it
+    events: list[Event] = []
+    result = executor.submit(spec(tmp_path, "dies", 1), events.append).result(timeout=60)
+    assert not result.ok and result.error["type"] == "WorkerDied", result.error
+    assert "last words" in printed(result, events)
+    assert executor.submit(spec(tmp_path, "double", 2), lambda _: None).result(timeout=60).ok
+
+
+# -- shutdown() -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_shutdown_stops_what_runs(name, request, isolated, tmp_path):
+    instance = started(name, request, tmp_path)
+    runs_in_background(instance)
+    task, pidfile = napping(tmp_path, "shutdown", 60)
+    future = instance.submit(task, lambda _: None)
+    pid = pid_in(pidfile)
+    instance.shutdown()
+    assert future.result(timeout=5).error["type"] == "Cancelled"
+    assert gone(pid), "a task's process outlived shutdown()"
+
+
+# -- the local pool's own contract: a loop a caller may drive, tasks held until released -------------
 def test_a_driven_loop_cannot_also_get_a_thread(tmp_path):
     instance = executor_class("local")()
     instance.start({"workers": 1})

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from e2e import MARK, TRACEBACK, Project, make_project
 
-from executors.gpu import DeviceLocks, resolve_devices
+from executors.devices import DeviceLocks, resolve_devices
 from flowlib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ if sshd.missing():
 
 from executors.base import OperatorRef, TaskSpec
 from executors.ssh import SshExecutor
-from flowlib.resources import Resources
 
 PIPELINE = """
 import os
@@ -121,10 +119,10 @@ def sleeper(pidfile: str, seconds: float) -> int:
 """
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.Sshd]:
-    with sshd.running(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
+@pytest.fixture
+def daemon(sshd_host: sshd.Sshd) -> sshd.Sshd:
+    """The session's sshd (tests/conftest.py), shared with the conformance suite."""
+    return sshd_host
 
 
 def settings(
@@ -251,7 +249,7 @@ def test_checkpoints_travel_both_ways(project: Any, daemon: sshd.Sshd) -> None:
     assert "epoch 3 attempt 2" in logs and "epoch 0 attempt 2" not in logs
 
 
-# -- the executor on its own --------------------------------------------------------------------
+# -- the executor on its own (what every executor does is in test_executor_conformance.py) ---------
 
 
 @pytest.fixture
@@ -275,51 +273,6 @@ def spec(ops: Path, qualname: str, timeout: float | None = None, **inputs: Any) 
         fsync=False,
         project_root=str(ops.parent),
     )
-
-
-@pytest.fixture
-def executor(daemon: sshd.Sshd, ops: Path) -> Iterator[SshExecutor]:
-    started = SshExecutor()
-    started.start(settings(daemon, ops.parent.parent / "remote"))
-    yield started
-    started.shutdown()
-
-
-def test_executor_contract(executor: SshExecutor, daemon: sshd.Sshd, ops: Path) -> None:
-    assert SshExecutor.name == "ssh"
-    assert executor.capacity() == Resources(cpus=2, gpus=0)
-    result = executor.submit(spec(ops, "hello", name="ssh"), lambda event: None).result(timeout=60)
-    assert result.ok, result.error
-    assert result.host == daemon.host and "hello ssh" in result.log
-
-    pidfile = ops.parent / "cancel.pid"
-    sleeping = spec(ops, "sleeper", pidfile=str(pidfile), seconds=60)
-    future = executor.submit(sleeping, lambda event: None)
-    pid = wait_for(pidfile)
-    asked = time.monotonic()
-    executor.cancel(sleeping.task_id)
-    cancelled = future.result(timeout=10)
-    assert not cancelled.ok and cancelled.error["type"] == "Cancelled"
-    assert time.monotonic() - asked < 3
-    assert gone(pid), "the remote process outlived the cancel"
-
-    timed = executor.submit(
-        spec(ops, "sleeper", timeout=1, pidfile=str(ops.parent / "t.pid"), seconds=60), print
-    )
-    result = timed.result(timeout=30)
-    assert result.error["type"] == "Timeout" and "timed out after 1 s" in result.error["message"]
-    assert gone(wait_for(ops.parent / "t.pid"))
-
-
-def test_shutdown_stops_remote_attempts(daemon: sshd.Sshd, ops: Path) -> None:
-    executor = SshExecutor()
-    executor.start(settings(daemon, ops.parent.parent / "remote"))
-    pidfile = ops.parent / "shutdown.pid"
-    future = executor.submit(spec(ops, "sleeper", pidfile=str(pidfile), seconds=60), lambda event: None)
-    pid = wait_for(pidfile)
-    executor.shutdown()
-    assert future.result(timeout=1).error["type"] == "Cancelled"
-    assert gone(pid), "a remote process outlived shutdown()"
 
 
 def test_a_dropped_connection_fails_the_attempt_and_the_retry_goes_elsewhere(

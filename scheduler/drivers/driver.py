@@ -27,6 +27,7 @@ from scheduler.drivers.tasks import TaskSpecs
 from scheduler.engine.machine import CancelTask, RunMachine, Submit
 from scheduler.store import repository as repo
 from scheduler.store.batch import RunRows, Session
+from scheduler.store.outage import one_line, unreachable
 
 FLUSH_EVERY_S = 0.5  # the longest a completion waits for its commit when nothing forces one
 SPIN_S = 0.002  # how long the driver polls for a result before it sleeps (see Inbox.wait)
@@ -34,6 +35,10 @@ HEARTBEAT_S = 2.0
 IDLE_WAIT_S = 1.0
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 Progress = Callable[[str, str, dict[str, Any]], None]
+
+
+def print_warning(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 @dataclass(eq=False)
@@ -50,6 +55,7 @@ class RunHandle:
     in_flight: int = 0  # attempts handed to executors and not back yet
     flushed_at: float = field(default_factory=time.monotonic)
     status: str | None = None  # set once it ended
+    error: str | None = None
 
 
 class Driver:
@@ -66,7 +72,7 @@ class Driver:
         self.runs: dict[str, RunHandle] = {}
         self.queues: dict[str, deque[tuple[RunHandle, Submit]]] = {name: deque() for name in executors}
         self.tasks: dict[str, tuple[RunHandle, Submit]] = {}  # task id -> its run, while an executor has it
-        self.on_warning = on_warning or (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
+        self.on_warning = on_warning or print_warning
         # executors whose loop runs on this thread, in _wait: their results come without a thread
         # hop (not beside one that runs tasks on this thread: a pool's timeouts would wait for them)
         self.driven: list[Any] = []
@@ -104,7 +110,11 @@ class Driver:
         due = [(h, h.machine.writes.take()) for h in self.runs.values() if self._commit_due(h)]
         if due:
             for handle, writes in due:  # what tasks handed over before the commit will read
-                handle.rows.write_files(writes)
+                try:
+                    handle.rows.write_files(writes)
+                except Exception as exc:  # a full disk, say: the run cannot go on here
+                    self._lost(handle, f"cannot write to the artifact store: {exc}")
+                    continue
                 handle.specs.blobs.remember(
                     {
                         row["digest"]: row["data"]
@@ -112,6 +122,7 @@ class Driver:
                         if row["data"] is not None
                     }
                 )
+            due = [(handle, writes) for handle, writes in due if handle.run_id in self.runs]
             held = self._dispatch(held=True)
             for handle, writes in due:
                 self._commit(handle, writes)
@@ -160,14 +171,14 @@ class Driver:
             return  # lost on the way
         status, error = handle.machine.outcome()
         try:
-            repo.end_run(self.session.engine, handle.run_id, status, error)
+            self.session.run(lambda conn: repo.end_run(conn, handle.run_id, status, error))
         except Exception as exc:
             self._lost(handle, f"cannot record how the run ended: {type(exc).__name__}: {exc}")
             return
         self._end(handle, status, error)
 
     def _end(self, handle: RunHandle, status: str, error: str | None) -> None:
-        handle.status = status
+        handle.status, handle.error = status, error
         self.runs.pop(handle.run_id, None)
         for queue in self.queues.values():
             if any(h is handle for h, _ in queue):
@@ -195,6 +206,9 @@ class Driver:
         try:
             call(*args)
         except Exception as exc:
+            if unreachable(exc):  # the database stayed away past [flow] db_outage_seconds
+                self._lost(handle, f"the database does not answer ({one_line(exc)})")
+                return
             detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.on_warning(f"internal error in run {handle.run_id}:\n{detail}")
             try:

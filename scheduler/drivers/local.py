@@ -17,14 +17,16 @@ from sqlalchemy import Engine
 
 from executors.base import Executor
 from flowlib.config import Config
+from flowlib.errors import RunInterrupted
 from flowlib.plan import Plan
 from flowlib.store import ArtifactStore
-from scheduler.drivers.driver import Driver, RunHandle
+from scheduler.drivers.driver import Driver, RunHandle, print_warning
 from scheduler.drivers.tasks import TaskSpecs
 from scheduler.engine.machine import RunMachine
 from scheduler.store.batch import RunRows, Session
 from scheduler.store.blobs import Blobs
 from scheduler.store.lookups import StoreLookups
+from scheduler.store.outage import Outage
 
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
 
@@ -47,6 +49,7 @@ def make_handle(
     prior_attempts: dict[str, int] | None = None,
     progress: Any = None,
     max_parallel: int | None = None,
+    owner: str | None = None,
 ) -> RunHandle:
     """A recorded run, ready for a driver: its state machine, its rows, its task specs."""
     machine = RunMachine(
@@ -63,7 +66,12 @@ def make_handle(
     )
     specs = TaskSpecs(plan, root_run_id=root_run_id, store=store, fsync=fsync, blobs=blobs)
     return RunHandle(
-        run_id, machine, RunRows(run_id, ids, store), specs, progress=progress, max_parallel=max_parallel
+        run_id,
+        machine,
+        RunRows(run_id, ids, store, owner),
+        specs,
+        progress=progress,
+        max_parallel=max_parallel,
     )
 
 
@@ -78,9 +86,11 @@ def run_in_foreground(
 ) -> Blobs:
     """Execute recorded runs ((launch, run id, node ids) each) here to their end; return the small
     artifacts they saw (for reading their results)."""
-    blobs = Blobs(engine)
-    session = Session(engine)
+    outage = Outage(config.db_outage_s, warn=print_warning)
+    blobs = Blobs(engine, outage=outage)
+    session = Session(engine, outage)
     driver = Driver(executors, session=session)
+    handles = []
     for launch, run_id, ids in recorded:
         handle = make_handle(
             launch.plan,
@@ -100,6 +110,7 @@ def run_in_foreground(
             max_parallel=options.max_parallel,
         )
         driver.add(handle)
+        handles.append(handle)
     previous = None
     stopping = threading.Event()
 
@@ -128,4 +139,11 @@ def run_in_foreground(
         driver.close()
         # the newest small artifacts (the outputs among them) stay for reading the result
         blobs.shrink(KEEP_AFTER_RUN)
+    lost = [handle for handle in handles if handle.status == "interrupted"]
+    if lost:
+        raise RunInterrupted(
+            "; ".join(
+                f"run {h.run_id} stopped: {h.error}; `flow resume {h.run_id}` continues it" for h in lost
+            )
+        )
     return blobs

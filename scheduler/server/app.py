@@ -56,7 +56,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         user = ctx.user(token)
         if user is None:
             raise HTTPException(401, "a valid token is needed (Authorization: Bearer TOKEN)")
-        if not header and request.method not in ("GET", "HEAD", "OPTIONS"):
+        if token and not header and request.method not in ("GET", "HEAD", "OPTIONS"):
             # a browser sends the session cookie by itself: changes go through the UI's CSRF-checked forms
             raise HTTPException(403, "a change through the API needs Authorization: Bearer TOKEN")
         return user

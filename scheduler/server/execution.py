@@ -58,8 +58,9 @@ def prepare(
     fsync: bool,
     default_executor: str,
     on_done: Any = None,
+    owner: str | None = None,
 ) -> RunHandle:
-    """A claimed (or adopted) run, ready for this server's driver."""
+    """A claimed (or adopted) run, ready for this server's driver (`owner`: this server's id)."""
     with engine.connect() as conn:
         run = repo.get_run(conn, run_id)
         rows = repo.nodes_of(conn, run_id)
@@ -111,6 +112,7 @@ def prepare(
         reuse=reuse,
         reasons=reasons,
         prior_attempts=prior,
+        owner=owner,
     )
     handle.on_done = on_done
     return handle

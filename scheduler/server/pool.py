@@ -22,6 +22,7 @@ from scheduler.server.execution import prepare
 from scheduler.store import repository as repo
 from scheduler.store.batch import Session
 from scheduler.store.blobs import Blobs
+from scheduler.store.outage import Outage
 
 log = logging.getLogger("flowlib.server")
 CLAIM_EVERY_S = 0.5
@@ -34,6 +35,7 @@ class PoolSettings:
     drain_s: float = 30.0
     fsync: bool = True
     default_executor: str = "local"
+    db_outage_s: float = 60.0
 
 
 class ServerPool:
@@ -64,7 +66,8 @@ class ServerPool:
         self.wake = threading.Event()
         self.driver: Driver | None = None
         self.session: Session | None = None
-        self.blobs = Blobs(engine)
+        self.outage = Outage(settings.db_outage_s, warn=self._warn)
+        self.blobs = Blobs(engine, outage=self.outage)
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -102,7 +105,7 @@ class ServerPool:
     # -- threads ---------------------------------------------------------------------------------------
     def _drive(self) -> None:
         # built on this thread: executors whose loop it drives start their workers from it
-        self.session = Session(self.engine)
+        self.session = Session(self.engine, self.outage)
         self.driver = Driver(self.executors, session=self.session, on_warning=self._warn)
         self.driver.serving = True
         self._ready.set()
@@ -166,6 +169,7 @@ class ServerPool:
                 fsync=self.settings.fsync,
                 default_executor=self.settings.default_executor,
                 on_done=lambda status, error, _id=run_id: self._done(_id),
+                owner=self.server_id,
             )
         except Exception as exc:  # a run that cannot even start fails alone, never the server
             self._done(run_id)

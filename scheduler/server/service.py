@@ -64,6 +64,7 @@ def serve(
         drain_s=float(config.server["drain_seconds"]),
         fsync=config.fsync,
         default_executor=config.executor,
+        db_outage_s=config.db_outage_s,
     )
     snapshots = config.home / "snapshots"
     launcher = Launcher(engine, store, snapshots, config.executor)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from scheduler.engine.writes import Writes
 from scheduler.store import repository as repo
 from scheduler.store import walcheckpoint
-from scheduler.store.models import nodes
+from scheduler.store.models import nodes, runs
+from scheduler.store.outage import Outage
+
+T = TypeVar("T")
 
 REUSE_S = 5.0
 
@@ -27,8 +30,9 @@ REUSE_S = 5.0
 class Session:
     """A connection for the scheduler's hot path: writes and the reads between them."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, outage: Outage | None = None) -> None:
         self.engine = engine
+        self.outage = outage or Outage(limit_s=0)  # a scheduler's session waits (see drivers)
         self._conn: Connection | None = None
         self._used_at = 0.0
         self._checkpointer = walcheckpoint.WalCheckpointer(engine) if walcheckpoint.wanted(engine) else None
@@ -43,6 +47,16 @@ class Session:
             self.close()  # a broken connection is not reused
             raise
         self._used_at = time.monotonic()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` in one transaction; while the database is unreachable, the whole
+        transaction is tried again on a fresh connection (see scheduler.store.outage)."""
+
+        def attempt() -> T:
+            with self.transaction() as conn:
+                return work(conn)
+
+        return self.outage.ride(attempt)
 
     def committed(self) -> None:
         """Something was committed: the log wants a checkpoint soon."""
@@ -79,11 +93,20 @@ class Session:
         return self._conn
 
 
-class RunRows:
-    """One run's node ids by name (rows are updated by id), and how its writes are committed."""
+class RunTakenOver(Exception):
+    """A pool's run was adopted by another server (this one's lease lapsed): it records no more here."""
 
-    def __init__(self, run_id: str, ids: dict[str, int], store: Any = None) -> None:
-        self.run_id, self.ids, self.store = run_id, ids, store
+
+class RunRows:
+    """One run's node ids by name (rows are updated by id), and how its writes are committed.
+
+    With `owner` (a pool's server id), every commit first checks in its own transaction that the
+    run is still that server's: after an outage longer than its lease, another server may have
+    adopted it, and two servers must never both record one run.
+    """
+
+    def __init__(self, run_id: str, ids: dict[str, int], store: Any = None, owner: str | None = None) -> None:
+        self.run_id, self.ids, self.store, self.owner = run_id, ids, store, owner
 
     def commit(self, session: Session, writes: Writes) -> None:
         if not writes and not writes.store_writes:
@@ -91,8 +114,8 @@ class RunRows:
         self.write_files(writes)
         if writes.changes:
             writes.event(None, "node_states", writes.changes, time.time())
-        with session.transaction() as conn:
-            self._write(conn, writes)
+        # ids learnt only once committed: a transaction retried after an outage inserts again
+        self.ids.update(session.run(lambda conn: self._write(conn, writes)))
         session.committed()
 
     def write_files(self, writes: Writes) -> None:
@@ -101,8 +124,17 @@ class RunRows:
             self.store.write(ref, data)
         writes.store_writes = []
 
-    def _write(self, conn: Connection, writes: Writes) -> None:
+    def _write(self, conn: Connection, writes: Writes) -> dict[str, int]:
+        if self.owner is not None:
+            held = conn.execute(
+                update(runs)
+                .where(runs.c.id == self.run_id, runs.c.server == self.owner)
+                .values(server=self.owner)
+            )
+            if not held.rowcount:
+                raise RunTakenOver(f"another server adopted run {self.run_id}; this one stops running it")
         rows = writes.rows
+        new_ids: dict[str, int] = {}
         if writes.new_nodes:
             # an adopted run's map items may be recorded already, by the server that ran it before
             fresh = [row for row in writes.new_nodes if row["name"] not in self.ids]
@@ -116,8 +148,8 @@ class RunRows:
                         nodes.c.run_id == self.run_id, nodes.c.name.in_(chunk)
                     )
                 )
-                self.ids.update(found.all())  # type: ignore[arg-type]
-        ids = self.ids
+                new_ids.update(found.all())  # type: ignore[arg-type]
+        ids = {**self.ids, **new_ids} if new_ids else self.ids
         with _pipelined(conn):
             repo.add_fingerprints(conn, rows["fingerprints"])
             repo.update_nodes(
@@ -130,6 +162,7 @@ class RunRows:
             repo.add_checkpoints(conn, rows["checkpoints"])
             repo.add_rows(conn, repo.log_chunks, rows["log_chunks"])
             repo.add_events(conn, rows["events"])
+        return new_ids
 
 
 def _pipelined(conn: Connection) -> Any:

@@ -22,8 +22,9 @@ class StoreLookups:
         self.reader = Reader(store, blobs)
 
     def cached(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        with self.session.transaction() as conn:
-            found = repo.find_cache_entries(conn, keys, ("outputs", "run_id", "node"))
+        found = self.session.run(
+            lambda conn: repo.find_cache_entries(conn, keys, ("outputs", "run_id", "node"))
+        )
         entries = {
             key: {"outputs": row.outputs, "run_id": row.run_id, "node": row.node}
             for key, row in found.items()

@@ -101,14 +101,11 @@ def update_nodes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         bulk.executemany(conn, _node_update(shape), group)
 
 
-def end_run(engine: Engine, run_id: str, status: str, error: str | None) -> None:
+def end_run(conn: Connection, run_id: str, status: str, error: str | None) -> None:
     """Record how a run ended, with its `run_<status>` event."""
     now = time.time()
-    with engine.begin() as conn:
-        update_run(conn, run_id, status=status, ended_at=now, heartbeat_at=now, error=error)
-        add_events(
-            conn, [{"run_id": run_id, "node": None, "kind": "run_" + status, "data": None, "time": now}]
-        )
+    update_run(conn, run_id, status=status, ended_at=now, heartbeat_at=now, error=error)
+    add_events(conn, [{"run_id": run_id, "node": None, "kind": "run_" + status, "data": None, "time": now}])
 
 
 @functools.cache
