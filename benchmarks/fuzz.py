@@ -42,6 +42,7 @@ TARGETS = ("config", "loading")
 
 CONFIG_SEEDS = [
     b'[flow]\nhome = ".flow"\ndb = "sqlite:///runs.db"\nartifacts = "s3://bucket/a"\nexecutor = "local"\nfsync = false\n',
+    b'[flow]\ndb_outage_seconds = 90\n[executors.local]\nstart = "spawn"\n[server]\nmax_code_mb = 5e1\n',
     b'[executors.local]\nworkers = 4\n[executors.gpu]\ndevices = [0, 1]\n[server]\nlease_seconds = 2.5\ntoken = "t"\n',
     b'[executors.ssh]\nidentity_file = "~/.ssh/id"\n[[executors.ssh.host]]\naddress = "h1"\nlabels = ["a"]\ngpus = 2\n',
     b'[executors.ray]\naddress = "auto"\nresources = { tpu = 1 }\n[executors.plugin]\nanything = "goes"\n',

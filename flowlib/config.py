@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,8 @@ def _check_section(path: Path, shown: str, section: str, values: Any) -> None:
         types = schema[key]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             raise ConfigError(f"{path}: key '{key}' in [{shown}] must be {types[0].__name__}, got {value!r}")
+        if float in types and not _a_number(value):  # NaN, or a whole number too large for a float
+            raise ConfigError(f"{path}: key '{key}' in [{shown}] must be a number, got {value!r}")
         if (section, key) in _PATHS and "\x00" in value:
             raise ConfigError(f"{path}: key '{key}' in [{shown}] holds a NUL character: {value!r}")
 
@@ -145,6 +148,13 @@ def _check_section(path: Path, shown: str, section: str, values: Any) -> None:
 # the keys whose values are paths (or URLs holding one)
 _PATHS = {("flow", "home"), ("flow", "db"), ("flow", "artifacts")}
 _PATHS |= {("executors.ssh", key) for key in ("identity_file", "known_hosts", "workdir", "python")}
+
+
+def _a_number(value: float) -> bool:
+    try:
+        return not math.isnan(value)
+    except OverflowError:
+        return False
 
 
 def _shown(name: str) -> str:

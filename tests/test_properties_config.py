@@ -69,12 +69,15 @@ flow_tables = st.fixed_dictionaries(
         "artifacts": relative | st.just("s3://bucket/artifacts"),
         "executor": st.sampled_from(["local", "inline", "gpu", "ssh", "ray", "plugin"]),
         "fsync": st.booleans(),
+        "db_outage_seconds": seconds,
     },
 )
 executor_tables = st.fixed_dictionaries(
     {},
     optional={
-        "local": st.fixed_dictionaries({}, optional={"workers": st.integers(1, 64)}),
+        "local": st.fixed_dictionaries(
+            {}, optional={"workers": st.integers(1, 64), "start": st.sampled_from(["fork", "spawn"])}
+        ),
         "gpu": st.fixed_dictionaries(
             {}, optional={"workers": st.integers(1, 8), "devices": st.lists(st.integers(0, 7))}
         ),
@@ -144,6 +147,7 @@ def test_a_written_configuration_loads_to_its_values(
         db = "sqlite:///" + str(folder.resolve() / db.removeprefix("sqlite:///"))
     assert loaded.db == db
     assert (loaded.executor, loaded.fsync) == (flow.get("executor", "local"), flow.get("fsync", True))
+    assert loaded.db_outage_s == float(flow.get("db_outage_seconds", 60.0))
     expected = {name: dict(settings) for name, settings in table.get("executors", {}).items()}
     if "identity_file" in expected.get("ssh", {}):
         expected["ssh"]["identity_file"] = str(folder.resolve() / expected["ssh"]["identity_file"])
@@ -173,6 +177,9 @@ known_names = st.sampled_from(
         "token",
         "fsync",
         "tool",
+        "db_outage_seconds",
+        "lease_seconds",
+        "start",
     ]
 )
 junk_tables = st.recursive(
@@ -236,6 +243,38 @@ def test_any_bytes_as_flow_toml_load_or_are_one_config_error(
     name = "pyproject.toml" if in_pyproject else "flow.toml"
     (folder / name).write_bytes(data)
     _loads_or_refuses(folder, name)
+
+
+schema_keys = st.sampled_from(
+    sorted((section, key) for section, keys in config._SCHEMA.items() for key in keys)
+)
+odd_numbers = st.sampled_from([10**400, -(10**400), 2**63, -1, 0]) | st.floats()
+
+
+@FAST
+@given(schema_keys, junk_values | odd_numbers)
+@example(("flow", "db_outage_seconds"), 10**400)
+@example(("server", "lease_seconds"), math.nan)
+def test_any_value_for_a_known_key_loads_or_is_one_config_error(
+    folders: Callable[[], Path], place: tuple[str, str], value: object
+) -> None:
+    section, key = place
+    *outer, inner = section.split(".")
+    table: dict[str, Any] = {inner: {key: value}}
+    for name in reversed(outer):
+        table = {name: table}
+    folder = folders()
+    (folder / "flow.toml").write_text(toml(table))
+    _loads_or_refuses(folder, "flow.toml")
+
+
+def test_a_number_of_seconds_that_is_no_number_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "flow.toml").write_text(f"[flow]\ndb_outage_seconds = {10**400}\n")
+    with pytest.raises(ConfigError, match="key 'db_outage_seconds' in \\[flow\\] must be a number"):
+        config.load(tmp_path, environ={})
+    (tmp_path / "flow.toml").write_text("[server]\nlease_seconds = nan\n")
+    with pytest.raises(ConfigError, match="key 'lease_seconds' in \\[server\\] must be a number, got nan"):
+        config.load(tmp_path, environ={})
 
 
 def test_an_unknown_users_home_in_configuration_is_a_config_error(tmp_path: Path) -> None:
