@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import math
 from pathlib import PurePosixPath
-from typing import Any, NamedTuple
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from literal_types import Box, Color, Point
 
 # Sized so that the whole property suite stays well under a minute on two cores.
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MANY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # cheap ones
-FEW = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # subprocesses
+FEW = settings(  # each example starts subprocesses: few examples, each a batch of values
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 # Text a command line or a TOML file can carry: any character but a lone surrogate.
 words = st.text(st.characters(exclude_categories=("Cs",)))
@@ -27,22 +30,6 @@ json_values = st.recursive(
 
 
 # -- literals: every kind flowlib.hashing encodes -----------------------------------------------------
-
-
-class Color(enum.Enum):
-    RED = 1
-    GREEN = "green"
-
-
-class Point(NamedTuple):
-    x: int
-    y: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    width: float
-    label: str = ""
 
 
 # Few distinct atoms, so that independently drawn values are often equal (1, 1.0, True, 0.0, -0.0...).

@@ -27,7 +27,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import FAST, FEW, MANY, Box, Color, Point, json_values, literals, small_atoms
+from literal_types import Box, Color, Point
+from strategies import FAST, FEW, MANY, json_values, literals, small_atoms
 
 from flowlib.compile import compile_dag
 from flowlib.fingerprint import Fingerprinter
@@ -133,7 +134,7 @@ with open(sys.argv[1], "rb") as file:
 
 
 @FEW
-@given(st.lists(literals(), min_size=50, max_size=100))
+@given(st.lists(literals(), min_size=15, max_size=30))
 def test_digests_are_the_same_in_other_processes_and_hash_seeds(
     tmp_path_factory: pytest.TempPathFactory, batch: list[Any]
 ) -> None:
