@@ -140,7 +140,17 @@ def _encode_array(value: object) -> bytes | None:
 
 def hash_labelled(parts: list) -> str:
     """Return the hex sha256 of a labelled list such as ``["node", fingerprint, ["inputs", [...]]]``."""
-    return hashlib.sha256(encode(parts)).hexdigest()
+    return hashlib.sha256(_encoded(parts)).hexdigest()
+
+
+def _encoded(value: object) -> bytes:
+    try:
+        return encode(value)
+    except RecursionError:  # a list that holds itself, or one nested thousands deep
+        raise UnhashableLiteral(
+            f"cannot hash a literal of type {_type_name(type(value))}: it is nested too deeply "
+            "(or holds itself); pass it through an operator so that it becomes an artifact"
+        ) from None
 
 
 _LITERAL = encode("literal")
@@ -155,7 +165,7 @@ def literal_digest(value: object) -> str:
     elif kind is str:
         item = _str(value)
     else:
-        item = encode(value)
+        item = _encoded(value)
     return hashlib.sha256(_frame(b"list", _LITERAL + item)).hexdigest()
 
 
