@@ -36,9 +36,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from flowlib.cli import cache_cmd, db_cmd, inspect_cmd, run_cmd, runs_cmd, show_cmd
+    from flowlib.cli import cache_cmd, db_cmd, inspect_cmd, run_cmd, runs_cmd, show_cmd, sweep_cmd
 
-    for module in (show_cmd, run_cmd, runs_cmd, inspect_cmd, db_cmd, cache_cmd):
+    for module in (show_cmd, run_cmd, runs_cmd, inspect_cmd, db_cmd, cache_cmd, sweep_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

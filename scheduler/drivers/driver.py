@@ -75,6 +75,7 @@ class Driver:
             executor.drive_here()
         self.holding = {name for name, executor in executors.items() if isinstance(executor, Holding)}
         self._beating = False
+        self._open = False  # run(until=...): runs may still be posted, so an idle driver waits for them
 
     # -- runs ----------------------------------------------------------------------------------
     def add(self, handle: RunHandle) -> None:
@@ -87,8 +88,10 @@ class Driver:
         self.inbox.put(message)
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Loop until every run ended (or `until()` says stop)."""
+        """Loop until every run ended, or, given `until`, until it says stop: meanwhile a driver
+        with no runs waits for one to be posted (post any message once `until` holds, to wake it)."""
         self._start_heartbeat()
+        self._open = until is not None
         try:
             while self.runs if until is None else not until():
                 self.step()
@@ -117,7 +120,7 @@ class Driver:
         self._dispatch()
         for handle in [h for h in self.runs.values() if h.machine.done]:
             self._finish(handle)
-        if self.runs:
+        if self.runs or self._open:
             self._wait()
 
     def stop_all(self) -> None:
