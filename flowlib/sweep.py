@@ -40,8 +40,6 @@ def sweep(
         raise FlowError(f"flowlib.sweep takes a @workflow, got {workflow!r}")
     from flowlib.config import load
     from flowlib.params import parse_params
-    from scheduler.runs import connect
-    from scheduler.sweeps.read import sweep_status
     from scheduler.sweeps.start import SweepRequest, start_sweep
 
     config = load(db=db, executor=executor)
@@ -58,5 +56,4 @@ def sweep(
         params=parse_params(workflow, {}, dict(params or {})),
         executor=executor,
     )
-    swept = start_sweep(workflow, request, config, report=progress)
-    return sweep_status(connect(config), swept)
+    return start_sweep(workflow, request, config, report=progress)

@@ -64,18 +64,14 @@ def _stdout_kept_for(as_json: bool) -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
-def _finish(settings: Any, name: str, as_json: bool) -> None:
+def _finish(status: dict[str, Any], as_json: bool) -> None:
     """Print the sweep's outcome; exit 0 when a trial completed, else 1."""
-    from scheduler.runs import connect
-    from scheduler.sweeps.read import sweep_status
-
-    status = sweep_status(connect(settings), name)
     counts: dict[str, int] = {}
     for trial in status["trials"]:
         counts[trial["state"]] = counts.get(trial["state"], 0) + 1
     shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     best = status["best"]
-    click.echo(f"sweep {name}: {len(status['trials'])} trials ({shown})", err=True)
+    click.echo(f"sweep {status['name']}: {len(status['trials'])} trials ({shown})", err=True)
     if best is None:
         click.echo("error: no trial completed", err=True)
     if as_json:
@@ -103,9 +99,23 @@ def _finish(settings: Any, name: str, as_json: bool) -> None:
     show_default=True,
     help="Whether a lower or a higher objective is better.",
 )
-@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Trials in all (every state counts).")
-@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="Trials running at once.")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True, help="Optuna's sampler.")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Trials in all (every state counts).",
+)
+@click.option(
+    "--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="Trials running at once."
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random", "grid"]),
+    default="tpe",
+    show_default=True,
+    help="Optuna's sampler.",
+)
 @click.option(
     "--pruner",
     type=click.Choice(["none", "median"]),
@@ -114,7 +124,9 @@ def _finish(settings: Any, name: str, as_json: bool) -> None:
     help="median: Optuna's MedianPruner stops trials whose objective, logged with step=, trails.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the sampler.")
-@click.option("--name", default=None, help="The sweep's name (default: the workflow's); an existing sweep continues.")
+@click.option(
+    "--name", default=None, help="The sweep's name (default: the workflow's); an existing sweep continues."
+)
 @params_options
 @click.option("--executor", default=None, help="Default executor for nodes that name none.")
 @click.option(
@@ -172,7 +184,9 @@ def start(
 
     with _stdout_kept_for(as_json):
         wf = select_workflow(file, workflow)
-        fixed = parse_params(wf, split_assignments(params), read_params_file(params_file) if params_file else None)
+        fixed = parse_params(
+            wf, split_assignments(params), read_params_file(params_file) if params_file else None
+        )
         request = SweepRequest(
             objective=objective,
             space=split_space(space),
@@ -187,8 +201,8 @@ def start(
             executor=executor,
         )
         _quiet_optuna()
-        swept = start_sweep(wf, request, settings, report=lambda line: click.echo(line, err=True))
-    _finish(settings, swept, as_json)
+        status = start_sweep(wf, request, settings, report=lambda line: click.echo(line, err=True))
+    _finish(status, as_json)
 
 
 @click.command("status")
@@ -208,12 +222,16 @@ def status(name: str, db: str | None, as_json: bool) -> None:
     for trial in shown["trials"]:
         value = "-" if trial["value"] is None else f"{trial['value']:.6g}"
         params = " ".join(f"{k}={v}" for k, v in trial["params"].items())
-        line = f"{trial['number']:>4}  {trial['state']:<8}  {value:>12}  {trial['run_id'] or '-':<12}  {params}"
+        line = (
+            f"{trial['number']:>4}  {trial['state']:<8}  {value:>12}  {trial['run_id'] or '-':<12}  {params}"
+        )
         if trial.get("error"):
             line += f"  ({trial['error']})"
         click.echo(line)
     best = shown["best"]
-    click.echo(f"best: trial {best['trial']}, {shown['objective']}={best['value']:.6g}" if best else "best: none yet")
+    click.echo(
+        f"best: trial {best['trial']}, {shown['objective']}={best['value']:.6g}" if best else "best: none yet"
+    )
 
 
 @click.command("best")
@@ -249,8 +267,8 @@ def resume(name: str, db: str | None, as_json: bool) -> None:
     settings = config(db)
     with _stdout_kept_for(as_json):
         _quiet_optuna()
-        swept = resume_sweep(name, settings, report=lambda line: click.echo(line, err=True))
-    _finish(settings, swept, as_json)
+        status = resume_sweep(name, settings, report=lambda line: click.echo(line, err=True))
+    _finish(status, as_json)
 
 
 sweep = SweepGroup("sweep", start=start, commands=[status, best, resume])

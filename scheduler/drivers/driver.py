@@ -46,6 +46,7 @@ class RunHandle:
     progress: Progress | None = None
     max_parallel: int | None = None
     on_done: Callable[[str, str | None], None] | None = None
+    on_event: Callable[[str, Event], None] | None = None  # (node, event) as an attempt reports it
     in_flight: int = 0  # attempts handed to executors and not back yet
     flushed_at: float = field(default_factory=time.monotonic)
     status: str | None = None  # set once it ended
@@ -300,6 +301,8 @@ class Driver:
             entry = self.tasks.get(message[1])
             if entry is not None:
                 self._guard(entry[0], entry[0].machine.on_event, message[1], message[2], now)
+                if entry[0].on_event is not None:
+                    entry[0].on_event(entry[1].node, message[2])
         elif kind == "cancel":
             handle = self.runs.get(message[1])
             if handle is not None:

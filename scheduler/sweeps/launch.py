@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -30,7 +30,7 @@ from scheduler.runs import (
     record_run,
     start_executors,
 )
-from scheduler.store.models import metrics, nodes
+from scheduler.store.models import nodes
 from scheduler.sweeps import catalog
 from scheduler.sweeps.trials import objective_value
 
@@ -48,9 +48,8 @@ class Ended:
 
 @dataclass(frozen=True)
 class Point:
-    """One step of a metric a running trial logged (`id` orders them)."""
+    """A step of the watched metric, as a trial's running operator logged it."""
 
-    id: int
     run_id: str
     step: int
     value: float
@@ -68,8 +67,9 @@ class Launcher(Protocol):
     def cancel(self, run_id: str, why: str) -> None:
         """Stop a run: its running operators are killed, it ends `cancelled`."""
 
-    def wait(self, timeout: float) -> list[Ended]:
-        """The runs that ended since the last call, waiting up to `timeout` seconds for one."""
+    def wait(self, timeout: float) -> list[Ended | Point]:
+        """What happened since the last call, in order (runs that ended, steps of the watched
+        metric), waiting up to `timeout` seconds for something."""
 
     def trial_runs(self, sweep: str) -> dict[int, catalog.TrialRun]:
         """Trial number -> its newest run."""
@@ -77,9 +77,6 @@ class Launcher(Protocol):
     def settled(self, run_id: str, names: Collection[str]) -> bool:
         """Whether the run's nodes `names` have all ended, and that is committed (their cache
         entries with it)."""
-
-    def metric_points(self, run_ids: Collection[str], name: str, after: int) -> list[Point]:
-        """Steps of metric `name` the runs logged, newer than `after` (a Point id)."""
 
     def objective(self, run_id: str, key: str) -> float:
         """A succeeded run's objective value (see trials.objective_value)."""
@@ -89,14 +86,17 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Trials run here: a driver on a thread of its own, fed runs as the sweep loop starts them."""
+    """Trials run here: a driver on a thread of its own, fed runs as the sweep loop starts them.
+    `watch` names the metric whose steps `wait` hands back (for the pruner), as the driver gets them."""
 
-    def __init__(self, config: Config, first: Plan, *, executor: str | None = None) -> None:
+    def __init__(
+        self, config: Config, first: Plan, *, executor: str | None = None, watch: str | None = None
+    ) -> None:
         from scheduler.drivers.driver import Driver
         from scheduler.store.batch import Session
         from scheduler.store.blobs import Blobs
 
-        self.config = config
+        self.config, self.watch = config, watch
         self.default = executor or config.executor
         self.executors = start_executors(executor_names(first, self.default), config)
         try:
@@ -110,7 +110,7 @@ class LocalLauncher:
         self.reading = Blobs(self.engine)  # this thread's, for reading objectives
         self.session = Session(self.engine)
         self.driver = Driver(self.executors, session=self.session)
-        self._ended: queue.SimpleQueue[Ended | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Ended | Point | None] = queue.SimpleQueue()
         self._closing = False
         self._crash: BaseException | None = None
         self._thread = threading.Thread(target=self._drive, name="flowlib-sweep-driver", daemon=True)
@@ -121,7 +121,7 @@ class LocalLauncher:
             self.driver.run(until=lambda: self._closing)
         except BaseException as exc:
             self._crash = exc
-            self._ended.put(None)
+            self._events.put(None)
         finally:
             self.driver.close()
 
@@ -183,27 +183,35 @@ class LocalLauncher:
             reuse=launch.reuse,
             reasons=launch.reasons,
         )
-        handle.on_done = lambda status, error: self._ended.put(Ended(run_id, status, error))
+        handle.on_done = lambda status, error: self._events.put(Ended(run_id, status, error))
+        if self.watch is not None:
+            handle.on_event = lambda _node, event: self._watched(run_id, event)
         self.driver.post(("add", handle))
         return run_id
+
+    def _watched(self, run_id: str, event: Any) -> None:
+        """On the driver's thread, as a worker reports it: only the watched metric's steps pass."""
+        data = event.data
+        if event.kind == "metric" and data.get("name") == self.watch and data.get("step") is not None:
+            self._events.put(Point(run_id, int(data["step"]), float(data["value"])))
 
     def cancel(self, run_id: str, why: str) -> None:
         self.driver.post(("cancel", run_id, why))
 
-    def wait(self, timeout: float) -> list[Ended]:
+    def wait(self, timeout: float) -> list[Ended | Point]:
         try:
-            found = [self._ended.get(timeout=timeout)]
+            found = [self._events.get(timeout=timeout)]
         except queue.Empty:
             return []
         while True:
             try:
-                found.append(self._ended.get_nowait())
+                found.append(self._events.get_nowait())
             except queue.Empty:
                 break
         if None in found:
             crash = self._crash
             raise FlowError(f"the sweep's scheduler stopped: {type(crash).__name__}: {crash}")
-        return [ended for ended in found if ended is not None]
+        return [item for item in found if item is not None]
 
     # -- reading what the runs recorded ---------------------------------------------------------------
     def trial_runs(self, sweep: str) -> dict[int, catalog.TrialRun]:
@@ -216,22 +224,6 @@ class LocalLauncher:
         with self.engine.connect() as conn:
             statuses = dict(conn.execute(query).tuples().all())
         return all(statuses.get(name) in FINAL_STATES for name in names)
-
-    def metric_points(self, run_ids: Collection[str], name: str, after: int) -> list[Point]:
-        if not run_ids:
-            return []
-        query = (
-            select(metrics.c.id, metrics.c.run_id, metrics.c.step, metrics.c.value)
-            .where(
-                metrics.c.run_id.in_(list(run_ids)),
-                metrics.c.name == name,
-                metrics.c.step.is_not(None),
-                metrics.c.id > after,
-            )
-            .order_by(metrics.c.id)
-        )
-        with self.engine.connect() as conn:
-            return [Point(*row) for row in conn.execute(query).tuples()]
 
     def objective(self, run_id: str, key: str) -> float:
         return objective_value(self.engine, self.reading.reader(self.store), run_id, key)

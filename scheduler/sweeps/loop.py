@@ -16,11 +16,12 @@ from typing import Any
 
 from flowlib.errors import FlowError
 from scheduler.sweeps import study as studies
-from scheduler.sweeps.launch import Ended, Launcher
+from scheduler.sweeps.catalog import TrialRun
+from scheduler.sweeps.launch import Ended, Launcher, Point
 from scheduler.sweeps.space import Dimension
 from scheduler.sweeps.trials import TrialPlans
 
-POLL_S = 0.2  # how often running trials' metrics are read for the pruner
+POLL_S = 0.2  # how often the first trial's shared steps are checked while the others wait
 STOP_WAIT_S = 30.0  # how long Ctrl-C waits for the cancelled trials to end
 
 
@@ -52,33 +53,38 @@ class SweepLoop:
     active: dict[str, Active] = field(default_factory=dict)  # run id -> trial
     _gate: tuple[str, set[str]] | None = None  # (run id, its shared steps) while others wait for them
     _gated_once: bool = False
-    _cursor: int = 0  # the newest metric row read
     _count: int = 0  # trials in the study, whatever their state
+    _unfinished: list[tuple[Any, TrialRun | None]] = field(default_factory=list)  # to resume first
 
     def run(self) -> None:
         """Run trials until the study holds `trials` of them and none is left running."""
         self._count = len(self.study.get_trials(deepcopy=False))
         try:
-            self._continue_unfinished()
+            self._unfinished = self._left_running()
             while True:
                 self._top_up()
                 if not self.active:
                     return
-                for ended in self.launcher.wait(POLL_S):
-                    self._ended(ended)
+                for item in self.launcher.wait(POLL_S):
+                    if isinstance(item, Point):
+                        self._step(item)
+                    else:
+                        self._ended(item)
                 self._check_gate()
-                if self.pruning:
-                    self._prune()
         except KeyboardInterrupt:
             self._stop("interrupted (Ctrl-C)")
             raise
 
     # -- starting trials ------------------------------------------------------------------------------
     def _top_up(self) -> None:
-        while len(self.active) < self.parallel and self._gate is None and self._count < self.trials:
-            if self.grid_points is not None and self._grid_done():
+        """Start trials while fewer than `parallel` run: first those a killed sweep left unfinished."""
+        while len(self.active) < self.parallel and self._gate is None:
+            if self._unfinished:
+                self._resume(self._unfinished.pop(0))
+            elif self._count >= self.trials or (self.grid_points is not None and self._grid_done()):
                 return
-            self._start_new()
+            else:
+                self._start_new()
 
     def _grid_done(self) -> bool:
         seen = {tuple(sorted(t.params.items())) for t in self.study.get_trials(deepcopy=False) if t.params}
@@ -105,42 +111,50 @@ class SweepLoop:
             self._gated_once = True
             self._gate = (run_id, gated)
 
-    def _continue_unfinished(self) -> None:
-        """Trials a killed sweep left running: resumed from their cached nodes, or finished from
-        what their run recorded."""
+    def _left_running(self) -> list[tuple[Any, TrialRun | None]]:
+        """Trials a killed sweep left running, with their newest runs; those whose run ended are
+        finished now from what it recorded, the others are returned, to resume."""
         from optuna.trial import TrialState
 
         unfinished = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not unfinished:
-            return
+            return []
         runs = self.launcher.trial_runs(self.name)
+        left = []
         for frozen in unfinished:
             run = runs.get(frozen.number)
-            params = dict(frozen.params)
-            trial = studies.live_trial(self.study, frozen)
             if run is not None and run.status == "succeeded":
-                self._finish_succeeded(trial, params, run.run_id)
-                continue
-            if run is not None and run.status == "failed":
-                self._failed(trial, params, f"its run {run.run_id} failed")
-                continue
-            active = Active(frozen.number, trial, params, reported=set(frozen.intermediate_values))
-            try:
-                if run is None:
-                    plan = self.plans.plan(params)
-                    run_id = self.launcher.launch(plan, sweep=self.name, trial=frozen.number)
-                    names = {n.name for n in plan.nodes}
-                else:
-                    run_id = self.launcher.resume(run.run_id, sweep=self.name, trial=frozen.number)
-                    names = set(self.shared)
-            except FlowError as exc:
-                self._failed(trial, params, str(exc))
-                continue
-            self._started(active, run_id, plan_names=names, resumed=run is not None)
-            while self._gate is not None:  # the shared steps first, as for a new trial
-                for ended in self.launcher.wait(POLL_S):
-                    self._ended(ended)
-                self._check_gate()
+                self._finish_succeeded(
+                    studies.live_trial(self.study, frozen), dict(frozen.params), run.run_id
+                )
+            elif run is not None and run.status == "failed":
+                self._failed(
+                    studies.live_trial(self.study, frozen),
+                    dict(frozen.params),
+                    f"its run {run.run_id} failed",
+                )
+            else:
+                left.append((frozen, run))
+        return left
+
+    def _resume(self, unfinished: tuple[Any, TrialRun | None]) -> None:
+        """Resume a trial's interrupted run from its cached nodes (or start it, if it had none)."""
+        frozen, run = unfinished
+        params = dict(frozen.params)
+        trial = studies.live_trial(self.study, frozen)
+        try:
+            if run is None:
+                plan = self.plans.plan(params)
+                run_id = self.launcher.launch(plan, sweep=self.name, trial=frozen.number)
+                names = {n.name for n in plan.nodes}
+            else:
+                run_id = self.launcher.resume(run.run_id, sweep=self.name, trial=frozen.number)
+                names = set(self.shared)
+        except FlowError as exc:
+            self._failed(trial, params, str(exc))
+            return
+        active = Active(frozen.number, trial, params, reported=set(frozen.intermediate_values))
+        self._started(active, run_id, plan_names=names, resumed=run is not None)
 
     def _check_gate(self) -> None:
         if self._gate is None:
@@ -154,10 +168,10 @@ class SweepLoop:
         active = self.active.pop(ended.run_id, None)
         if active is None:
             return
-        if active.pruned_at is not None:
+        if active.pruned_at is not None:  # also when its run ended before the cancel reached it
             studies.tell(self.study, active.number, state="pruned")
             self.report(
-                f"trial {active.number} pruned at step {active.pruned_at} (run {ended.run_id} cancelled)"
+                f"trial {active.number} pruned at step {active.pruned_at} (run {ended.run_id} {ended.status})"
             )
         elif ended.status == "succeeded":
             self._finish_succeeded(active.trial, active.params, ended.run_id)
@@ -179,24 +193,19 @@ class SweepLoop:
         self.report(f"trial {trial.number} failed: {error}")
 
     # -- pruning ----------------------------------------------------------------------------------------
-    def _prune(self) -> None:
-        for point in self.launcher.metric_points(list(self.active), self.objective, self._cursor):
-            self._cursor = max(self._cursor, point.id)
-            active = self.active.get(point.run_id)
-            if (
-                active is None
-                or active.pruned_at is not None
-                or point.step < 0
-                or point.step in active.reported
-            ):
-                continue
-            if math.isnan(point.value) or math.isinf(point.value):
-                continue
-            active.trial.report(point.value, point.step)
-            active.reported.add(point.step)
-            if active.trial.should_prune():
-                active.pruned_at = point.step
-                self.launcher.cancel(point.run_id, f"pruned by the sweep at step {point.step}")
+    def _step(self, point: Point) -> None:
+        """A step of the objective a running trial logged: reported to the study; the trial is
+        stopped when the pruner says so."""
+        active = self.active.get(point.run_id)
+        if active is None or active.pruned_at is not None or point.step < 0 or point.step in active.reported:
+            return
+        if not math.isfinite(point.value):
+            return
+        active.trial.report(point.value, point.step)
+        active.reported.add(point.step)
+        if self.pruning and active.trial.should_prune():
+            active.pruned_at = point.step
+            self.launcher.cancel(point.run_id, f"pruned by the sweep at step {point.step}")
 
     # -- stopping --------------------------------------------------------------------------------------
     def _stop(self, why: str) -> None:
@@ -206,8 +215,9 @@ class SweepLoop:
             self.launcher.cancel(run_id, why)
         deadline = time.monotonic() + STOP_WAIT_S
         while self.active and time.monotonic() < deadline:
-            for ended in self.launcher.wait(POLL_S):
-                self.active.pop(ended.run_id, None)
+            for item in self.launcher.wait(POLL_S):
+                if isinstance(item, Ended):
+                    self.active.pop(item.run_id, None)
 
 
 def _params(params: Mapping[str, Any]) -> str:

@@ -12,11 +12,12 @@ from scheduler.sweeps.space import SweepError
 from scheduler.sweeps.study import open_study, storage_url, trial_state
 
 
-def _study_trials(engine: Engine, record: catalog.SweepRecord) -> list[Any]:
-    try:
-        study = open_study(record.name, storage_url(engine.url.render_as_string(hide_password=False)))
-    except SweepError:
-        return []  # recorded, and stopped before its first trial
+def _study_trials(engine: Engine, record: catalog.SweepRecord, study: Any = None) -> list[Any]:
+    if study is None:
+        try:
+            study = open_study(record.name, storage_url(engine.url.render_as_string(hide_password=False)))
+        except SweepError:
+            return []  # recorded, and stopped before its first trial
     return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
 
 
@@ -48,11 +49,12 @@ def best_of(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | No
     }
 
 
-def sweep_status(engine: Engine, name: str) -> dict[str, Any]:
-    """`flow sweep status --json`: the sweep, each trial (number, run, params, state, value) and the best."""
+def sweep_status(engine: Engine, name: str, *, study: Any = None) -> dict[str, Any]:
+    """`flow sweep status --json`: the sweep, each trial (number, run, params, state, value) and the
+    best (`study`: the sweep's study, when the caller has it open)."""
     record = catalog.require(engine, name)
     runs = catalog.trial_runs(engine, name)
-    trials = [_trial(t, runs) for t in _study_trials(engine, record)]
+    trials = [_trial(t, runs) for t in _study_trials(engine, record, study)]
     return {
         "name": record.name,
         "workflow": record.workflow,

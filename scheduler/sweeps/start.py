@@ -18,6 +18,7 @@ from scheduler.sweeps import catalog
 from scheduler.sweeps import study as studies
 from scheduler.sweeps.launch import Launcher, LocalLauncher
 from scheduler.sweeps.loop import SweepLoop
+from scheduler.sweeps.read import sweep_status
 from scheduler.sweeps.space import Dimension, SweepError, grid_size, parse_space
 from scheduler.sweeps.trials import TrialPlans, shared_nodes
 
@@ -45,8 +46,10 @@ class SweepRequest:
 Report = Callable[[str], None]
 
 
-def start_sweep(wf: Workflow, request: SweepRequest, config: Config, *, report: Report | None = None) -> str:
-    """Run a new sweep of `wf`, or continue the one of that name; return the sweep's name."""
+def start_sweep(
+    wf: Workflow, request: SweepRequest, config: Config, *, report: Report | None = None
+) -> dict[str, Any]:
+    """Run a new sweep of `wf`, or continue the one of that name; return its status (read.sweep_status)."""
     _check(request)
     dims = parse_space(wf, request.space, request.params)
     name = request.name or wf.name
@@ -76,7 +79,7 @@ def start_sweep(wf: Workflow, request: SweepRequest, config: Config, *, report: 
     return _drive(new, wf, dims, request.params, config, report, exists=record is not None)
 
 
-def resume_sweep(name: str, config: Config, *, report: Report | None = None) -> str:
+def resume_sweep(name: str, config: Config, *, report: Report | None = None) -> dict[str, Any]:
     """Continue a sweep as it was asked for: unfinished trials resumed, then new ones up to its count."""
     record = catalog.require(connect(config), name)
     wf = select_workflow(record.file, record.workflow)
@@ -131,14 +134,16 @@ def _drive(
     report: Report | None,
     *,
     exists: bool,
-) -> str:
+) -> dict[str, Any]:
     settings = record.settings
     grid = grid_size(dims) if settings["sampler"] == "grid" else None
     plans = TrialPlans(wf, fixed)
     first, last = plans.probes(dims)
     engine = connect(config)
     _refuse_live(engine, record.name)
-    launcher: Launcher = LocalLauncher(config, first, executor=settings.get("executor"))
+    pruning = settings["pruner"] != "none"
+    watch = record.objective if pruning else None
+    launcher: Launcher = LocalLauncher(config, first, executor=settings.get("executor"), watch=watch)
     try:
         storage = studies.storage_url(config.db)
         study = studies.open_study(
@@ -163,13 +168,13 @@ def _drive(
             parallel=settings["parallel"],
             launcher=launcher,
             shared=shared_nodes(first, last),
-            pruning=settings["pruner"] != "none",
+            pruning=pruning,
             grid_points=grid,
             report=report or (lambda line: None),
         ).run()
     finally:
         launcher.close()
-    return record.name
+    return sweep_status(engine, record.name, study=study)
 
 
 def _refuse_live(engine: Any, name: str) -> None:

@@ -1,0 +1,199 @@
+"""`flow sweep` against a plain Optuna loop (run by hand; prints a table): a 20-trial digits sweep.
+
+    .venv/bin/python -m benchmarks.sweep [--trials 20] [--epochs 15] [--repeat 1] [--seed 0]
+
+Both tune examples/sweep/pipeline.py's MLP over lr=loguniform(1e-4,1e-1) and hidden=int(16,256),
+maximizing the validation accuracy, with Optuna's TPE sampler (same seed) and median pruner; the
+training is the same code (the example's helpers). Every row is a fresh process (a fresh
+FLOW_HOME for flowlib, an in-memory study for the plain loop), timed from start to exit.
+
+- plain loop, data per trial: `study.optimize(objective)` whose objective prepares the data and
+  trains, as Optuna's own examples are written.
+- plain loop, data once: the same with the data prepared once before the loop (by hand).
+- flow sweep --parallel 1 / 2: the data step runs once through the cache, trials are runs.
+- flow sweep --pruner none: what pruning saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "sweep" / "pipeline.py"
+FLOW = str(Path(sys.executable).with_name("flow"))
+
+PLAIN = """
+import json, sys, time
+import optuna, torch
+sys.path.insert(0, {folder!r})
+import pipeline as p
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+torch.set_num_threads({threads})
+trials, epochs, seed, once = {trials}, {epochs}, {seed}, {once}
+shared = p.prepare(seed, 0.2) if once else None  # an operator called outside a build is a plain call
+
+def objective(trial):
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    hidden = trial.suggest_int("hidden", 16, 256)
+    data = shared if once else p.prepare(seed, 0.2)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = p.make_model(hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    score = 0.0
+    for epoch in range(epochs):
+        p.train_epoch(model, optimizer, data.x_train, data.y_train, generator)
+        score = p.accuracy(model, data.x_val, data.y_val)
+        trial.report(score, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return score
+
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                            pruner=optuna.pruners.MedianPruner())
+study.optimize(objective, n_trials=trials)
+states = [t.state.name.lower() for t in study.trials]
+print(json.dumps({{"best": study.best_value, "complete": states.count("complete"), "pruned": states.count("pruned")}}))
+"""
+
+
+def plain(folder: Path, trials: int, epochs: int, seed: int, once: bool, threads: int) -> dict:
+    code = PLAIN.format(
+        folder=str(folder), trials=trials, epochs=epochs, seed=seed, once=once, threads=threads
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the plain loop failed:\n{done.stderr[-3000:]}")
+    return {"wall": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def flow_sweep(folder: Path, trials: int, epochs: int, seed: int, parallel: int, pruner: str) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="flow-sweep-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_")}
+    env["FLOW_HOME"] = str(home)
+    argv = [
+        FLOW,
+        "sweep",
+        "pipeline.py",
+        "--space",
+        "lr=loguniform(1e-4,1e-1)",
+        "--space",
+        "hidden=int(16,256)",
+    ]
+    argv += ["--objective", "val_accuracy", "--direction", "maximize", "--trials", str(trials)]
+    argv += ["--parallel", str(parallel), "--pruner", pruner, "--seed", str(seed), "-p", f"epochs={epochs}"]
+    started = time.perf_counter()
+    done = subprocess.run([*argv, "--json"], capture_output=True, text=True, cwd=folder, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"flow sweep failed:\n{done.stderr[-3000:]}")
+    status = json.loads(done.stdout)
+    states = [t["state"] for t in status["trials"]]
+    conn = sqlite3.connect(home / "flow.db")
+    try:
+        data_s = conn.execute(
+            "SELECT duration_s FROM nodes WHERE name = 'prepare' AND NOT cached"
+        ).fetchone()[0]
+        computed = conn.execute(
+            "SELECT count(*) FROM nodes WHERE name = 'prepare' AND NOT cached"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return {
+        "wall": wall,
+        "best": status["best"]["value"],
+        "complete": states.count("complete"),
+        "pruned": states.count("pruned"),
+        "data_s": data_s,
+        "data_runs": computed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1, help="rows interleaved, medians reported")
+    parser.add_argument(
+        "--plain-threads",
+        type=int,
+        default=1,
+        help="torch threads of the plain loop (a flowlib worker gives a node as many as its cpus=, 1)",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "flow.toml").write_text("")
+        (folder / "pipeline.py").write_text(EXAMPLE.read_text())
+        rows = {
+            "plain Optuna loop, data per trial": lambda: plain(
+                folder, args.trials, args.epochs, args.seed, False
+            ),
+            "plain Optuna loop, data once": lambda: plain(
+                folder, args.trials, args.epochs, args.seed, True, args.plain_threads
+            ),
+            "flow sweep --parallel 1": lambda: flow_sweep(
+                folder, args.trials, args.epochs, args.seed, 1, "median"
+            ),
+            "flow sweep --parallel 2": lambda: flow_sweep(
+                folder, args.trials, args.epochs, args.seed, 2, "median"
+            ),
+            "flow sweep --parallel 1 --pruner none": lambda: flow_sweep(
+                folder, args.trials, args.epochs, args.seed, 1, "none"
+            ),
+        }
+        results: dict[str, list[dict]] = {name: [] for name in rows}
+        for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every row alike
+            for name, measure in rows.items():
+                results[name].append(measure())
+                print(f"  {name}: {results[name][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+    wall = {name: statistics.median(r["wall"] for r in found) for name, found in results.items()}
+    print(
+        f"\n{args.trials}-trial digits sweep, {args.epochs} epochs, TPE seed {args.seed}, median pruner; "
+        f"{os.cpu_count()} CPUs; plain loop with {args.plain_threads} torch thread(s); median of {args.repeat}\n"
+    )
+    print(
+        "| configuration | wall s | vs plain loop (data per trial) | complete / pruned | best val accuracy |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    base = wall["plain Optuna loop, data per trial"]
+    for name, found in results.items():
+        last = found[-1]
+        print(
+            f"| {name} | {wall[name]:.1f} | {wall[name] / base:.2f}x | {last['complete']} / {last['pruned']} "
+            f"| {last['best']:.4f} |"
+        )
+    p1 = results["flow sweep --parallel 1"]
+    data_s = statistics.median(r["data_s"] for r in p1)
+    saved = data_s * (args.trials - 1)
+    print(
+        textwrap.dedent(
+            f"""
+            shared data step: computed {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker); recomputing it
+              in every trial would add {saved:.1f} s, {saved / (wall["flow sweep --parallel 1"] + saved):.0%} of the
+              --parallel 1 sweep
+            pruning: --pruner median saves {1 - wall["flow sweep --parallel 1"] / wall["flow sweep --parallel 1 --pruner none"]:.0%}
+              of the --parallel 1 sweep's wall time
+            """
+        ).strip()
+    )
+
+
+if __name__ == "__main__":
+    main()
