@@ -11,7 +11,8 @@ FLOW_HOME for flowlib, an in-memory study for the plain loop), timed from start 
   trains, as Optuna's own examples are written.
 - plain loop, data once: the same with the data prepared once before the loop (by hand).
 - flow sweep --parallel 1 / 2: the data step runs once through the cache, trials are runs.
-- flow sweep --pruner none: what pruning saves.
+Each row runs with --pruner median and with --pruner none (what pruning saves). A pruned trial's
+operator is stopped by killing its worker process, which the local pool then starts again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,17 +62,17 @@ def objective(trial):
             raise optuna.TrialPruned()
     return score
 
-study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                            pruner=optuna.pruners.MedianPruner())
+pruner = optuna.pruners.MedianPruner() if {pruner!r} == "median" else optuna.pruners.NopPruner()
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
 study.optimize(objective, n_trials=trials)
 states = [t.state.name.lower() for t in study.trials]
 print(json.dumps({{"best": study.best_value, "complete": states.count("complete"), "pruned": states.count("pruned")}}))
 """
 
 
-def plain(folder: Path, trials: int, epochs: int, seed: int, once: bool, threads: int) -> dict:
+def plain(folder: Path, trials: int, epochs: int, seed: int, once: bool, threads: int, pruner: str) -> dict:
     code = PLAIN.format(
-        folder=str(folder), trials=trials, epochs=epochs, seed=seed, once=once, threads=threads
+        folder=str(folder), trials=trials, epochs=epochs, seed=seed, once=once, threads=threads, pruner=pruner
     )
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
@@ -137,27 +139,25 @@ def main() -> None:
         help="torch threads of the plain loop (a flowlib worker gives a node as many as its cpus=, 1)",
     )
     args = parser.parse_args()
+    threads, common = args.plain_threads, (args.trials, args.epochs, args.seed)
+    p1_row = "flow sweep --parallel 1 --pruner median"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "flow.toml").write_text("")
         (folder / "pipeline.py").write_text(EXAMPLE.read_text())
-        rows = {
-            "plain Optuna loop, data per trial": lambda: plain(
-                folder, args.trials, args.epochs, args.seed, False
-            ),
-            "plain Optuna loop, data once": lambda: plain(
-                folder, args.trials, args.epochs, args.seed, True, args.plain_threads
-            ),
-            "flow sweep --parallel 1": lambda: flow_sweep(
-                folder, args.trials, args.epochs, args.seed, 1, "median"
-            ),
-            "flow sweep --parallel 2": lambda: flow_sweep(
-                folder, args.trials, args.epochs, args.seed, 2, "median"
-            ),
-            "flow sweep --parallel 1 --pruner none": lambda: flow_sweep(
-                folder, args.trials, args.epochs, args.seed, 1, "none"
-            ),
-        }
+        rows = {}
+        for pruner in ("median", "none"):
+            flag = f"--pruner {pruner}"
+            rows |= {
+                f"plain Optuna loop, data per trial, {flag}": partial(
+                    plain, folder, *common, False, threads, pruner
+                ),
+                f"plain Optuna loop, data once, {flag}": partial(
+                    plain, folder, *common, True, threads, pruner
+                ),
+                f"flow sweep --parallel 1 {flag}": partial(flow_sweep, folder, *common, 1, pruner),
+                f"flow sweep --parallel 2 {flag}": partial(flow_sweep, folder, *common, 2, pruner),
+            }
         results: dict[str, list[dict]] = {name: [] for name in rows}
         for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every row alike
             for name, measure in rows.items():
@@ -165,31 +165,35 @@ def main() -> None:
                 print(f"  {name}: {results[name][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
     wall = {name: statistics.median(r["wall"] for r in found) for name, found in results.items()}
     print(
-        f"\n{args.trials}-trial digits sweep, {args.epochs} epochs, TPE seed {args.seed}, median pruner; "
-        f"{os.cpu_count()} CPUs; plain loop with {args.plain_threads} torch thread(s); median of {args.repeat}\n"
+        f"\n{args.trials}-trial digits sweep, {args.epochs} epochs, TPE seed {args.seed}; {os.cpu_count()} CPUs; "
+        f"plain loop with {threads} torch thread(s); median of {args.repeat}\n"
     )
     print(
-        "| configuration | wall s | vs plain loop (data per trial) | complete / pruned | best val accuracy |"
+        "| configuration | wall s | vs plain loop, data per trial | complete / pruned | best val accuracy |"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
-    base = wall["plain Optuna loop, data per trial"]
     for name, found in results.items():
+        base = wall[f"plain Optuna loop, data per trial, --pruner {name.rsplit(' ', 1)[-1]}"]
         last = found[-1]
         print(
             f"| {name} | {wall[name]:.1f} | {wall[name] / base:.2f}x | {last['complete']} / {last['pruned']} "
             f"| {last['best']:.4f} |"
         )
-    p1 = results["flow sweep --parallel 1"]
+    p1 = results["flow sweep --parallel 1 --pruner median"]
     data_s = statistics.median(r["data_s"] for r in p1)
-    saved = data_s * (args.trials - 1)
+    again = data_s * (args.trials - 1)
+
+    def share(row: str, of: str) -> str:
+        return f"{1 - wall[row] / wall[of]:.0%}"
+
     print(
         textwrap.dedent(
             f"""
-            shared data step: computed {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker); recomputing it
-              in every trial would add {saved:.1f} s, {saved / (wall["flow sweep --parallel 1"] + saved):.0%} of the
-              --parallel 1 sweep
-            pruning: --pruner median saves {1 - wall["flow sweep --parallel 1"] / wall["flow sweep --parallel 1 --pruner none"]:.0%}
-              of the --parallel 1 sweep's wall time
+            shared data step: flow sweep computed it {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker);
+              computing it in every trial would add {again:.1f} s, {again / (wall[p1_row] + again):.0%} of that sweep.
+              The plain loop saves {share("plain Optuna loop, data once, --pruner median", "plain Optuna loop, data per trial, --pruner median")} by preparing the data once by hand.
+            pruning (--pruner median against none): flow sweep --parallel 1 saves {share(p1_row, "flow sweep --parallel 1 --pruner none")},
+              --parallel 2 {share("flow sweep --parallel 2 --pruner median", "flow sweep --parallel 2 --pruner none")}, the plain loop {share("plain Optuna loop, data per trial, --pruner median", "plain Optuna loop, data per trial, --pruner none")}
             """
         ).strip()
     )

@@ -3,6 +3,7 @@ execution of an operator in a file (marks/NAME, one line each)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -137,6 +138,7 @@ def sweep_runs(project: Any, sweep: str) -> list[sqlite3.Row]:
 
 def test_trials_and_the_best_agree_with_the_objective_and_data_preparation_runs_once(project: Any) -> None:
     from flowlib import get_run
+    from flowlib.config import load
 
     project.write("pipeline.py", QUADRATIC)
     args = ["sweep", "pipeline.py", "--space", "x=float(0,6)", "--space", "k=choice(0,1,2)"]
@@ -168,6 +170,23 @@ def test_trials_and_the_best_agree_with_the_objective_and_data_preparation_runs_
     assert len(marks(project, "score")) == 5
     text = project.flow("sweep", "status", "quadratic")
     assert text.code == 0 and f"best: trial {best['number']}" in text.out
+
+    # the UI's read model: the trials table, the objective over trials, parallel coordinates
+    from scheduler.runs import connect
+    from scheduler.sweeps.read import sweep_view
+
+    view = sweep_view(connect(load()), "quadratic")
+    assert [row["run_status"] for row in view["trials"]] == ["succeeded"] * 5
+    assert all(row["duration_s"] is not None for row in view["trials"])
+    curve = view["objective_over_trials"]
+    assert [point["value"] for point in curve] == [t["value"] for t in trials]
+    assert curve[-1]["best_so_far"] == best["value"]
+    assert all(a["best_so_far"] >= b["best_so_far"] for a, b in itertools.pairwise(curve))
+    assert view["parameters"] == [
+        {"name": "x", "spec": "float(0.0,6.0)", "kind": "linear", "low": 0.0, "high": 6.0},
+        {"name": "k", "spec": "choice(0,1,2)", "kind": "choice", "choices": [0, 1, 2]},
+    ]
+    assert [line["params"] for line in view["lines"]] == [t["params"] for t in trials]
 
 
 def test_a_metric_is_an_objective_and_the_same_sweep_again_continues_it(project: Any) -> None:
