@@ -219,12 +219,9 @@ def test_a_bad_space_or_an_unknown_parameter_is_exit_2_and_runs_nothing(project:
             "workflow 'quadratic' has no parameter 'depth'; its parameters: x, k, n",
         ),
         (("--space", "x=uniform(0,1)"), "--space x=uniform(0,1): expected int(lo,hi)"),
-        (("--space", "x=float(2,1)"), "lo must be below hi"),
         (("--space", "k=float(0,1)"), "parameter 'k' of workflow 'quadratic' is int"),
-        (("--space", "k=choice(1,one)"), "cannot read 'one' as int"),
         (("--space", "x=float(0,1)", "--sampler", "grid"), "--sampler grid: parameter 'x' is float(0.0,1.0)"),
         (("--space", "x=float(0,1)", "-p", "x=2"), "parameter 'x' is given both as -p and as --space"),
-        (("--space", "x=float(0,1)", "-p", "nope=2"), "unknown parameter(s) nope"),
         ((), "give --space NAME=SPEC at least once"),
     ]
     for extra, expected in cases:

@@ -53,6 +53,10 @@ class SweepGroup(click.Group):
         return self.start.get_short_help_str(limit)
 
 
+def _shown(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def _quiet_optuna() -> None:
     """Optuna logs each trial at INFO; `flow sweep` prints its own line per trial."""
     import optuna
@@ -221,7 +225,7 @@ def status(name: str, db: str | None, as_json: bool) -> None:
     click.echo(f"sweep {shown['name']}: {shown['direction']} {shown['objective']} ({shown['workflow']})")
     for trial in shown["trials"]:
         value = "-" if trial["value"] is None else f"{trial['value']:.6g}"
-        params = " ".join(f"{k}={v}" for k, v in trial["params"].items())
+        params = _shown(trial["params"])
         line = (
             f"{trial['number']:>4}  {trial['state']:<8}  {value:>12}  {trial['run_id'] or '-':<12}  {params}"
         )
@@ -251,7 +255,7 @@ def best(name: str, db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found))
     else:
-        params = " ".join(f"{k}={v}" for k, v in found["params"].items())
+        params = _shown(found["params"])
         click.echo(f"trial {found['trial']} (run {found['run_id']}): {found['value']:.6g}  {params}")
 
 
