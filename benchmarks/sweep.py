@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -70,16 +71,22 @@ print(json.dumps({{"best": study.best_value, "complete": states.count("complete"
 """
 
 
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes and theirs (flow's workers included)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def plain(folder: Path, trials: int, epochs: int, seed: int, once: bool, threads: int, pruner: str) -> dict:
     code = PLAIN.format(
         folder=str(folder), trials=trials, epochs=epochs, seed=seed, once=once, threads=threads, pruner=pruner
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"the plain loop failed:\n{done.stderr[-3000:]}")
-    return {"wall": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+    return {"wall": wall, "cpu": cpu, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def flow_sweep(folder: Path, trials: int, epochs: int, seed: int, parallel: int, pruner: str) -> dict:
@@ -97,9 +104,9 @@ def flow_sweep(folder: Path, trials: int, epochs: int, seed: int, parallel: int,
     ]
     argv += ["--objective", "val_accuracy", "--direction", "maximize", "--trials", str(trials)]
     argv += ["--parallel", str(parallel), "--pruner", pruner, "--seed", str(seed), "-p", f"epochs={epochs}"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([*argv, "--json"], capture_output=True, text=True, cwd=folder, env=env)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"flow sweep failed:\n{done.stderr[-3000:]}")
     status = json.loads(done.stdout)
@@ -116,6 +123,7 @@ def flow_sweep(folder: Path, trials: int, epochs: int, seed: int, parallel: int,
         conn.close()
     return {
         "wall": wall,
+        "cpu": cpu,
         "best": status["best"]["value"],
         "complete": states.count("complete"),
         "pruned": states.count("pruned"),
@@ -132,6 +140,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="rows interleaved, medians reported")
+    parser.add_argument("--only", default="", help="run only the rows whose name holds this text")
     parser.add_argument(
         "--plain-threads",
         type=int,
@@ -140,7 +149,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     threads, common = args.plain_threads, (args.trials, args.epochs, args.seed)
-    p1_row = "flow sweep --parallel 1 --pruner median"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "flow.toml").write_text("")
@@ -158,6 +166,8 @@ def main() -> None:
                 f"flow sweep --parallel 1 {flag}": partial(flow_sweep, folder, *common, 1, pruner),
                 f"flow sweep --parallel 2 {flag}": partial(flow_sweep, folder, *common, 2, pruner),
             }
+        rows_all = dict(rows)
+        rows = {name: measure for name, measure in rows.items() if args.only in name}
         results: dict[str, list[dict]] = {name: [] for name in rows}
         for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every row alike
             for name, measure in rows.items():
@@ -169,34 +179,42 @@ def main() -> None:
         f"plain loop with {threads} torch thread(s); median of {args.repeat}\n"
     )
     print(
-        "| configuration | wall s | vs plain loop, data per trial | complete / pruned | best val accuracy |"
+        "| configuration | wall s | vs plain loop, data per trial | CPU s | complete / pruned | best val accuracy |"
     )
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, found in results.items():
-        base = wall[f"plain Optuna loop, data per trial, --pruner {name.rsplit(' ', 1)[-1]}"]
+        base = wall.get(f"plain Optuna loop, data per trial, --pruner {name.rsplit(' ', 1)[-1]}")
+        versus = f"{wall[name] / base:.2f}x" if base else "-"
+        cpu = statistics.median(r["cpu"] for r in found)
         last = found[-1]
         print(
-            f"| {name} | {wall[name]:.1f} | {wall[name] / base:.2f}x | {last['complete']} / {last['pruned']} "
+            f"| {name} | {wall[name]:.1f} | {versus} | {cpu:.1f} | {last['complete']} / {last['pruned']} "
             f"| {last['best']:.4f} |"
         )
-    p1 = results["flow sweep --parallel 1 --pruner median"]
+    if len(results) == len(rows_all):
+        print(summary(results, wall, args.trials))
+
+
+def summary(results: dict[str, list[dict]], wall: dict[str, float], trials: int) -> str:
+    """What the shared data step and pruning save."""
+    p1_row = "flow sweep --parallel 1 --pruner median"
+    p1 = results[p1_row]
     data_s = statistics.median(r["data_s"] for r in p1)
-    again = data_s * (args.trials - 1)
+    again = data_s * (trials - 1)
 
     def share(row: str, of: str) -> str:
         return f"{1 - wall[row] / wall[of]:.0%}"
 
-    print(
-        textwrap.dedent(
-            f"""
-            shared data step: flow sweep computed it {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker);
-              computing it in every trial would add {again:.1f} s, {again / (wall[p1_row] + again):.0%} of that sweep.
-              The plain loop saves {share("plain Optuna loop, data once, --pruner median", "plain Optuna loop, data per trial, --pruner median")} by preparing the data once by hand.
-            pruning (--pruner median against none): flow sweep --parallel 1 saves {share(p1_row, "flow sweep --parallel 1 --pruner none")},
-              --parallel 2 {share("flow sweep --parallel 2 --pruner median", "flow sweep --parallel 2 --pruner none")}, the plain loop {share("plain Optuna loop, data per trial, --pruner median", "plain Optuna loop, data per trial, --pruner none")}
-            """
-        ).strip()
-    )
+    plain = "plain Optuna loop, data per trial, --pruner"
+    return textwrap.dedent(
+        f"""
+        shared data step: flow sweep computed it {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker);
+          computing it in every trial would add {again:.1f} s, {again / (wall[p1_row] + again):.0%} of that sweep.
+          The plain loop saves {share("plain Optuna loop, data once, --pruner median", f"{plain} median")} by preparing the data once by hand.
+        pruning (--pruner median against none): flow sweep --parallel 1 saves {share(p1_row, "flow sweep --parallel 1 --pruner none")},
+          --parallel 2 {share("flow sweep --parallel 2 --pruner median", "flow sweep --parallel 2 --pruner none")}, the plain loop {share(f"{plain} median", f"{plain} none")}
+        """
+    ).strip()
 
 
 if __name__ == "__main__":

@@ -65,11 +65,14 @@ class SweepLoop:
                 self._top_up()
                 if not self.active:
                     return
+                stepped: set[str] = set()
                 for item in self.launcher.wait(POLL_S):
                     if isinstance(item, Point):
-                        self._step(item)
+                        stepped.update(self._report(item))
                     else:
+                        self._prune(stepped)  # steps logged before it ended come first
                         self._ended(item)
+                self._prune(stepped)
                 self._check_gate()
         except KeyboardInterrupt:
             self._stop("interrupted (Ctrl-C)")
@@ -193,19 +196,28 @@ class SweepLoop:
         self.report(f"trial {trial.number} failed: {error}")
 
     # -- pruning ----------------------------------------------------------------------------------------
-    def _step(self, point: Point) -> None:
-        """A step of the objective a running trial logged: reported to the study; the trial is
-        stopped when the pruner says so."""
+    def _report(self, point: Point) -> list[str]:
+        """Report a step of the objective a running trial logged; return its run id when reported."""
         active = self.active.get(point.run_id)
         if active is None or active.pruned_at is not None or point.step < 0 or point.step in active.reported:
-            return
+            return []
         if not math.isfinite(point.value):
-            return
+            return []
         active.trial.report(point.value, point.step)
         active.reported.add(point.step)
-        if self.pruning and active.trial.should_prune():
-            active.pruned_at = point.step
-            self.launcher.cancel(point.run_id, f"pruned by the sweep at step {point.step}")
+        return [point.run_id]
+
+    def _prune(self, stepped: set[str]) -> None:
+        """Ask the pruner about each trial that reported steps, once for its latest step (it
+        judges a trial by that step), and stop those it condemns."""
+        for run_id in list(stepped):
+            stepped.discard(run_id)
+            active = self.active.get(run_id)
+            if not self.pruning or active is None or active.pruned_at is not None:
+                continue
+            if active.trial.should_prune():
+                active.pruned_at = max(active.reported)
+                self.launcher.cancel(run_id, f"pruned by the sweep at step {active.pruned_at}")
 
     # -- stopping --------------------------------------------------------------------------------------
     def _stop(self, why: str) -> None:
