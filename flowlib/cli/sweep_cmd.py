@@ -138,7 +138,7 @@ def _finish(status: dict[str, Any], as_json: bool) -> None:
     metavar="URL",
     envvar="FLOW_SERVER",
     default=None,
-    help="Submit the trials to a flow server pool (also FLOW_SERVER).",
+    help="Submit the trials to a flow server pool (also FLOW_SERVER); not available yet.",
 )
 @db_option
 @json_option
