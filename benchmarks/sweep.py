@@ -208,9 +208,9 @@ def summary(results: dict[str, list[dict]], wall: dict[str, float], trials: int)
     plain = "plain Optuna loop, data per trial, --pruner"
     return textwrap.dedent(
         f"""
-        shared data step: flow sweep computed it {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker);
-          computing it in every trial would add {again:.1f} s, {again / (wall[p1_row] + again):.0%} of that sweep.
-          The plain loop saves {share("plain Optuna loop, data once, --pruner median", f"{plain} median")} by preparing the data once by hand.
+        shared data step: flow sweep computed it {p1[-1]["data_runs"]}x per sweep ({data_s:.2f} s in its worker, importing
+          scikit-learn included); at that cost in every trial it would add {again:.1f} s, {again / (wall[p1_row] + again):.0%} of that sweep.
+          The plain loop saves {share("plain Optuna loop, data once, --pruner median", f"{plain} median")} (median pruner) and {share("plain Optuna loop, data once, --pruner none", f"{plain} none")} (none) by preparing the data once by hand.
         pruning (--pruner median against none): flow sweep --parallel 1 saves {share(p1_row, "flow sweep --parallel 1 --pruner none")},
           --parallel 2 {share("flow sweep --parallel 2 --pruner median", "flow sweep --parallel 2 --pruner none")}, the plain loop {share(f"{plain} median", f"{plain} none")}
         """
