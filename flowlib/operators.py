@@ -243,7 +243,14 @@ class Operator(Generic[P, R]):
                 got = f"{typecheck.describe(value.type)} (output of '{value.ref.node}')"
                 raise self._type_error(param + path, hint, got, site, builder)
             return value.ref
-        if _holds_future(value):
+        try:
+            holds = _holds_future(value)
+        except RecursionError:
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}{path}': "
+                "the value is nested too deeply to be an input"
+            ) from None
+        if holds:
             return self._container(param, path, value, site, builder, hint)
         if not typecheck.is_instance(value, hint):
             raise self._type_error(param + path, hint, typecheck.describe_value(value), site, builder)
