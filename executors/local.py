@@ -32,6 +32,8 @@ def machine_memory() -> int:
 def pool_settings(settings: Mapping[str, Any], section: str) -> tuple[int, str]:
     """The pool's size and how its workers start, from an `[executors.NAME]` table."""
     size = int(settings.get("workers") or os.cpu_count() or 1)
+    if size < 1:
+        raise ConfigError(f"[executors.{section}] workers: expected at least 1, got {size}")
     start = settings.get("start", FORK)
     if start not in (FORK, SPAWN):
         raise ConfigError(f'[executors.{section}] start: expected "{FORK}" or "{SPAWN}", got {start!r}')

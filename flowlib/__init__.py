@@ -12,6 +12,7 @@ from flowlib.operators import Operator as Operator
 from flowlib.operators import operator as operator
 from flowlib.resources import Distributed as Distributed
 from flowlib.resources import Resources as Resources
+from flowlib.sweep import sweep as sweep
 from flowlib.workflows import Workflow as Workflow
 from flowlib.workflows import workflow as workflow
 
@@ -56,5 +57,6 @@ __all__ = [
     "operator",
     "resume",
     "run",
+    "sweep",
     "workflow",
 ]

@@ -26,16 +26,20 @@ def run(
     progress: Any = None,
     on_recorded: Any = None,
     dag: Any = None,
+    plan: Any = None,
 ) -> RunResult:
-    """Build `wf` with `params`, run it to the end and return its RunResult (never raises RunFailed)."""
+    """Build `wf` with `params`, run it to the end and return its RunResult (never raises RunFailed).
+
+    `dag` (built already) or `plan` (compiled already) save doing that again."""
 
     if not isinstance(wf, Workflow):
         raise FlowError(f"flowlib.run takes a @workflow, got {wf!r}")
     config = _config(db, executor)
-    dag = dag or wf.build(**(params or {}))
-    from flowlib.compile import compile_dag
+    if plan is None:
+        from flowlib.compile import compile_dag
 
-    plan = compile_dag(dag)
+        plan = compile_dag(dag or wf.build(**(params or {})))
+    dag = None  # not kept alive through the run
     from scheduler.runs import RunOptions, executor_names, start_executors
 
     # the workers start while this process imports SQLAlchemy and opens the database

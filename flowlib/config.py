@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,11 @@ def find_file(folder: Path) -> tuple[Path | None, dict[str, Any]]:
         return flow_toml, _read_toml(flow_toml)
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
-        table = _read_toml(pyproject).get("tool", {}).get("flow")
+        tool = _read_toml(pyproject).get("tool", {})
+        table = tool.get("flow") if isinstance(tool, dict) else None
         if table is not None:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{pyproject}: [tool.flow] must be a table, got {table!r}")
             # [tool.flow] holds the [flow] keys itself (`[tool.flow.flow]` works too)
             scalars = {key: value for key, value in table.items() if not isinstance(value, dict)}
             sections = {key: value for key, value in table.items() if isinstance(value, dict)}
@@ -112,11 +116,11 @@ def _validate(path: Path, table: dict[str, Any]) -> None:
     for section, values in table.items():
         if section == "executors" and isinstance(values, dict):
             for name, settings in values.items():
-                _check_section(path, f"{prefix}executors.{name}", f"executors.{name}", settings)
+                _check_section(path, f"{prefix}executors.{_shown(name)}", f"executors.{name}", settings)
             continue
         if section not in ("flow", "server"):
             raise ConfigError(
-                f"{path}: unknown section [{prefix}{section}]; known: [flow], [executors.NAME], [server]"
+                f"{path}: unknown section [{prefix}{_shown(section)}]; known: [flow], [executors.NAME], [server]"
             )
         shown = "tool.flow" if prefix and section == "flow" else f"{prefix}{section}"
         _check_section(path, shown, section, values)
@@ -131,23 +135,52 @@ def _check_section(path: Path, shown: str, section: str, values: Any) -> None:
     for key, value in values.items():
         if key not in schema:
             known = ", ".join(schema) or "none"
-            raise ConfigError(f"{path}: unknown key '{key}' in [{shown}]; known keys: {known}")
+            raise ConfigError(f"{path}: unknown key {key!r} in [{shown}]; known keys: {known}")
         types = schema[key]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             raise ConfigError(f"{path}: key '{key}' in [{shown}] must be {types[0].__name__}, got {value!r}")
+        if float in types and not _a_number(value):  # NaN, or a whole number too large for a float
+            raise ConfigError(f"{path}: key '{key}' in [{shown}] must be a number, got {value!r}")
+        if (section, key) in _PATHS and "\x00" in value:
+            raise ConfigError(f"{path}: key '{key}' in [{shown}] holds a NUL character: {value!r}")
 
 
-def _relative_to(base: Path, value: str) -> str:
+# the keys whose values are paths (or URLs holding one)
+_PATHS = {("flow", "home"), ("flow", "db"), ("flow", "artifacts")}
+_PATHS |= {("executors.ssh", key) for key in ("identity_file", "known_hosts", "workdir", "python")}
+
+
+def _a_number(value: float) -> bool:
+    try:
+        return not math.isnan(value)
+    except OverflowError:
+        return False
+
+
+def _shown(name: str) -> str:
+    """A section name as an error shows it: quoted when it would break the line or the brackets."""
+    return name if name.isprintable() and not set(name) & set("[]'\"") else repr(name)
+
+
+def _expanded(path: Path, where: str) -> Path:
+    """`path` with a leading `~` or `~user` expanded; an unknown user is a ConfigError naming `where`."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # no home folder for that user
+        raise ConfigError(f"{where}: no home folder for {path.parts[0]!r} in {str(path)!r}") from None
+
+
+def _relative_to(base: Path, value: str, where: str) -> str:
     if "://" in value:
         return value
-    path = Path(value).expanduser()
+    path = _expanded(Path(value), where)
     return str(path if path.is_absolute() else (base / path))
 
 
-def _sqlite_relative(base: Path, url: str) -> str:
+def _sqlite_relative(base: Path, url: str, where: str) -> str:
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        return prefix + _relative_to(base, url[len(prefix) :])
+        return prefix + _relative_to(base, url[len(prefix) :], where)
     return url
 
 
@@ -169,15 +202,19 @@ def load(
         _validate(path, table)
     base = path.parent if path is not None else root
     flow = dict(table.get("flow", {}))
-    if env.get("FLOW_HOME"):
-        home = Path(env["FLOW_HOME"]).expanduser().resolve()
-    else:
-        home = Path(_relative_to(base, flow.get("home", ".flow")))
-    db_url = db or env.get("FLOW_DB_URL") or (_sqlite_relative(base, flow["db"]) if "db" in flow else None)
-    artifacts = env.get("FLOW_ARTIFACTS") or (
-        _relative_to(base, flow["artifacts"]) if "artifacts" in flow else None
-    )
     section = f"{path} [{'tool.flow' if path is not None and path.name == 'pyproject.toml' else 'flow'}]"
+    if env.get("FLOW_HOME"):
+        home = _expanded(Path(env["FLOW_HOME"]), "FLOW_HOME").resolve()
+    else:
+        home = Path(_relative_to(base, flow.get("home", ".flow"), f"{section} home"))
+    db_url = (
+        db
+        or env.get("FLOW_DB_URL")
+        or (_sqlite_relative(base, flow["db"], f"{section} db") if "db" in flow else None)
+    )
+    artifacts = env.get("FLOW_ARTIFACTS") or (
+        _relative_to(base, flow["artifacts"], f"{section} artifacts") if "artifacts" in flow else None
+    )
 
     def origin(key: str, flag: str | None, variable: str, fallback: str) -> str:
         if flag:
@@ -196,7 +233,7 @@ def load(
         settings = executors.get(name, {})
         for key in ("identity_file", "known_hosts"):
             if key in settings:
-                settings[key] = _relative_to(base, settings[key])
+                settings[key] = _relative_to(base, settings[key], f"{path} [executors.{name}] {key}")
     return Config(
         home=home,
         db=db_url or f"sqlite:///{home / 'flow.db'}",

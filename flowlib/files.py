@@ -61,10 +61,9 @@ class File(os.PathLike):
             with open(self.path, "rb") as file:
                 while chunk := file.read(_CHUNK):
                     sha.update(chunk)
-        except OSError as exc:
-            raise WorkflowDefinitionError(
-                f"File({str(self.path)!r}): cannot read it: {exc.strerror}"
-            ) from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise WorkflowDefinitionError(f"File({str(self.path)!r}): cannot read it: {why}") from None
         return sha.hexdigest()
 
     def __flow_hash__(self) -> bytes:

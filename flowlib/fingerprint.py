@@ -17,7 +17,6 @@ import importlib.util
 import inspect
 import sys
 import sysconfig
-import textwrap
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,7 +45,7 @@ def normalize_source(fn_or_class: object) -> str:
     source is available the text is a digest of the bytecode instead.
     """
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn_or_class)))
+        tree = _parse(inspect.getsource(fn_or_class))
     except (OSError, TypeError, SyntaxError):
         return _bytecode_text(fn_or_class)
     scopes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -59,6 +58,14 @@ def normalize_source(fn_or_class: object) -> str:
     elif not isinstance(top, ast.ClassDef):
         top = tree  # a lambda: getsource gives the statement around it
     return ast.unparse(top)
+
+
+def _parse(source: str) -> ast.Module:
+    """Parse what `inspect.getsource` gives. Nested code is indented and may hold lines left of it (a
+    comment at column 0), which `textwrap.dedent` cannot strip: as the body of an `if` they do not count."""
+    if source[:1] not in (" ", "\t"):
+        return ast.parse(source)
+    return ast.Module(body=ast.parse("if 1:\n" + source).body[0].body, type_ignores=[])  # type: ignore[attr-defined]
 
 
 def _bytecode_text(obj: object) -> str:

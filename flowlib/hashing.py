@@ -140,7 +140,17 @@ def _encode_array(value: object) -> bytes | None:
 
 def hash_labelled(parts: list) -> str:
     """Return the hex sha256 of a labelled list such as ``["node", fingerprint, ["inputs", [...]]]``."""
-    return hashlib.sha256(encode(parts)).hexdigest()
+    return hashlib.sha256(_encoded(parts)).hexdigest()
+
+
+def _encoded(value: object) -> bytes:
+    try:
+        return encode(value)
+    except RecursionError:  # a list that holds itself, or one nested thousands deep
+        raise UnhashableLiteral(
+            f"cannot hash a literal of type {_type_name(type(value))}: it is nested too deeply "
+            "(or holds itself); pass it through an operator so that it becomes an artifact"
+        ) from None
 
 
 _LITERAL = encode("literal")
@@ -155,8 +165,16 @@ def literal_digest(value: object) -> str:
     elif kind is str:
         item = _str(value)
     else:
-        item = encode(value)
+        item = _encoded(value)
     return hashlib.sha256(_frame(b"list", _LITERAL + item)).hexdigest()
+
+
+def literal_digests(values: list[int] | list[str] | tuple[Any, ...]) -> list[str]:
+    """`literal_digest` of each of many ints, or of many strs (a big map's items), in one loop."""
+    sha, frame = hashlib.sha256, _frame
+    if type(values[0]) is int:
+        return [sha(frame(b"list", _LITERAL + frame(b"int", b"%d" % v))).hexdigest() for v in values]
+    return [sha(frame(b"list", _LITERAL + _str(v))).hexdigest() for v in values]
 
 
 def _str(value: str) -> bytes:

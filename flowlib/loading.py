@@ -66,8 +66,11 @@ def load_module(path: str | os.PathLike[str], name: str | None = None) -> Module
     except FlowError as exc:
         sys.modules.pop(name, None)
         site = innermost_site(exc, file)
-        if not str(exc).startswith(site.rpartition(":")[0] + ":"):  # say where, unless it already does
-            exc.args = (f"{site}: {exc}", *exc.args[1:])
+        message = _text(exc)
+        if message is None:  # a FlowError subclass of the pipeline's own, whose str() fails
+            raise PipelineLoadError(f"{site}: cannot load the pipeline: {one_line(exc)}") from None
+        if not message.startswith(site.rpartition(":")[0] + ":"):  # say where, unless it already does
+            exc.args = (f"{site}: {message}", *exc.args[1:])
         raise
     except SyntaxError as exc:
         sys.modules.pop(name, None)
@@ -96,8 +99,17 @@ def innermost_site(exc: BaseException, file: str | os.PathLike[str]) -> str:
 
 def one_line(exc: BaseException) -> str:
     """Return `Type: message` on one line (the CLI prints errors as a single line)."""
-    message = " ".join(str(exc).split())
+    text = _text(exc)
+    message = " ".join(text.split()) if text is not None else "(its message cannot be shown: str() fails)"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _text(exc: BaseException) -> str | None:
+    """str(exc), or None when the exception's own __str__ raises or returns no string."""
+    try:
+        return str(exc)
+    except Exception:
+        return None
 
 
 def workflows_in(module: ModuleType) -> dict[str, Workflow]:

@@ -243,7 +243,14 @@ class Operator(Generic[P, R]):
                 got = f"{typecheck.describe(value.type)} (output of '{value.ref.node}')"
                 raise self._type_error(param + path, hint, got, site, builder)
             return value.ref
-        if _holds_future(value):
+        try:
+            holds = _holds_future(value)
+        except RecursionError:
+            raise WorkflowDefinitionError(
+                f"{site}: workflow '{builder.workflow}', operator '{self.qualname}', parameter '{param}{path}': "
+                "the value is nested too deeply to be an input"
+            ) from None
+        if holds:
             return self._container(param, path, value, site, builder, hint)
         if not typecheck.is_instance(value, hint):
             raise self._type_error(param + path, hint, typecheck.describe_value(value), site, builder)
@@ -346,14 +353,24 @@ class Operator(Generic[P, R]):
             return result
         if not isinstance(items, (list, tuple)):
             raise self._type_error(param, list[hint], typecheck.describe_value(items), site, builder)  # type: ignore[valid-type]
+        literals = self._plain_literals(items, hint)
         names = []
         for index, item in enumerate(items):
-            inputs = {param: self._input(param, item, site, builder, hint), **fixed_inputs}
+            value = literals[index] if literals is not None else self._input(param, item, site, builder, hint)
             name = f"{base}[{index}]"
-            builder.add(Node(name, self, inputs, site))
+            builder.add(Node(name, self, {param: value, **fixed_inputs}, site))
             names.append(name)
         builder.add(Node(base, self, {}, site, kind="map", map_param=param, items=names))
         return result
+
+    def _plain_literals(self, items: list[Any] | tuple[Any, ...], hint: Any) -> list[Literal] | None:
+        """The items as Literals in one pass when they are all plain ints or all plain strs that fit
+        `hint` (the common big map: indices, ids, paths); else None, and each is checked alone."""
+        kinds = {type(item) for item in items}
+        if len(kinds) != 1 or not kinds <= {int, str} or not typecheck.is_instance(items[0], hint):
+            return None
+        digests = _hashing().literal_digests(items)
+        return [Literal(item, digest) for item, digest in zip(items, digests, strict=True)]
 
     def _map_param(self, fixed: dict[str, Any], site: str, builder: Builder) -> str:
         free = [name for name in self.signature.parameters if name not in fixed]

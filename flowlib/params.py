@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections.abc
+import enum
 import inspect
 import json
 import types
@@ -25,6 +27,10 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         text = file.read_text()
     except OSError as exc:
         raise ParameterError(f"{path}: cannot read the parameters file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError(
+            f"{path}: cannot read the parameters file: not UTF-8 text ({exc.reason})"
+        ) from None
     try:
         if file.suffix.lower() == ".toml":
             try:
@@ -54,7 +60,7 @@ def split_assignments(assignments: tuple[str, ...] | list[str]) -> dict[str, str
             raise ParameterError(f"-p {item!r}: expected NAME=VALUE")
         if key.strip() in result:
             raise ParameterError(
-                f"-p {key.strip()} is given twice ({result[key.strip()]!r} and {value!r}); give it once"
+                f"-p {_shown(key.strip())} is given twice ({result[key.strip()]!r} and {value!r}); give it once"
             )
         result[key.strip()] = value
     return result
@@ -73,14 +79,23 @@ def parse_params(
     unknown = sorted((set(merged) | set(raw)) - set(parameters))
     if unknown:
         raise ParameterError(
-            f"workflow '{wf.name}': unknown parameter(s) {', '.join(unknown)}; valid parameters: {valid}"
+            f"workflow '{wf.name}': unknown parameter(s) {', '.join(map(_shown, unknown))}; "
+            f"valid parameters: {valid}"
         )
     result = {}
     for name, value in merged.items():
-        result[name] = _coerce_loaded(wf, name, value)
+        try:
+            result[name] = _coerce_loaded(wf, name, value)
+        except RecursionError:
+            raise ParameterError(f"workflow '{wf.name}', parameter '{name}': nested too deeply") from None
     for name, text in raw.items():
         result[name] = convert(wf, name, text)
     return result
+
+
+def _shown(name: str) -> str:
+    """A parameter name as an error message shows it: quoted when it would break the line."""
+    return name if name.isprintable() else repr(name)
 
 
 def _hint(wf: Workflow, name: str) -> Any:
@@ -93,19 +108,63 @@ def _hint(wf: Workflow, name: str) -> Any:
 
 def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
     hint = _hint(wf, name)
-    if hint is Path and isinstance(value, str):
-        return Path(value)
-    if hint is File and isinstance(value, str):
-        return File(value, base=Path(wf.file).parent)
-    if type(value) is int and _wants_float(hint):
-        return float(value)  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
+    if isinstance(value, bool) and _wants_number(hint):
+        raise ParameterError(
+            f"workflow '{wf.name}', parameter '{name}': expected {typecheck.describe(hint)}, got {value!r}"
+        )
+    try:
+        value = _floats(value, hint)  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
+    except ValueError as exc:
+        raise ParameterError(f"workflow '{wf.name}', parameter '{name}': {exc}") from None
     if typecheck.is_instance(value, hint):
         return value
     if isinstance(value, str):
-        return convert(wf, name, value)
+        return convert(wf, name, value)  # a path, a File, an enum member, ... as `-p` reads them
     raise ParameterError(
         f"workflow '{wf.name}', parameter '{name}': expected {typecheck.describe(hint)}, got {typecheck.describe_value(value)}"
     )
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _wants_number(hint: Any) -> bool:
+    """Whether `hint` asks for an int or a float and not a bool (a JSON `true` is no number)."""
+    members = _members(hint)
+    return bool not in members and any(m in (int, float) for m in members)
+
+
+def _floats(value: Any, hint: Any) -> Any:
+    """`value` with every int where `hint` asks for a float (and not an int) made a float, at any
+    depth (`list[float]` from `[1, 2]`), so that `1` and `1.0` give one cache key."""
+    if type(value) is int:
+        if not _wants_float(hint):
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(
+                f"a whole number of {len(str(abs(value)))} digits is too large for a float"
+            ) from None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        return _floats(value, rest[0]) if len(rest) == 1 else value
+    if origin is typing.Annotated:
+        return _floats(value, args[0])
+    if type(value) is list and origin in (list, collections.abc.Sequence, collections.abc.Iterable) and args:
+        return [_floats(item, args[0]) for item in value]
+    if type(value) is tuple and origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_floats(item, args[0]) for item in value)
+        if len(args) == len(value):
+            return tuple(_floats(item, arg) for item, arg in zip(value, args, strict=True))
+    if type(value) is dict and origin in (dict, collections.abc.Mapping) and len(args) == 2:
+        return {key: _floats(item, args[1]) for key, item in value.items()}
+    return value
 
 
 def _wants_float(hint: Any) -> bool:
@@ -129,6 +188,11 @@ def convert(wf: Workflow, name: str, text: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise ParameterError(
             f"workflow '{wf.name}', parameter '{name}': cannot read {text!r} as {typecheck.describe(hint)} ({exc})"
+        ) from None
+    except RecursionError:
+        raise ParameterError(
+            f"workflow '{wf.name}', parameter '{name}': cannot read {text[:40]!r}... as "
+            f"{typecheck.describe(hint)} (nested too deeply)"
         ) from None
 
 
@@ -156,6 +220,10 @@ def _convert(text: str, hint: Any, folder: Path) -> Any:
             except (ValueError, TypeError):
                 continue
         raise ValueError("no member of the union accepts it")
+    if origin is typing.Literal:
+        return _literal(text, typing.get_args(hint))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum(text, hint)
     if hint is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE:
@@ -170,12 +238,62 @@ def _convert(text: str, hint: Any, folder: Path) -> Any:
     if hint is str:
         return text
     if hint is Path or (isinstance(hint, type) and issubclass(hint, Path)):
-        return Path(text)
+        return Path(_path_text(text))
     if hint is File:
-        return File(text, base=folder)  # relative to the pipeline's folder
+        try:
+            return File(_path_text(text), base=folder)  # relative to the pipeline's folder
+        except RuntimeError:  # `~user/...` of no such user
+            raise ValueError(f"no home folder for {text.partition('/')[0]!r}") from None
     value = json.loads(text)
     if origin is tuple or hint is tuple:
         value = tuple(value)
+    value = _floats(value, hint)
     if not typecheck.is_instance(value, hint):
         raise TypeError(f"got {typecheck.describe_value(value)}")
     return value
+
+
+def _path_text(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("a path cannot hold a NUL character")
+    return text
+
+
+_NOT_JSON = object()
+
+
+def _json_or_nothing(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _literal(text: str, members: tuple[Any, ...]) -> Any:
+    """A `Literal[...]` member: a string member by its plain text, any member as JSON, an enum member by name."""
+    for wanted in (text, text.strip()):
+        for member in members:
+            if isinstance(member, str) and member == wanted:
+                return member
+            if isinstance(member, enum.Enum) and member.name == wanted:
+                return member
+    value = _json_or_nothing(text)
+    for member in members:
+        if type(member) is type(value) and member == value:  # `true` is not the member 1
+            return member
+    raise ValueError(f"expected one of {', '.join(map(repr, members))}")
+
+
+def _enum(text: str, cls: type[enum.Enum]) -> enum.Enum:
+    """An enum member by name, else by its value (a string value as plain text, any value as JSON)."""
+    for wanted in (text, text.strip()):
+        if wanted in cls.__members__:
+            return cls.__members__[wanted]
+        for member in cls:
+            if isinstance(member.value, str) and member.value == wanted:
+                return member
+    value = _json_or_nothing(text)
+    for member in cls:
+        if type(member.value) is type(value) and member.value == value:
+            return member
+    raise ValueError(f"expected one of {', '.join(cls.__members__)}")

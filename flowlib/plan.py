@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +260,10 @@ class Plan:
     outputs: Any = None  # the workflow's return structure (see flowlib.compile.output_spec)
     version: int = PLAN_VERSION
 
+    def __post_init__(self) -> None:
+        # as they come back from the plan's JSON (and the run database): {1: x} as {"1": x}, ...
+        object.__setattr__(self, "params", {str(k): _as_json(v) for k, v in self.params.items()})
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -324,3 +329,27 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"))
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as strict JSON gives it back: tuples as lists, keys as JSON writes them, a float that
+    JSON cannot hold (NaN, infinity) or any other object as its repr."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [_as_json(item) for item in value]
+    if isinstance(value, dict):
+        return {_json_key(key): _as_json(item) for key, item in value.items()}
+    return repr(value)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)  # what json.dumps writes for a key: "1", "true", "null", "0.5", "NaN"
+    return repr(key)

@@ -692,3 +692,10 @@ def test_tuple_digest_is_its_own_kind() -> None:
     assert tuple_digest(["d1", "d2"]) != tuple_digest(["d2", "d1"])
     assert tuple_digest(["d1", "d2"]) != hash_labelled(["list", ["d1", "d2"]])
     assert len(tuple_digest([])) == 64
+
+
+def test_many_literal_digests_at_once_equal_one_by_one() -> None:
+    from flowlib.hashing import literal_digest, literal_digests
+
+    for values in ([0, -1, 7, 10**40], ["", "a", "é", "x" * 1000]):
+        assert literal_digests(values) == [literal_digest(v) for v in values]

@@ -525,3 +525,43 @@ def test_the_home_is_the_project_roots_from_any_subfolder(project) -> None:  # t
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 1
     assert not (sub / ".flow").exists()
+
+
+def test_a_value_nested_too_deeply_or_a_nul_in_a_file_path_is_one_line(project) -> None:  # type: ignore[no-untyped-def]
+    project.write(
+        "deep.py",
+        """
+from typing import Any
+from flowlib import File, operator, workflow
+
+@operator
+def echo(v: Any) -> int:
+    return 1
+
+@workflow
+def deep() -> int:
+    v: Any = []
+    for _ in range(5000):
+        v = [v]
+    return echo(v)
+
+@workflow
+def nul() -> int:
+    return echo(File("a\\x00b"))
+""",
+    )
+    for workflow, fragment in (("deep", "nested too deeply"), ("nul", "cannot read it")):
+        done = project.flow("run", "deep.py", workflow)
+        assert done.code == 2, done
+        assert len(done.err.strip().splitlines()) == 1 and fragment in done.err, done
+
+
+def test_workers_below_one_is_a_configuration_error_naming_the_key(project) -> None:  # type: ignore[no-untyped-def]
+    project.write("flow.toml", "[executors.local]\nworkers = -1\n")
+    project.write(
+        "p.py",
+        "from flowlib import operator, workflow\n@operator\ndef one() -> int:\n    return 1\n@workflow\ndef w() -> int:\n    return one()\n",
+    )
+    done = project.flow("run", "p.py")
+    assert done.code == 2, done
+    assert "[executors.local] workers: expected at least 1, got -1" in done.err, done

@@ -45,9 +45,20 @@ def _register() -> None:
         server_cmd,
         show_cmd,
         submit_cmd,
+        sweep_cmd,
     )
 
-    for module in (show_cmd, run_cmd, runs_cmd, inspect_cmd, submit_cmd, server_cmd, db_cmd, cache_cmd):
+    for module in (
+        show_cmd,
+        run_cmd,
+        runs_cmd,
+        inspect_cmd,
+        submit_cmd,
+        server_cmd,
+        sweep_cmd,
+        db_cmd,
+        cache_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -89,11 +89,15 @@ def run(
             plan = compile_dag(dag)
         follow(client, submit_plan(client, plan)["run_id"], as_json)
     with _stdout_kept_for(as_json):
+        from flowlib.compile import compile_dag
+
         wf, dag = build_from_cli(file, workflow, params, params_file)
-        progress = Progress(len(dag.nodes))
+        progress, given = Progress(len(dag.nodes)), dag.params
+        plan = compile_dag(dag)
+        del dag  # the plan is what runs: a big map's build is not kept alive through the run
         result = api.run(
             wf,
-            params=dag.params,
+            params=given,
             executor=executor,
             db=settings.db,
             cache=not no_cache,
@@ -101,7 +105,7 @@ def run(
             max_parallel=max_parallel,
             progress=progress,
             on_recorded=progress.recorded,
-            dag=dag,
+            plan=plan,
         )
         progress.close(str(result.status), [str(node.status) for node in result.nodes])
     report(result, as_json)

@@ -52,6 +52,7 @@ class RunHandle:
     progress: Progress | None = None
     max_parallel: int | None = None
     on_done: Callable[[str, str | None], None] | None = None
+    on_event: Callable[[str, Event], None] | None = None  # (node, event) as an attempt reports it
     in_flight: int = 0  # attempts handed to executors and not back yet
     flushed_at: float = field(default_factory=time.monotonic)
     status: str | None = None  # set once it ended
@@ -95,7 +96,8 @@ class Driver:
         self.inbox.put(message)
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Loop until every run ended (or `until()` says stop)."""
+        """Loop until every run ended, or, given `until`, until it says stop (a serving driver
+        with no runs waits for one to be posted: post any message once `until` holds, to wake it)."""
         self._start_heartbeat()
         try:
             while self.runs if until is None else not until():
@@ -319,6 +321,8 @@ class Driver:
             entry = self.tasks.get(message[1])
             if entry is not None:
                 self._guard(entry[0], entry[0].machine.on_event, message[1], message[2], now)
+                if entry[0].on_event is not None:
+                    entry[0].on_event(entry[1].node, message[2])
         elif kind == "cancel":
             handle = self.runs.get(message[1])
             if handle is not None:

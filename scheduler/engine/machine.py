@@ -32,6 +32,9 @@ _NO_INFO: dict[str, Any] = {}
 LOG_LIMIT = 1 << 20  # log bytes kept per attempt while it runs (the rest is dropped, marked)
 
 
+_RELEASED: dict = {}  # shared by done map items (never written to)
+
+
 class Lookups(Protocol):
     """What the machine asks of the world outside (the database and the artifact store)."""
 
@@ -291,11 +294,12 @@ class RunMachine:
         state.items = [item.name for item in nodes]
         rows = []
         position = len(self.states)
+        users = [state.name]  # one list for all items: each is used by the map alone
         for i, item in enumerate(nodes):
             child = self._add(item, parent=state.name)
             child.waiting = 0  # the map ran once all of its own upstream had, so the items may start
             child.executor = state.executor
-            self.users[item.name] = [state.name]
+            self.users[item.name] = users
             rows.append(self._item_row(child, position + i, S.PENDING))
             self.ready.append(item.name)
         self.writes.new_nodes.extend(rows)
@@ -537,6 +541,8 @@ class RunMachine:
                 self._cache_entry(state, outputs, now)
         self._unblock(state)
         self._release_waiters(state, now)
+        if state.parent is not None:  # a done map item: what it was sent is not needed any more
+            state.input_specs = state.input_digests = _RELEASED
 
     def _unblock(self, state: NodeState) -> None:
         """A node is done: its dependants that waited only for it become ready."""

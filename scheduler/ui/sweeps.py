@@ -1,8 +1,8 @@
-"""Read model of the sweep page, from what the run database holds: the `sweeps` table (when
-the sweeps feature has written it) and the runs linked to a sweep (`runs.sweep`, `runs.trial`).
-
-`sweep_data` is the one place that reads it, and returns the shape of `flow sweep status
---json`, so the sweep read model can take its place.
+"""Read model of the sweep page. A sweep's trials come from its Optuna study (states such as
+`pruned`, values, parameters: `scheduler.sweeps.read`, the shape of `flow sweep status --json`).
+Where the study cannot be read (a server installed without the `sweep` extra, a study
+removed), the page falls back to what the run database holds: the `sweeps` row and the runs
+linked to it (`runs.sweep`, `runs.trial`), their states and objective metrics.
 """
 
 from __future__ import annotations
@@ -40,7 +40,35 @@ class Sweep:
 
 
 def sweep_data(engine: Engine, reader: Any, name: str) -> Sweep | None:
-    """The sweep `name` with its trials, or None when no run belongs to it."""
+    """The sweep `name` with its trials, or None when there is no such sweep."""
+    found = _from_study(engine, name)
+    return found if found is not None else _from_runs(engine, reader, name)
+
+
+def _from_study(engine: Engine, name: str) -> Sweep | None:
+    try:
+        from scheduler.sweeps.read import sweep_status
+        from scheduler.sweeps.space import SweepError
+    except ImportError:  # no optuna here
+        return None
+    try:
+        status = sweep_status(engine, name)
+    except (SweepError, SQLAlchemyError):
+        return None
+    trials = [
+        Trial(t["number"], t["run_id"] or "", t["params"], t["state"], t["value"]) for t in status["trials"]
+    ]
+    if not trials:
+        return None
+    tuned = list(dict.fromkeys(k for t in trials for k in t.params))
+    best = status["best"]
+    chosen = next((t for t in trials if best is not None and t.number == best["trial"]), None)
+    return Sweep(
+        status["name"], status["workflow"], status["objective"], status["direction"], tuned, trials, chosen
+    )
+
+
+def _from_runs(engine: Engine, reader: Any, name: str) -> Sweep | None:
     with engine.connect() as conn:
         try:
             row = conn.execute(select(sweeps).where(sweeps.c.name == name)).first()
