@@ -2,11 +2,17 @@
 concurrent submissions of 100-node DAGs; then the same with one server SIGKILLed half-way.
 
     .venv/bin/python -m benchmarks.load [--runs 50] [--db postgresql+psycopg://...] [--sqlite]
+    .venv/bin/python -m benchmarks.load --overhead 3
 
 Without --db a throwaway PostgreSQL is started (initdb and pg_ctl must be installed).
 Every operator appends "run node" to a file when it really executes, so executions are
-counted by the operators themselves. Prints a table: all runs succeeded, executions per
-node, claims per run, submit-to-start latency (median, p95), nodes per second.
+counted by the operators themselves. Prints a table: all runs succeeded, executions, nodes
+executed more than once ("ran twice": those running on the killed server, or done there but
+not yet committed, run again where the run is adopted; "succeeded, ran again": those among the
+nodes committed as succeeded before the kill, which must be 0), claims per run, adoptions,
+submit-to-start latency (median, p95), nodes per second. The kill comes once half the runs
+succeeded, while the killed server is running one. With --overhead, only one `flow run`
+(10,000-node fan-out, 1,000-node chain) on PostgreSQL against SQLite.
 """
 
 from __future__ import annotations
@@ -150,18 +156,25 @@ def phase(db_url: str, runs: int, kill_half_way: bool) -> dict[str, object]:
         ]
         for thread in threads:
             thread.start()
+        killed = False
+        done_before: set[tuple[str, str]] = set()
+        victim = call(f"{servers[0][1]}/api/health")["server"]  # type: ignore[index]
+        survivor = servers[1][1]
+        while True:  # watched while submissions still arrive: a run takes well under a second
+            with lock:
+                known = list(run_ids)
+            states, busy, done = _states(db_url, known, victim)
+            if kill_half_way and not killed and states["succeeded"] >= runs // 2:
+                done_before = done
+                if busy:  # half-way, and while it runs something
+                    os.killpg(servers[0][0].pid, signal.SIGKILL)
+                    killed = True
+            ended = states["succeeded"] + states["failed"] + states["cancelled"]
+            if ended == runs and not any(thread.is_alive() for thread in threads):
+                break
+            time.sleep(0.1)
         for thread in threads:
             thread.join()
-        killed = False
-        survivor = servers[1][1]
-        while True:
-            states = Counter(call(f"{survivor}/api/runs/{r}")["status"] for r in run_ids)  # type: ignore[index]
-            if kill_half_way and not killed and states["succeeded"] >= runs // 2:
-                os.killpg(servers[0][0].pid, signal.SIGKILL)
-                killed = True
-            if states["succeeded"] + states["failed"] + states["cancelled"] == runs:
-                break
-            time.sleep(0.5)
         wall = time.monotonic() - started
         shown = [call(f"{survivor}/api/runs/{r}") for r in run_ids]
         for process, _ in servers:
@@ -178,13 +191,44 @@ def phase(db_url: str, runs: int, kill_half_way: bool) -> dict[str, object]:
         "executions": sum(executions.values()),
         "expected": runs * EXECUTIONS_PER_RUN,
         "ran twice": sum(1 for count in executions.values() if count > 1),
+        "succeeded, ran again": sum(1 for key in done_before if executions[key] > 1),
         "claims per run": dict(Counter(claims.values())),
+        "server killed": killed,
         "runs adopted": len(adopted),
         "latency median s": statistics.median(latencies),
         "latency p95 s": latencies[int(0.95 * (len(latencies) - 1))],
         "wall s": wall,
         "nodes/s": runs * EXECUTIONS_PER_RUN / wall,
     }
+
+
+def _states(db_url: str, run_ids: list[str], server: str) -> tuple[Counter, int, set[tuple[str, str]]]:
+    """The runs' statuses, how many `server` is running, and every node committed as succeeded
+    (read from the database: the API's run objects carry every node, too slow to poll)."""
+    sys.path.insert(0, str(REPO))
+    from sqlalchemy import func, select
+
+    from scheduler.store import db
+    from scheduler.store.models import nodes, runs
+
+    engine = db.connect(db_url)
+    with engine.connect() as conn:
+        states = Counter(
+            dict(
+                conn.execute(
+                    select(runs.c.status, func.count()).where(runs.c.id.in_(run_ids)).group_by(runs.c.status)
+                ).all()
+            )
+        )
+        busy = conn.scalar(select(func.count()).where(runs.c.server == server, runs.c.status == "running"))
+        done = conn.execute(
+            select(nodes.c.run_id, nodes.c.name).where(
+                nodes.c.run_id.in_(run_ids), nodes.c.status == "succeeded"
+            )
+        )
+        found = {(row.run_id, row.name) for row in done}
+    engine.dispose()
+    return states, int(busy or 0), found
 
 
 def _claims(db_url: str, run_ids: list[str], kind: str) -> dict[str, int]:
@@ -207,6 +251,7 @@ def _claims(db_url: str, run_ids: list[str], kind: str) -> dict[str, int]:
 
 
 def throwaway_postgres() -> str:
+    """A fresh database on the tests' throwaway server."""
     sys.path.insert(0, str(REPO / "tests"))
     import pg  # the tests' throwaway server
 
@@ -216,6 +261,26 @@ def throwaway_postgres() -> str:
     return pg.create_database(server)
 
 
+def one_run_overhead(repeat: int) -> None:
+    """One `flow run` of a 10,000-node fan-out and a 1,000-node chain (local) on PostgreSQL and on
+    SQLite, interleaved, each on a fresh database (PostgreSQL's schema made by a 1-node run first,
+    as a shared database has it): the per-node cost of the database alone."""
+    from benchmarks.run import flow_run
+
+    print(f"one flow run, local, median wall s of {repeat} interleaved (each on a fresh database)")
+    print(f"{'shape':<8} {'nodes':>6} {'sqlite':>8} {'postgres':>9} {'pg/sqlite':>10}")
+    for shape, n in (("fan-out", 10_000), ("chain", 1_000)):
+        lite, pg = [], []
+        for _ in range(repeat):
+            lite.append(flow_run(shape, n, "local")[0])
+            env = {"FLOW_DB_URL": throwaway_postgres()}
+            flow_run("chain", 1, "local", env=env)  # the schema, as a shared database has it
+            pg.append(flow_run(shape, n, "local", env=env)[0])
+        a, b = statistics.median(lite), statistics.median(pg)
+        print(f"{shape:<8} {n:>6} {a:>8.2f} {b:>9.2f} {b / a:>10.2f}")
+        sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,7 +288,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--db", default=None, help="a PostgreSQL URL (default: a throwaway server)")
     parser.add_argument("--sqlite", action="store_true", help="also the same load on one SQLite file")
+    parser.add_argument(
+        "--overhead",
+        type=int,
+        metavar="REPEAT",
+        default=0,
+        help="only compare one run's time on PostgreSQL and SQLite, REPEAT times interleaved",
+    )
     args = parser.parse_args()
+    if args.overhead:
+        one_run_overhead(args.overhead)
+        return
     url = args.db or throwaway_postgres()
     rows = [("postgresql", False, url), ("postgresql, one server killed", True, url)]
     if args.sqlite:
