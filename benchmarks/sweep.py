@@ -12,7 +12,7 @@ FLOW_HOME for flowlib, an in-memory study for the plain loop), timed from start 
 - plain loop, data once: the same with the data prepared once before the loop (by hand).
 - flow sweep --parallel 1 / 2: the data step runs once through the cache, trials are runs.
 Each row runs with --pruner median and with --pruner none (what pruning saves). A pruned trial's
-operator is stopped by killing its worker process, which the local pool then starts again.
+operator is stopped by an exception raised in it (its worker lives on, warm), or killed after 2 s.
 """
 
 from __future__ import annotations

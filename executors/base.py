@@ -120,6 +120,11 @@ class Executor(ABC):
     def cancel(self, task_id: str) -> None:
         """Stop a submitted task; its future resolves with a failed TaskResult."""
 
+    def stop(self, task_id: str, grace: float) -> None:
+        """Stop a submitted task, asking its operator to end within `grace` seconds before it is
+        killed where the executor can (see executors.stopping); by default, `cancel` it."""
+        self.cancel(task_id)
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything this executor started; no process outlives it."""

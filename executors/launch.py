@@ -62,6 +62,13 @@ class Forked:
                 # until reaped (the template keeps it a zombie) its pid and group id cannot be reused
                 _kill(self.pid)
 
+    def signal(self, signum: int) -> bool:
+        """Send the worker itself `signum`; False when it cannot be (not forked yet, or gone)."""
+        with self._template.lock:
+            if not (self.started and self.pid and not self._reaped and not self._template.gone):
+                return False
+            return _signal(self.pid, signum)
+
     def wait(self, timeout: float | None = None) -> int | None:
         """Its returncode (None when the template could not say) once it ended; then it is reaped."""
         if not self._ended.wait(timeout):
@@ -91,6 +98,14 @@ def _kill(pid: int) -> None:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _signal(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class Template:
@@ -270,6 +285,9 @@ class Spawned:
         # the group goes down even when the worker itself has already died.
         if self.process.returncode is None:
             _kill(self.process.pid)
+
+    def signal(self, signum: int) -> bool:
+        return self.process.returncode is None and _signal(self.process.pid, signum)
 
     def wait(self, timeout: float | None = None) -> int | None:
         return self.process.wait(timeout)

@@ -69,6 +69,9 @@ class PooledExecutor(Executor):
     def cancel(self, task_id: str) -> None:
         self.pool.cancel(task_id)
 
+    def stop(self, task_id: str, grace: float) -> None:
+        self.pool.cancel(task_id, grace)
+
     def shutdown(self) -> None:
         self.pool.close()
 

@@ -151,7 +151,9 @@ class WorkerPool:
         if wake:
             self._wake()  # the loop's thread must learn the new deadlines, or seat what may start
 
-    def cancel(self, task_id: str) -> None:
+    def cancel(self, task_id: str, grace: float = 0.0) -> None:
+        """Stop a task. With `grace`, a running operator is first asked to stop while its worker
+        lives on (executors.stopping); its worker is killed only if it is still running then."""
         with self._lock:
             for waiting in (self._queue, self._seating):
                 for task in list(waiting):
@@ -162,9 +164,15 @@ class WorkerPool:
                         )
                         return
             for worker in self._workers:
-                if worker.task and worker.task.spec.task_id == task_id:
-                    worker.kill_reason = ("Cancelled", "cancelled while running")
-                    worker.kill()
+                task = worker.task
+                if task and task.spec.task_id == task_id:
+                    gentle = grace > 0 and not task.held and task.spec.distributed is None
+                    if gentle and task.stop_by is None and worker.stop_operator():
+                        task.stop_by = time.monotonic() + grace
+                        self._wake()  # the loop's thread must learn the new deadline
+                    elif task.stop_by is None or not gentle:
+                        worker.kill_reason = ("Cancelled", "cancelled while running")
+                        worker.kill()
 
     def _dispatch_locked(self) -> None:
         """Start queued tasks in order while an idle worker and their CPUs are free."""
@@ -264,6 +272,7 @@ class WorkerPool:
                 for w in self._workers
                 if w.task and w.task.deadline is not None and not w.task.held
             ]
+            deadlines += [w.task.stop_by for w in self._workers if w.task and w.task.stop_by is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         if self._pause is not None:
             timeout = self._pause if timeout is None else min(timeout, self._pause)
@@ -391,4 +400,7 @@ class WorkerPool:
                         "Timeout",
                         f"timed out after {task.spec.timeout:g} s and was killed",
                     )
+                    worker.kill()
+                elif task and task.stop_by is not None and now >= task.stop_by and worker.kill_reason is None:
+                    worker.kill_reason = ("Cancelled", "cancelled while running (it did not stop when asked)")
                     worker.kill()

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from executors.base import EventSink, TaskSpec
 from executors.channel import Channel
+from executors.stopping import STOP_SIGNAL
 
 
 @dataclass
@@ -25,6 +26,7 @@ class PoolTask:
     cpus: float = 0.0  # what it holds of the pool while it runs
     held: bool = False  # handed over ahead of its start: it starts once released
     log_sent: int = 0  # bytes of the worker's capture file its "log" events carried
+    stop_by: float | None = None  # stopped gently (executors.stopping): killed if still running then
 
     @classmethod
     def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> PoolTask:
@@ -40,6 +42,7 @@ class WorkerProcess(Protocol):
 
     def alive(self) -> bool: ...
     def kill_group(self) -> None: ...
+    def signal(self, signum: int) -> bool: ...
     def wait(self, timeout: float | None = None) -> int | None: ...
 
 
@@ -85,6 +88,10 @@ class PoolWorker:
     def kill(self) -> None:
         """Kill the worker and every process it started (it leads its own process group)."""
         self.process.kill_group()
+
+    def stop_operator(self) -> bool:
+        """Ask the worker to stop its running operator and live on (executors.stopping)."""
+        return self.process.signal(STOP_SIGNAL)
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, int | None, int | None]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from typing import Any
 
+from executors import stopping
 from executors.base import TaskResult, TaskSpec
 from executors.capture import Captured
 from flowlib.artifacts import Reader, write_output
@@ -265,6 +266,7 @@ def execute(
         result.host, result.pid = HOST, os.getpid()
         return result
     started = time.time()
+    stopping.begin_task()
     result = TaskResult(spec.task_id, False, host=HOST, pid=os.getpid(), started_at=started)
     store = store_for(spec)
     saved_env = {key: os.environ.get(key) for key in spec.env}
@@ -289,8 +291,10 @@ def execute(
             gpus=gpus,
             rank=rank,
             world_size=world_size,
-            emit=emit,
-            checkpoint=context.Checkpoints(save_checkpoint, load_checkpoint),
+            emit=stopping.flowlib_code(emit),
+            checkpoint=context.Checkpoints(
+                stopping.flowlib_code(save_checkpoint), stopping.flowlib_code(load_checkpoint)
+            ),
             logger=_node_logger(),
         )
         token = context.bind(task_context)
@@ -306,7 +310,9 @@ def execute(
                 released()
             result.started_at = time.time()
             log.begin()
-            value = as_declared(op, call_operator(op, kwargs))
+            with stopping.user_code():
+                value = call_operator(op, kwargs)
+            value = as_declared(op, value)
             if not typecheck.is_instance(value, op.return_type):
                 raise OperatorReturnTypeError(
                     f"operator '{op.qualname}' returned {typecheck.describe_value(value)}, "
@@ -322,6 +328,8 @@ def execute(
                 else:
                     result.outputs = {"return": write_output(store, value, limit, split=RETURN in split)}
             result.ok = True
+        except stopping.OperatorStopped as exc:  # a gentle cancel (see executors.stopping)
+            result.error = {"type": "Cancelled", "message": str(exc), "traceback": None}
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -421,6 +429,7 @@ def become_worker(sys_path: Sequence[str] = (), parent: int | None = None) -> No
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping.install()
     die_with_parent(group=True)
     if parent is not None and os.getppid() != parent:
         os._exit(1)

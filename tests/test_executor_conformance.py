@@ -75,6 +75,16 @@ def nap(pidfile: str, seconds: float) -> int:
     return 1
 
 @operator
+def stubborn(pidfile: str, seconds: float) -> int:
+    import signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # deaf to a gentle stop
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(seconds)
+    return 1
+
+@operator
 def dies(x: int) -> int:
     print("last words", flush=True)
     time.sleep(1.5)  # long enough for the words to be streamed (Ray sends its first event late)
@@ -274,6 +284,38 @@ def test_cancel_stops_the_task_and_its_process(executor, tmp_path):
     assert not result.ok and result.error["type"] == "Cancelled"
     assert time.monotonic() - asked < 10
     assert gone(pid), "the task's process outlived the cancel"
+
+
+def test_stop_ends_the_task_as_cancelled_and_a_pool_keeps_its_worker(executor, tmp_path):
+    runs_in_background(executor)
+    task, pidfile = napping(tmp_path, "stopped", 60)
+    future = executor.submit(task, lambda _: None)
+    pid = pid_in(pidfile)
+    asked = time.monotonic()
+    executor.stop(task.task_id, 5.0)
+    result = future.result(timeout=20)
+    assert not result.ok and result.error["type"] == "Cancelled", result.error
+    assert time.monotonic() - asked < 10
+    if executor.name not in ("local", "gpu"):  # elsewhere a stop is a cancel
+        assert gone(pid), "the task's process outlived the stop"
+        return
+    assert psutil.Process(pid).is_running(), "a gently stopped operator's worker was killed"
+    again, again_pid = napping(tmp_path, "after", 0.1)
+    assert executor.submit(again, lambda _: None).result(timeout=30).ok
+    assert pid_in(again_pid) == pid, "the next task did not run on the warm worker"
+
+
+def test_an_operator_deaf_to_a_stop_is_killed_after_the_grace(executor, tmp_path):
+    runs_in_background(executor)
+    pidfile = tmp_path / "deaf.pid"
+    inputs = {"pidfile": {"literal": str(pidfile)}, "seconds": {"literal": 60}}
+    task = spec(tmp_path, "stubborn", "deaf", inputs=inputs)
+    future = executor.submit(task, lambda _: None)
+    pid = pid_in(pidfile)
+    executor.stop(task.task_id, 1.0)
+    result = future.result(timeout=20)
+    assert not result.ok and result.error["type"] == "Cancelled", result.error
+    assert gone(pid), "the task's process outlived the stop"
 
 
 def test_a_timeout_kills_the_task(executor, tmp_path):

@@ -10,6 +10,7 @@ drives many.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -92,7 +93,7 @@ class Driver:
         self._take(handle)
 
     def post(self, message: tuple) -> None:
-        """Queue a message from any thread: ("add", handle) or ("cancel", run_id, why)."""
+        """Queue a message from any thread: ("add", handle) or ("cancel", run_id, why[, grace])."""
         self.inbox.put(message)
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
@@ -239,7 +240,11 @@ class Driver:
                 queue.remove(entry)
                 return
         if command.task_id in self.tasks:
-            self.executors[command.executor].cancel(command.task_id)
+            executor = self.executors[command.executor]
+            if command.grace:
+                executor.stop(command.task_id, command.grace)
+            else:
+                executor.cancel(command.task_id)
 
     # -- dispatch ------------------------------------------------------------------------------------
     def _dispatch(self, *, held: bool = False) -> dict[str, list[str]]:
@@ -323,10 +328,11 @@ class Driver:
                 self._guard(entry[0], entry[0].machine.on_event, message[1], message[2], now)
                 if entry[0].on_event is not None:
                     entry[0].on_event(entry[1].node, message[2])
-        elif kind == "cancel":
+        elif kind == "cancel":  # ("cancel", run_id, why[, grace])
             handle = self.runs.get(message[1])
             if handle is not None:
-                self._guard(handle, handle.machine.cancel, message[2], now)
+                grace = message[3] if len(message) > 3 else 0.0
+                self._guard(handle, functools.partial(handle.machine.cancel, grace=grace), message[2], now)
         elif kind == "add":
             self.add(message[1])
 

@@ -66,6 +66,7 @@ class Submit:
 class CancelTask:
     task_id: str
     executor: str
+    grace: float = 0.0  # seconds the operator has to stop by itself before it is killed
 
 
 class RunMachine:
@@ -626,15 +627,16 @@ class RunMachine:
                 self._set(child, now, status=S.UPSTREAM_FAILED, error=error)
                 stack.extend(self.users.get(child.name, ()))
 
-    def cancel(self, why: str, now: float, *, by_user: bool = True) -> None:
-        """Stop everything still to do; the run ends cancelled (or failed, under --fail-fast)."""
+    def cancel(self, why: str, now: float, *, by_user: bool = True, grace: float = 0.0) -> None:
+        """Stop everything still to do; the run ends cancelled (or failed, under --fail-fast).
+        With `grace`, running operators are asked to stop first (see executors.stopping)."""
         if self.stopping:
             return
         self.stopping = True
         self.cancelled = by_user
         self.first_error = self.first_error or f"cancelled: {why}"
         for task_id, name in self.running.items():
-            self.commands.append(CancelTask(task_id, self.states[name].executor))
+            self.commands.append(CancelTask(task_id, self.states[name].executor, grace))
         self.running.clear()
         self.timers.clear()
         self.ready.clear()

@@ -35,6 +35,7 @@ from scheduler.sweeps import catalog
 from scheduler.sweeps.trials import objective_value
 
 FINAL_STATES = {status.value for status in FINAL}
+PRUNE_GRACE_S = 2.0  # then a pruned trial's worker is killed (an operator stuck in C code)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class Launcher(Protocol):
         """Start a resume of an unfinished trial's run (its finished nodes reused); return the new run id."""
 
     def cancel(self, run_id: str, why: str) -> None:
-        """Stop a run: its running operators are killed, it ends `cancelled`."""
+        """Stop a run: its running operators are stopped (killed if they do not end soon), it
+        ends `cancelled`."""
 
     def wait(self, timeout: float) -> list[Ended | Point]:
         """What happened since the last call, in order (runs that ended, steps of the watched
@@ -199,7 +201,8 @@ class LocalLauncher:
             self._events.put(Point(run_id, int(data["step"]), float(data["value"])))
 
     def cancel(self, run_id: str, why: str) -> None:
-        self.driver.post(("cancel", run_id, why))
+        # a pruned trial's operator is asked to stop and its worker kept warm for the next trial
+        self.driver.post(("cancel", run_id, why, PRUNE_GRACE_S))
 
     def wait(self, timeout: float) -> list[Ended | Point]:
         try:
