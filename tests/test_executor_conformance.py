@@ -66,11 +66,14 @@ def live(flag: str) -> int:
         time.sleep(0.02)
     return 1
 
-@operator
-def nap(pidfile: str, seconds: float) -> int:
+def record_pid(pidfile: str) -> None:
     with open(pidfile + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace(pidfile + ".tmp", pidfile)
+
+@operator
+def nap(pidfile: str, seconds: float) -> int:
+    record_pid(pidfile)
     time.sleep(seconds)
     return 1
 
@@ -78,9 +81,7 @@ def nap(pidfile: str, seconds: float) -> int:
 def stubborn(pidfile: str, seconds: float) -> int:
     import signal
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # deaf to a gentle stop
-    with open(pidfile + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(pidfile + ".tmp", pidfile)
+    record_pid(pidfile)
     time.sleep(seconds)
     return 1
 
