@@ -251,6 +251,15 @@ def test_no_auth_is_refused_off_loopback(project) -> None:  # type: ignore[no-un
     assert done.code == 2 and "--no-auth is refused" in done.err, done
 
 
+def test_a_port_in_use_is_exit_2_before_anything_starts(project, servers) -> None:  # type: ignore[no-untyped-def]
+    server = servers("--no-auth")
+    port = server.url.rsplit(":", 1)[1]
+    done = flow(project, "server", "--no-auth", "--port", port, timeout=60)
+    assert done.code == 2 and done.err.startswith("error: cannot listen on"), done
+    assert len(done.err.strip().splitlines()) == 1 and "listening" not in done.err, done
+    assert server.request("GET", "/api/health")[0] == 200  # the first one is untouched
+
+
 def test_deployments_version_launch_with_typed_parameters_and_delete(project, servers) -> None:  # type: ignore[no-untyped-def]
     server = servers("--no-auth")
     assert flow(project, "deploy", "p.py", "--name", "nightly", "-p", "n=2", server=server).out.strip() == "1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -136,9 +137,9 @@ def _finish(status: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--server",
     metavar="URL",
-    envvar="FLOW_SERVER",
     default=None,
-    help="Submit the trials to a flow server pool (also FLOW_SERVER); not available yet.",
+    help="Submit the trials to a flow server pool: not available yet (exit 2). An exported "
+    "FLOW_SERVER is not used: the trials run here, and a line says so.",
 )
 @db_option
 @json_option
@@ -180,7 +181,13 @@ def start(
     if server:
         raise ConfigError(
             f"--server {server}: submitting a sweep's trials to a server is not supported yet; "
-            "leave --server and FLOW_SERVER unset to run them here"
+            "leave --server out to run them here"
+        )
+    if os.environ.get("FLOW_SERVER"):
+        click.echo(
+            "note: FLOW_SERVER is set, but a sweep's trials run here (submitting them to a server "
+            "is not supported yet)",
+            err=True,
         )
     if not objective:
         raise SweepError("--objective KEY is required: the output field or logged metric to tune for")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -26,6 +28,16 @@ def loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket; a port in use (or an address not here) is a ConfigError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def serve(
@@ -54,6 +66,8 @@ def serve(
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    listening = listen(host, port)  # before anything starts: a port in use is exit 2, not a pool member
+    port = listening.getsockname()[1]
     engine = connect(config)
     store = open_store(config)
     names = {config.executor, *(name for name in config.executors)}
@@ -87,7 +101,9 @@ def serve(
     server = uvicorn.Server(
         uvicorn.Config(create_app(ctx), host=host, port=port, log_level="warning", lifespan="off")
     )
-    web = threading.Thread(target=server.run, name="flowlib-http", daemon=True)
+    web = threading.Thread(
+        target=server.run, kwargs={"sockets": [listening]}, name="flowlib-http", daemon=True
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
