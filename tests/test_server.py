@@ -246,6 +246,24 @@ def test_sigterm_drains_running_runs_then_exits_zero(project, servers) -> None: 
     assert flow(project, "status", run, "--json").json()["status"] == "succeeded"
 
 
+def test_the_api_lists_sweeps_and_gives_one_as_flow_sweep_status_does(project, servers) -> None:  # type: ignore[no-untyped-def]
+    swept = flow(
+        project, "sweep", "p.py", "--space", "seconds=float(0,0.01)", "--objective", "total_seconds",
+        "--trials", "2", "--name", "quick",
+    )  # fmt: skip
+    assert swept.code == 1, swept  # no output field or metric of that name: every trial fails
+    status = flow(project, "sweep", "status", "quick", "--json").json()
+    server = servers("--no-auth")
+    code, listed = server.request("GET", "/api/sweeps")
+    assert code == 200 and [s["name"] for s in listed] == ["quick"], listed
+    assert listed[0]["objective"] == "total_seconds" and listed[0]["workflow"] == "w"
+    code, shown = server.request("GET", "/api/sweeps/quick")
+    assert code == 200 and shown == status, (shown, status)
+    assert [t["state"] for t in shown["trials"]] == ["failed", "failed"]
+    code, missing = server.request("GET", "/api/sweeps/nothing")
+    assert code == 404 and "no sweep named 'nothing'" in missing["error"]
+
+
 def test_no_auth_is_refused_off_loopback(project) -> None:  # type: ignore[no-untyped-def]
     done = flow(project, "server", "--host", "0.0.0.0", "--no-auth", "--port", "0")
     assert done.code == 2 and "--no-auth is refused" in done.err, done

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowlib import __version__
 from flowlib.errors import FlowError, RunNotFound
-from scheduler.server import api, api_deploy, schemas
+from scheduler.server import api, api_deploy, api_sweeps, schemas
 from scheduler.server.auth import User
 from scheduler.server.context import SESSION_COOKIE, ServerContext
 
@@ -68,6 +68,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     app.include_router(api.router(ctx, current_user))
     app.include_router(api_deploy.router(ctx, current_user))
+    app.include_router(api_sweeps.router(ctx, current_user))
     try:
         from scheduler.ui.views import router as ui_router
     except ImportError:  # the web UI ships with the server; a trimmed install serves the API alone

@@ -99,6 +99,39 @@ class DeploymentObject(BaseModel):
     params: list[dict[str, Any]]
 
 
+class SweepSummary(BaseModel):
+    name: str
+    workflow: str
+    objective: str
+    direction: str
+    created_at: float
+
+
+class SweepTrial(BaseModel):
+    number: int
+    run_id: str | None = None
+    params: dict[str, Any]
+    state: str  # complete | failed | pruned | running
+    value: float | None = None
+    error: str | None = None
+
+
+class SweepBest(BaseModel):
+    trial: int
+    run_id: str | None = None
+    params: dict[str, Any]
+    value: float
+
+
+class SweepStatus(BaseModel):
+    name: str
+    workflow: str
+    objective: str
+    direction: str
+    trials: list[SweepTrial]
+    best: SweepBest | None = None
+
+
 class AttemptLog(BaseModel):
     node: str
     number: int
