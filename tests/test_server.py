@@ -15,11 +15,12 @@ SLOW = (
     MARK
     + """
 import os, time
-from flowlib import operator, workflow
+from flowlib import current, operator, workflow
 
 @operator
 def step(i: int, seconds: float) -> int:
     mark("step", str(i))
+    current.log_metric("i", i)
     time.sleep(seconds)
     return i
 
@@ -293,7 +294,9 @@ def test_deployments_version_launch_with_typed_parameters_and_delete(project, se
         }
     ]
     assert [p["name"] for p in listed[0]["params"]] == ["n", "seconds", "tag"]
-    assert listed[0]["params"][0] == {"name": "n", "type": "int", "default": 3, "required": False}
+    # what a launch without -p n uses: the value fixed at deploy, not the workflow's default 3
+    assert listed[0]["params"][0] == {"name": "n", "type": "int", "default": 2, "required": False}
+    assert listed[0]["params"][1] == {"name": "seconds", "type": "float", "default": 0.0, "required": False}
     bad = flow(project, "launch", "nightly", "-p", "n=many", server=server)
     assert bad.code == 2 and "parameter 'n'" in bad.err, bad
     done = flow(project, "launch", "nightly", "--wait", "--json", server=server)

@@ -181,7 +181,11 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         with ctx.engine.connect() as conn:
             return [vars(log) for log in node_logs(conn, repo.require_run(conn, run_id))]
 
-    @api.get("/runs/{run_id}/metrics", response_model=list[schemas.Metric])
+    @api.get(
+        "/runs/{run_id}/metrics",
+        response_model=list[schemas.Metric],
+        response_model_exclude_unset=True,  # `from_run` only where a cached node's came from another run
+    )
     def metrics(run_id: str, _: User = Caller) -> list[dict[str, Any]]:
         """Metrics the run's nodes logged (a cached node's: from the run that computed it)."""
         from scheduler.store.logs import node_metrics

@@ -40,8 +40,12 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
 
     @api.get("/deployments", response_model=list[schemas.DeploymentObject])
     def listing(_: User = Caller) -> list[dict[str, Any]]:
-        """The latest version of every deployment."""
-        return deployments.listing(ctx.engine)
+        """The latest version of every deployment; a parameter's `default` is what a launch without
+        it uses (the value fixed with `flow deploy -p`, else the workflow's default)."""
+        return [
+            {**row, "params": [_with_fixed(p, row["fixed"]) for p in row["params"]]}
+            for row in deployments.listing(ctx.engine)
+        ]
 
     @api.delete("/deployments/{name}", response_model=schemas.Deployed)
     def delete(name: str, user: User = Caller) -> dict[str, Any]:
@@ -63,3 +67,9 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         return run_object(ctx, run_id, nodes=False)
 
     return api
+
+
+def _with_fixed(parameter: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    if parameter["name"] not in fixed:
+        return parameter
+    return {**parameter, "default": fixed[parameter["name"]], "required": False}
