@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 from scheduler.server.context import ServerContext
 from scheduler.store import repository as repo
@@ -96,7 +96,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         q = runs_query_of(request)
         with ctx.engine.connect() as conn:
             workflows = conn.scalars(
-                select(distinct(runs.c.workflow)).order_by(runs.c.workflow).limit(200)
+                select(runs.c.workflow).distinct().order_by(runs.c.workflow).limit(200)
             ).all()
         return pages.render(viewer, "runs.html", workflows=workflows, statuses=STATUSES, **runs_data(q))
 
