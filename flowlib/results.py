@@ -134,7 +134,7 @@ class RunResult:
 
 
 def jsonable(value: Any) -> Any:
-    """Return `value` as JSON can hold it (DESIGN.md "Outputs in JSON"), else its repr."""
+    """Return `value` as JSON can hold it (docs/results.md, "Outputs in JSON"), else its repr."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
