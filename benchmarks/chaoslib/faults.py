@@ -164,12 +164,7 @@ def kill_server(t: Trial) -> Broken:
         fault = time.monotonic()
         orphans(t, started)
         succeeded, marks = at_fault(t.project, run_id)
-        status = t.project.wait_run_finished(run_id)
-        final: str | None = run_id
-        if status != "succeeded":
-            t.problems.append(f"the adopted run ended {status}")
-            final = recover(t, run_id)
-        return Broken(final, succeeded, marks, time.monotonic() - fault)
+        return pool_outcome(t, run_id, "the adopted run", succeeded, marks, fault)
     finally:
         for server in servers:
             server.stop()
@@ -233,15 +228,22 @@ def pg_restart_pool(t: Trial) -> Broken:
         succeeded, marks = at_fault(t.project, run_id)
         t.notes.append(f"a pool's run, {t.project.run_row(run_id).status}")
         fault = restart_postgres(t)
-        status = t.project.wait_run_finished(run_id)
-        final: str | None = run_id
-        if status != "succeeded":
-            t.problems.append(f"the pool's run ended {status} after the restart")
-            final = recover(t, run_id)
-        return Broken(final, succeeded, marks, time.monotonic() - fault)
+        return pool_outcome(t, run_id, "the pool's run, after the restart,", succeeded, marks, fault)
     finally:
         for server in servers:
             server.stop()
+
+
+def pool_outcome(
+    t: Trial, run_id: str, what: str, succeeded: set[str], marks: Counter[str], fault: float
+) -> Broken:
+    """A pool's run after its fault: it must end succeeded by itself; else resume it."""
+    status = t.project.wait_run_finished(run_id)
+    final: str | None = run_id
+    if status != "succeeded":
+        t.problems.append(f"{what} ended {status}")
+        final = recover(t, run_id)
+    return Broken(final, succeeded, marks, time.monotonic() - fault)
 
 
 def submit(t: Trial, server: Server) -> str:
