@@ -1,5 +1,6 @@
-"""The sweep loop: ask Optuna for trials, run each as a flowlib run through a Launcher (at most
-`parallel` at once), report the objective's steps to the pruner, and tell Optuna how each ended.
+"""The sweep loop: ask the study (a Book) for trials, run each as a flowlib run through a Launcher
+(at most `parallel` at once), report the objective's steps to the pruner, and tell the study how
+each ended.
 
 Steps that every trial shares (see trials.shared_nodes) are computed once: the first trial this
 loop starts runs alone until those steps of it have ended and are committed, so the trials after
@@ -8,17 +9,15 @@ it find them in the cache instead of computing them side by side.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowlib.errors import FlowError
-from scheduler.sweeps import study as studies
+from scheduler.sweeps.book import Asked, Book
 from scheduler.sweeps.catalog import TrialRun
 from scheduler.sweeps.launch import Ended, Launcher, Point
-from scheduler.sweeps.space import Dimension
 from scheduler.sweeps.trials import TrialPlans
 
 POLL_S = 0.2  # how often the first trial's shared steps are checked while the others wait
@@ -30,18 +29,16 @@ class Active:
     """A trial whose run goes on."""
 
     number: int
-    trial: Any  # optuna.trial.Trial
     params: dict[str, Any]
-    reported: set[int] = field(default_factory=set)
+    last_step: int | None = None
     pruned_at: int | None = None
 
 
 @dataclass
 class SweepLoop:
     name: str
-    study: Any
+    book: Book
     plans: TrialPlans
-    dims: Mapping[str, Dimension]
     objective: str
     trials: int
     parallel: int
@@ -54,25 +51,25 @@ class SweepLoop:
     _gate: tuple[str, set[str]] | None = None  # (run id, its shared steps) while others wait for them
     _gated_once: bool = False
     _count: int = 0  # trials in the study, whatever their state
-    _unfinished: list[tuple[Any, TrialRun | None]] = field(default_factory=list)  # to resume first
+    _unfinished: list[tuple[Asked, TrialRun | None]] = field(default_factory=list)  # to resume first
 
     def run(self) -> None:
         """Run trials until the study holds `trials` of them and none is left running."""
-        self._count = len(self.study.get_trials(deepcopy=False))
+        self._count = self.book.count()
         try:
             self._unfinished = self._left_running()
             while True:
                 self._top_up()
                 if not self.active:
                     return
-                stepped: set[str] = set()
+                points: dict[str, list[Point]] = {}
                 for item in self.launcher.wait(POLL_S):
                     if isinstance(item, Point):
-                        stepped.update(self._report(item))
+                        points.setdefault(item.run_id, []).append(item)
                     else:
-                        self._prune(stepped)  # steps logged before it ended come first
+                        self._report(points)  # steps logged before it ended come first
                         self._ended(item)
-                self._prune(stepped)
+                self._report(points)
                 self._check_gate()
         except KeyboardInterrupt:
             self._stop("interrupted (Ctrl-C)")
@@ -84,26 +81,24 @@ class SweepLoop:
         while len(self.active) < self.parallel and self._gate is None:
             if self._unfinished:
                 self._resume(self._unfinished.pop(0))
-            elif self._count >= self.trials or (self.grid_points is not None and self._grid_done()):
+            elif self._count >= self.trials or (
+                self.grid_points is not None and self.book.points_tried() >= self.grid_points
+            ):
                 return
             else:
                 self._start_new()
 
-    def _grid_done(self) -> bool:
-        seen = {tuple(sorted(t.params.items())) for t in self.study.get_trials(deepcopy=False) if t.params}
-        return len(seen) >= (self.grid_points or 0)
-
     def _start_new(self) -> None:
-        trial = self.study.ask({name: dim.distribution() for name, dim in self.dims.items()})
+        asked = self.book.ask()
         self._count += 1
-        params = dict(trial.params)
         try:
-            plan = self.plans.plan(params)
-            run_id = self.launcher.launch(plan, sweep=self.name, trial=trial.number)
+            plan = self.plans.plan(asked.params)
+            run_id = self.launcher.launch(plan, sweep=self.name, trial=asked.number)
         except FlowError as exc:
-            self._failed(trial, params, str(exc))
+            self._failed(asked.number, asked.params, str(exc))
             return
-        self._started(Active(trial.number, trial, params), run_id, plan_names={n.name for n in plan.nodes})
+        active = Active(asked.number, asked.params)
+        self._started(active, run_id, plan_names={n.name for n in plan.nodes})
 
     def _started(self, active: Active, run_id: str, *, plan_names: set[str], resumed: bool = False) -> None:
         self.active[run_id] = active
@@ -114,49 +109,39 @@ class SweepLoop:
             self._gated_once = True
             self._gate = (run_id, gated)
 
-    def _left_running(self) -> list[tuple[Any, TrialRun | None]]:
+    def _left_running(self) -> list[tuple[Asked, TrialRun | None]]:
         """Trials a killed sweep left running, with their newest runs; those whose run ended are
         finished now from what it recorded, the others are returned, to resume."""
-        from optuna.trial import TrialState
-
-        unfinished = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        unfinished = self.book.unfinished()
         if not unfinished:
             return []
         runs = self.launcher.trial_runs(self.name)
         left = []
-        for frozen in unfinished:
-            run = runs.get(frozen.number)
+        for asked in unfinished:
+            run = runs.get(asked.number)
             if run is not None and run.status == "succeeded":
-                self._finish_succeeded(
-                    studies.live_trial(self.study, frozen), dict(frozen.params), run.run_id
-                )
+                self._finish_succeeded(asked.number, asked.params, run.run_id)
             elif run is not None and run.status == "failed":
-                self._failed(
-                    studies.live_trial(self.study, frozen),
-                    dict(frozen.params),
-                    f"its run {run.run_id} failed",
-                )
+                self._failed(asked.number, asked.params, f"its run {run.run_id} failed")
             else:
-                left.append((frozen, run))
+                left.append((asked, run))
         return left
 
-    def _resume(self, unfinished: tuple[Any, TrialRun | None]) -> None:
+    def _resume(self, unfinished: tuple[Asked, TrialRun | None]) -> None:
         """Resume a trial's interrupted run from its cached nodes (or start it, if it had none)."""
-        frozen, run = unfinished
-        params = dict(frozen.params)
-        trial = studies.live_trial(self.study, frozen)
+        asked, run = unfinished
         try:
             if run is None:
-                plan = self.plans.plan(params)
-                run_id = self.launcher.launch(plan, sweep=self.name, trial=frozen.number)
+                plan = self.plans.plan(asked.params)
+                run_id = self.launcher.launch(plan, sweep=self.name, trial=asked.number)
                 names = {n.name for n in plan.nodes}
             else:
-                run_id = self.launcher.resume(run.run_id, sweep=self.name, trial=frozen.number)
+                run_id = self.launcher.resume(run.run_id, sweep=self.name, trial=asked.number)
                 names = set(self.shared)
         except FlowError as exc:
-            self._failed(trial, params, str(exc))
+            self._failed(asked.number, asked.params, str(exc))
             return
-        active = Active(frozen.number, trial, params, reported=set(frozen.intermediate_values))
+        active = Active(asked.number, asked.params)
         self._started(active, run_id, plan_names=names, resumed=run is not None)
 
     def _check_gate(self) -> None:
@@ -172,51 +157,41 @@ class SweepLoop:
         if active is None:
             return
         if active.pruned_at is not None:  # also when its run ended before the cancel reached it
-            studies.tell(self.study, active.number, state="pruned")
+            self.book.prune(active.number)
             self.report(
                 f"trial {active.number} pruned at step {active.pruned_at} (run {ended.run_id} {ended.status})"
             )
         elif ended.status == "succeeded":
-            self._finish_succeeded(active.trial, active.params, ended.run_id)
+            self._finish_succeeded(active.number, active.params, ended.run_id)
         else:
-            self._failed(active.trial, active.params, ended.error or f"its run ended {ended.status}")
+            self._failed(active.number, active.params, ended.error or f"its run ended {ended.status}")
 
-    def _finish_succeeded(self, trial: Any, params: dict[str, Any], run_id: str) -> None:
+    def _finish_succeeded(self, number: int, params: dict[str, Any], run_id: str) -> None:
         try:
             value = self.launcher.objective(run_id, self.objective)
         except FlowError as exc:
-            self._failed(trial, params, str(exc))
+            self._failed(number, params, str(exc))
             return
-        studies.tell(self.study, trial.number, value=value)
-        self.report(f"trial {trial.number} complete: {self.objective}={value:g} ({_params(params)})")
+        self.book.complete(number, value)
+        self.report(f"trial {number} complete: {self.objective}={value:g} ({_params(params)})")
 
-    def _failed(self, trial: Any, params: dict[str, Any], error: str) -> None:
-        trial.set_user_attr("error", error)  # shown by `flow sweep status`, also for a trial that never ran
-        studies.tell(self.study, trial.number, state="failed")
-        self.report(f"trial {trial.number} failed: {error}")
+    def _failed(self, number: int, params: dict[str, Any], error: str) -> None:
+        self.book.fail(number, error)  # shown by `flow sweep status`, also for a trial that never ran
+        self.report(f"trial {number} failed: {error}")
 
     # -- pruning ----------------------------------------------------------------------------------------
-    def _report(self, point: Point) -> list[str]:
-        """Report a step of the objective a running trial logged; return its run id when reported."""
-        active = self.active.get(point.run_id)
-        if active is None or active.pruned_at is not None or point.step < 0 or point.step in active.reported:
-            return []
-        if not math.isfinite(point.value):
-            return []
-        active.trial.report(point.value, point.step)
-        active.reported.add(point.step)
-        return [point.run_id]
-
-    def _prune(self, stepped: set[str]) -> None:
-        """Ask the pruner about each trial that reported steps, once for its latest step (it
-        judges a trial by that step), and stop those it condemns."""
-        for run_id in list(stepped):
-            stepped.discard(run_id)
+    def _report(self, points: dict[str, list[Point]]) -> None:
+        """Report the steps each running trial logged, and ask the pruner once per trial (it
+        judges a trial by its latest step); stop those it condemns."""
+        for run_id, found in list(points.items()):
+            del points[run_id]
             active = self.active.get(run_id)
             if not self.pruning or active is None or active.pruned_at is not None:
                 continue
-            if active.trial.should_prune():
-                active.pruned_at = max(active.reported)
+            steps = [(point.step, point.value) for point in found]
+            active.last_step = max([step for step, _ in steps] + [active.last_step or 0])
+            if self.book.report(active.number, steps):
+                active.pruned_at = active.last_step
                 self.launcher.cancel(run_id, f"pruned by the sweep at step {active.pruned_at}")
 
     # -- stopping --------------------------------------------------------------------------------------

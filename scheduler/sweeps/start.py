@@ -16,6 +16,7 @@ from flowlib.workflows import Workflow
 from scheduler.runs import connect
 from scheduler.sweeps import catalog
 from scheduler.sweeps import study as studies
+from scheduler.sweeps.book import StudyBook
 from scheduler.sweeps.launch import Launcher, LocalLauncher
 from scheduler.sweeps.loop import SweepLoop
 from scheduler.sweeps.read import sweep_status
@@ -160,9 +161,8 @@ def _drive(
             catalog.create(engine, record)
         SweepLoop(
             name=record.name,
-            study=study,
+            book=StudyBook(study, {name: dim.distribution() for name, dim in dims.items()}),
             plans=plans,
-            dims=dims,
             objective=record.objective,
             trials=settings["trials"],
             parallel=settings["parallel"],
