@@ -25,6 +25,7 @@ def sweep(
     params: Mapping[str, Any] | None = None,
     executor: str | None = None,
     db: str | None = None,
+    server: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run a sweep of `workflow` (or continue the one named `name`) and return its status:
@@ -34,7 +35,8 @@ def sweep(
     `"choice(a,b)"`) or to a list of choices; `params` fixes other parameters; `progress` gets a
     line per trial event. A run of each trial is recorded, linked to the sweep; steps that do not
     depend on a tuned parameter run once for the whole sweep. Failed trials do not stop it; check
-    `best` (None when no trial completed).
+    `best` (None when no trial completed). With `server` (a URL; FLOW_SERVER is not read here),
+    the trials are submitted to that server's pool and the study is kept there.
     """
     if not isinstance(workflow, Workflow):
         raise FlowError(f"flowlib.sweep takes a @workflow, got {workflow!r}")
@@ -42,7 +44,6 @@ def sweep(
     from flowlib.params import parse_params
     from scheduler.sweeps.start import SweepRequest, start_sweep
 
-    config = load(db=db, executor=executor)
     request = SweepRequest(
         objective=objective,
         space=dict(space),
@@ -56,4 +57,9 @@ def sweep(
         params=parse_params(workflow, {}, dict(params or {})),
         executor=executor,
     )
-    return start_sweep(workflow, request, config, report=progress)
+    if server is not None:
+        from flowlib.client import connect
+        from scheduler.sweeps.remote import start_remote_sweep
+
+        return start_remote_sweep(workflow, request, connect(server), report=progress)
+    return start_sweep(workflow, request, load(db=db, executor=executor), report=progress)

@@ -229,24 +229,26 @@ def test_a_bad_space_or_an_unknown_parameter_is_exit_2_and_runs_nothing(project:
     project.fails("sweep", "pipeline.py", "--space", "x=float(0,1)", expect=["--objective KEY is required"])
     project.fails("sweep", "status", "quadratic", expect=["no sweep named 'quadratic'"])
     project.fails(
-        *base, "--space", "x=float(0,1)", "--server", "http://127.0.0.1:9", expect=["not supported yet"]
-    )
+        *base, "--space", "x=float(0,1)", "--server", "http://127.0.0.1:9",
+        expect=["cannot reach the server at http://127.0.0.1:9"],
+    )  # fmt: skip
     assert marks(project, "prepare") == [] and marks(project, "score") == []
     assert project.flow("runs", "--json").json() == []
 
 
-def test_an_exported_flow_server_leaves_the_trials_here_and_says_so(project: Any) -> None:
+def test_an_exported_flow_server_is_where_the_trials_go(project: Any) -> None:
     project.write("pipeline.py", QUADRATIC)
     done = subprocess.run(
         [FLOW, "sweep", "pipeline.py", "--space", "x=float(0,1)", "--objective", "loss", "--trials", "1"],
         cwd=project.root,
-        env={**project.env, "FLOW_SERVER": "http://127.0.0.1:9"},  # exported for the other commands
+        env={**project.env, "FLOW_SERVER": "http://127.0.0.1:9"},  # as for the other commands
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stderr
-    assert "FLOW_SERVER is set, but a sweep's trials run here" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach the server at http://127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr and marks(project, "prepare") == []
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(project: Any) -> None:

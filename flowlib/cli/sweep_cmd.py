@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
+import urllib.parse
 from typing import Any
 
 import click
 
-from flowlib.cli.options import config, db_option, json_option, params_options
+from flowlib.cli.options import config, db_option, json_option, params_options, server_option
+from flowlib.cli.remote import client_for
 
 START = "start"
 
@@ -138,8 +139,8 @@ def _finish(status: dict[str, Any], as_json: bool) -> None:
     "--server",
     metavar="URL",
     default=None,
-    help="Submit the trials to a flow server pool: not available yet (exit 2). An exported "
-    "FLOW_SERVER is not used: the trials run here, and a line says so.",
+    help="Submit the trials to this flow server's pool (else FLOW_SERVER): the sweep's study is "
+    "kept there, and this command follows the trials until they are done.",
 )
 @db_option
 @json_option
@@ -177,18 +178,10 @@ def start(
     from flowlib.params import parse_params, read_params_file, split_assignments
     from scheduler.sweeps.space import SweepError, split_space
 
-    settings = config(db, executor)
-    if server:
-        raise ConfigError(
-            f"--server {server}: submitting a sweep's trials to a server is not supported yet; "
-            "leave --server out to run them here"
-        )
-    if os.environ.get("FLOW_SERVER"):
-        click.echo(
-            "note: FLOW_SERVER is set, but a sweep's trials run here (submitting them to a server "
-            "is not supported yet)",
-            err=True,
-        )
+    client = client_for(server)
+    if client is not None and db:
+        raise ConfigError("--db and --server: a sweep's trials run either here or on a server; give one")
+    settings = None if client is not None else config(db, executor)
     if not objective:
         raise SweepError("--objective KEY is required: the output field or logged metric to tune for")
     from scheduler.sweeps.start import SweepRequest, start_sweep
@@ -212,20 +205,35 @@ def start(
             executor=executor,
         )
         _quiet_optuna()
-        status = start_sweep(wf, request, settings, report=lambda line: click.echo(line, err=True))
+        say = lambda line: click.echo(line, err=True)  # noqa: E731
+        if client is not None:
+            from scheduler.sweeps.remote import start_remote_sweep
+
+            status = start_remote_sweep(wf, request, client, report=say)
+        else:
+            status = start_sweep(wf, request, settings, report=say)
     _finish(status, as_json)
+
+
+def _read(name: str, db: str | None, server: str | None) -> dict[str, Any]:
+    """A sweep's status, from the server (`--server`, else FLOW_SERVER) or the database."""
+    client = client_for(server)
+    if client is not None:
+        return client.get(f"/api/sweeps/{urllib.parse.quote(name, safe='')}")
+    from scheduler.runs import connect
+    from scheduler.sweeps.read import sweep_status
+
+    return sweep_status(connect(config(db)), name)
 
 
 @click.command("status")
 @click.argument("name")
 @db_option
+@server_option
 @json_option
-def status(name: str, db: str | None, as_json: bool) -> None:
+def status(name: str, db: str | None, server: str | None, as_json: bool) -> None:
     """Print a sweep's trials (number, state, objective value, parameters, run) and its best."""
-    from scheduler.runs import connect
-    from scheduler.sweeps.read import sweep_status
-
-    shown = sweep_status(connect(config(db)), name)
+    shown = _read(name, db, server)
     if as_json:
         click.echo(json.dumps(shown))
         return
@@ -248,14 +256,12 @@ def status(name: str, db: str | None, as_json: bool) -> None:
 @click.command("best")
 @click.argument("name")
 @db_option
+@server_option
 @json_option
-def best(name: str, db: str | None, as_json: bool) -> None:
+def best(name: str, db: str | None, server: str | None, as_json: bool) -> None:
     """Print a sweep's best trial: its number, run, parameters and objective value (exit 1 when
     no trial completed)."""
-    from scheduler.runs import connect
-    from scheduler.sweeps.read import sweep_status
-
-    found = sweep_status(connect(config(db)), name)["best"]
+    found = _read(name, db, server)["best"]
     if found is None:
         click.echo(f"error: no trial of sweep '{name}' completed", err=True)
         sys.exit(1)
@@ -269,16 +275,24 @@ def best(name: str, db: str | None, as_json: bool) -> None:
 @click.command("resume")
 @click.argument("name")
 @db_option
+@server_option
 @json_option
-def resume(name: str, db: str | None, as_json: bool) -> None:
+def resume(name: str, db: str | None, server: str | None, as_json: bool) -> None:
     """Continue a sweep that was killed or stopped: finished trials are kept, unfinished ones
-    resumed from their cached nodes, and new ones run up to its trial count."""
-    from scheduler.sweeps.start import resume_sweep
-
-    settings = config(db)
+    resumed from their cached nodes, and new ones run up to its trial count. A sweep on a server
+    (--server, else FLOW_SERVER) is continued from its project's folder."""
+    client = client_for(server)
     with _stdout_kept_for(as_json):
         _quiet_optuna()
-        status = resume_sweep(name, settings, report=lambda line: click.echo(line, err=True))
+        say = lambda line: click.echo(line, err=True)  # noqa: E731
+        if client is not None:
+            from scheduler.sweeps.remote import resume_remote_sweep
+
+            status = resume_remote_sweep(name, client, report=say)
+        else:
+            from scheduler.sweeps.start import resume_sweep
+
+            status = resume_sweep(name, config(db), report=say)
     _finish(status, as_json)
 
 

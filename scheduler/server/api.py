@@ -20,6 +20,7 @@ from scheduler.server.snapshots import KIND
 from scheduler.store import repository as repo
 from scheduler.store.models import events, runs
 
+SWEEP_GRACE_S = 2.0  # a sweep's pruned trial: its operator is asked to stop, its worker kept warm
 STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -107,6 +108,8 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
                 }
             if scheduler_alive(run):
                 repo.update_run(conn, run.id, cancel_requested=True)
+                if ctx.pool is not None:
+                    ctx.pool.cancel(run.id, "cancelled by `flow cancel`", SWEEP_GRACE_S if run.sweep else 0.0)
                 return {
                     "run_id": run.id,
                     "status": run.status,
@@ -159,6 +162,8 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             resumed_from=run.id,
             root_run_id=run.root_run_id or run.id,
             reuse_succeeded=body.reuse_succeeded,
+            sweep=run.sweep,  # a sweep's trial resumed is still that trial
+            trial=run.trial,
         )
         ctx.queued()
         return run_object(ctx, new_id, nodes=False)
@@ -186,12 +191,16 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         response_model=list[schemas.Metric],
         response_model_exclude_unset=True,  # `from_run` only where a cached node's came from another run
     )
-    def metrics(run_id: str, _: User = Caller) -> list[dict[str, Any]]:
-        """Metrics the run's nodes logged (a cached node's: from the run that computed it)."""
+    def metrics(
+        run_id: str, name: str | None = Query(None, max_length=200), _: User = Caller
+    ) -> list[dict[str, Any]]:
+        """Metrics the run's nodes logged (a cached node's: from the run that computed it); with
+        `name`, that metric's only."""
         from scheduler.store.logs import node_metrics
 
         with ctx.engine.connect() as conn:
-            return node_metrics(conn, repo.require_run(conn, run_id))
+            found = node_metrics(conn, repo.require_run(conn, run_id))
+        return found if name is None else [m for m in found if m["name"] == name]
 
     @api.get("/runs/{run_id}/nodes/{node}/why", response_model=schemas.Why)
     def why(run_id: str, node: str, _: User = Caller) -> dict[str, Any]:

@@ -84,6 +84,14 @@ class ServerPool:
         """Something was queued: look for work now."""
         self.wake.set()
 
+    def cancel(self, run_id: str, why: str, grace: float = 0.0) -> None:
+        """Stop a run now if this server executes it (else the heartbeat of the one that does
+        finds the request in the database); with `grace`, its operators are asked to stop first."""
+        with self.lock:
+            here = run_id in self.active
+        if here and self.driver is not None:
+            self.driver.post(("cancel", run_id, why, grace))
+
     def drain(self) -> None:
         """Stop claiming; let running runs go on for `drain_s`, then release the rest for adoption."""
         self.claiming = False

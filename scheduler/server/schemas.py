@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,6 +130,61 @@ class SweepStatus(BaseModel):
     direction: str
     trials: list[SweepTrial]
     best: SweepBest | None = None
+
+
+class SweepCreate(Strict):
+    """A sweep whose trials a client submits to this server (its study is kept here)."""
+
+    name: str = Field(pattern=NAME)
+    workflow: str = Field(min_length=1, max_length=200)
+    file: str = Field(min_length=1, max_length=1000, description="The pipeline's path in the snapshots")
+    objective: str = Field(min_length=1, max_length=200)
+    direction: Literal["minimize", "maximize"] = "minimize"
+    space: dict[str, str] = Field(min_length=1, max_length=100, description="NAME -> SPEC, as --space")
+    distributions: dict[str, str] = Field(
+        min_length=1, max_length=100, description="NAME -> Optuna's JSON of the distribution sampled"
+    )
+    grid: dict[str, list[Any]] | None = Field(None, description="NAME -> values, for --sampler grid")
+    params: dict[str, Any] = Field(default_factory=dict, description="The fixed parameters")
+    trials: int = Field(20, ge=1, le=1_000_000)
+    parallel: int = Field(1, ge=1, le=10_000)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["none", "median"] = "none"
+    seed: int | None = Field(None, ge=0, le=2**31)
+    executor: str | None = Field(None, max_length=100)
+
+
+class SweepRecordObject(BaseModel):
+    name: str
+    workflow: str
+    file: str
+    objective: str
+    direction: str
+    settings: dict[str, Any]
+
+
+class AskedTrial(BaseModel):
+    number: int
+    params: dict[str, Any]
+
+
+class TrialRun(Strict):
+    plan: dict[str, Any] = Field(description="The trial's workflow, compiled with its parameters")
+    snapshot: str = Field(pattern=DIGEST)
+
+
+class TrialSteps(Strict):
+    points: list[tuple[int, float]] = Field(max_length=100_000, description="[step, value] pairs")
+
+
+class Pruning(BaseModel):
+    prune: bool
+
+
+class TrialOutcome(Strict):
+    state: Literal["complete", "failed", "pruned"]
+    value: float | None = None
+    error: str | None = Field(None, max_length=20_000)
 
 
 class AttemptLog(BaseModel):

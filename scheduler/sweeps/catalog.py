@@ -13,6 +13,9 @@ from scheduler.store.models import runs, sweeps
 from scheduler.store.readback import shown_status
 from scheduler.sweeps.space import SweepError
 
+# settings a continued sweep must keep (the others, such as --trials and --parallel, may change)
+KEPT = ("space", "params")
+
 
 @dataclass
 class SweepRecord:
@@ -57,6 +60,26 @@ def require(engine: Engine, name: str) -> SweepRecord:
         known = ", ".join(names[-10:]) or "none"
         raise SweepError(f"no sweep named '{name}' in this database; sweeps here: {known}")
     return record
+
+
+def check_same(old: SweepRecord, new: SweepRecord) -> None:
+    """A sweep of an existing name continues it: only with the same workflow, objective and space."""
+    differences = [
+        what
+        for what, a, b in (
+            ("workflow", (old.file, old.workflow), (new.file, new.workflow)),
+            ("objective", (old.objective, old.direction), (new.objective, new.direction)),
+            *((key, old.settings.get(key), new.settings.get(key)) for key in KEPT),
+        )
+        if a != b
+    ]
+    if differences:
+        raise SweepError(
+            f"sweep '{old.name}' exists with another {', '.join(differences)} "
+            f"(objective {old.objective}, {old.direction}; space "
+            f"{' '.join(f'{k}={v}' for k, v in old.settings.get('space', {}).items())}); "
+            "give --name to start a new sweep, or `flow sweep resume` to continue it"
+        )
 
 
 def create(engine: Engine, record: SweepRecord) -> None:

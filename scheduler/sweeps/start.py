@@ -20,11 +20,8 @@ from scheduler.sweeps.book import StudyBook
 from scheduler.sweeps.launch import Launcher, LocalLauncher
 from scheduler.sweeps.loop import SweepLoop
 from scheduler.sweeps.read import sweep_status
-from scheduler.sweeps.space import Dimension, SweepError, grid_size, parse_space
+from scheduler.sweeps.space import Dimension, SweepError, grid_size, grid_space, parse_space
 from scheduler.sweeps.trials import TrialPlans, shared_nodes
-
-# settings a continued sweep must keep (the others, such as --trials and --parallel, may change)
-KEPT = ("space", "params")
 
 
 @dataclass
@@ -51,19 +48,10 @@ def start_sweep(
     wf: Workflow, request: SweepRequest, config: Config, *, report: Report | None = None
 ) -> dict[str, Any]:
     """Run a new sweep of `wf`, or continue the one of that name; return its status (read.sweep_status)."""
-    _check(request)
+    check_request(request)
     dims = parse_space(wf, request.space, request.params)
     name = request.name or wf.name
-    settings = {
-        "space": {n: dim.spec for n, dim in dims.items()},
-        "params": jsonable_params(dict(request.params)),
-        "trials": request.trials,
-        "parallel": request.parallel,
-        "sampler": request.sampler,
-        "pruner": request.pruner,
-        "seed": request.seed,
-        "executor": request.executor,
-    }
+    settings = settings_for(request, dims)
     engine = connect(config)
     record = catalog.find(engine, name)
     new = catalog.SweepRecord(
@@ -76,7 +64,7 @@ def start_sweep(
         settings=settings,
     )
     if record is not None:
-        _same_sweep(record, new)
+        catalog.check_same(record, new)
     return _drive(new, wf, dims, request.params, config, report, exists=record is not None)
 
 
@@ -90,7 +78,21 @@ def resume_sweep(name: str, config: Config, *, report: Report | None = None) -> 
     return _drive(record, wf, dims, fixed, config, report, exists=True)
 
 
-def _check(request: SweepRequest) -> None:
+def settings_for(request: SweepRequest, dims: Mapping[str, Dimension]) -> dict[str, Any]:
+    """What a sweep records of how it was asked for."""
+    return {
+        "space": {n: dim.spec for n, dim in dims.items()},
+        "params": jsonable_params(dict(request.params)),
+        "trials": request.trials,
+        "parallel": request.parallel,
+        "sampler": request.sampler,
+        "pruner": request.pruner,
+        "seed": request.seed,
+        "executor": request.executor,
+    }
+
+
+def check_request(request: SweepRequest) -> None:
     if not request.objective or not request.objective.strip():
         raise SweepError("--objective names the output field or metric to tune for")
     for flag, value, allowed in (
@@ -104,26 +106,6 @@ def _check(request: SweepRequest) -> None:
         raise SweepError("--trials and --parallel must be at least 1")
     if request.name is not None and not request.name.strip():
         raise SweepError("--name must not be empty")
-
-
-def _same_sweep(old: catalog.SweepRecord, new: catalog.SweepRecord) -> None:
-    """A sweep of an existing name continues it: only with the same workflow, objective and space."""
-    differences = [
-        what
-        for what, a, b in (
-            ("workflow", (old.file, old.workflow), (new.file, new.workflow)),
-            ("objective", (old.objective, old.direction), (new.objective, new.direction)),
-            *((key, old.settings.get(key), new.settings.get(key)) for key in KEPT),
-        )
-        if a != b
-    ]
-    if differences:
-        raise SweepError(
-            f"sweep '{old.name}' exists with another {', '.join(differences)} "
-            f"(objective {old.objective}, {old.direction}; space "
-            f"{' '.join(f'{k}={v}' for k, v in old.settings.get('space', {}).items())}); "
-            "give --name to start a new sweep, or `flow sweep resume` to continue it"
-        )
 
 
 def _drive(
@@ -154,7 +136,8 @@ def _drive(
             pruner=studies.make_pruner(settings["pruner"]),
         )
         started = len(study.get_trials(deepcopy=False))
-        study.sampler = studies.make_sampler(settings["sampler"], settings.get("seed"), dims, started=started)
+        values = grid_space(dims) if settings["sampler"] == "grid" else None
+        study.sampler = studies.make_sampler(settings["sampler"], settings.get("seed"), values, started=started)
         if exists:
             catalog.save_settings(engine, record.name, settings)
         else:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler.sweeps.space import Dimension, SweepError, grid_space
+from scheduler.sweeps.space import SweepError
 
 SCHEMA = "optuna"
 SAMPLERS = ("tpe", "random", "grid")
@@ -131,13 +131,18 @@ def open_study(
     )
 
 
-def make_sampler(kind: str, seed: int | None, dims: Mapping[str, Dimension], *, started: int = 0) -> Any:
-    """Optuna's sampler `kind`. A continued sweep's random samplers are seeded past the trials it has,
-    so they do not propose the same points again; a grid keeps its seed (it fixes the grid's order)."""
+def make_sampler(
+    kind: str, seed: int | None, grid: Mapping[str, list[Any]] | None = None, *, started: int = 0
+) -> Any:
+    """Optuna's sampler `kind` (`grid`: the grid's values by parameter, see space.grid_space). A
+    continued sweep's random samplers are seeded past the trials it has, so they do not propose
+    the same points again; a grid keeps its seed (it fixes the grid's order)."""
     import optuna
 
     if kind == "grid":
-        return optuna.samplers.GridSampler(grid_space(dims), seed=seed)
+        if not grid:
+            raise SweepError("--sampler grid needs the grid's values")
+        return optuna.samplers.GridSampler(dict(grid), seed=seed)
     if seed is not None:
         seed += started
     if kind == "random":

@@ -101,11 +101,16 @@ def objective_value(engine: Engine, reader: Any, run_id: str, key: str) -> float
     from scheduler.store.readback import load_run
 
     result = load_run(engine, reader, run_id, with_nodes=False, classes=False)
-    outputs = result.outputs_json()
+    with engine.connect() as conn:
+        metrics = node_metrics(conn, repo.require_run(conn, run_id))
+    return pick_objective(result.outputs_json(), metrics, key)
+
+
+def pick_objective(outputs: Any, metrics: list[dict[str, Any]], key: str) -> float:
+    """The objective from a run's outputs (as JSON) and its metrics (`node_metrics` rows)."""
     if isinstance(outputs, dict) and key in outputs:
         return _number(outputs[key], f"output field '{key}'")
-    with engine.connect() as conn:
-        rows = [m for m in node_metrics(conn, repo.require_run(conn, run_id)) if m["name"] == key]
+    rows = [m for m in metrics if m["name"] == key]
     if rows:
         last = max(rows, key=lambda m: (m["time"], m["step"] if m["step"] is not None else -1))
         return _number(last["value"], f"metric '{key}'")
