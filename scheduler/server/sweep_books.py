@@ -50,6 +50,8 @@ def check_space(distributions: dict[str, str], space: dict[str, str], grid: Any)
     if grid is not None:
         if set(grid) != set(space) or not all(isinstance(v, list) and v for v in grid.values()):
             raise SweepConflict("grid: give a non-empty list of values for each parameter of the space")
+        if not all(v is None or isinstance(v, (str, int, float)) for values in grid.values() for v in values):
+            raise SweepConflict("grid: values are numbers, strings, booleans or null")
         size = math.prod(len(values) for values in grid.values())
         if size > 100_000:
             raise SweepConflict(f"grid: {size:,} points (at most 100,000)")
