@@ -137,7 +137,9 @@ def _drive(
         )
         started = len(study.get_trials(deepcopy=False))
         values = grid_space(dims) if settings["sampler"] == "grid" else None
-        study.sampler = studies.make_sampler(settings["sampler"], settings.get("seed"), values, started=started)
+        study.sampler = studies.make_sampler(
+            settings["sampler"], settings.get("seed"), values, started=started
+        )
         if exists:
             catalog.save_settings(engine, record.name, settings)
         else:
