@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import urllib.parse
 from typing import Any
 
 import click
 
 from flowlib.cli.options import config, db_option, json_option, params_options, server_option
-from flowlib.cli.remote import client_for
 
 START = "start"
 
@@ -215,8 +213,17 @@ def start(
     _finish(status, as_json)
 
 
+def client_for(server: str | None) -> Any:
+    """The client of the server a sweep command goes to (`--server`, else FLOW_SERVER), or None."""
+    from flowlib.cli.remote import client_for
+
+    return client_for(server)
+
+
 def _read(name: str, db: str | None, server: str | None) -> dict[str, Any]:
     """A sweep's status, from the server (`--server`, else FLOW_SERVER) or the database."""
+    import urllib.parse
+
     client = client_for(server)
     if client is not None:
         return client.get(f"/api/sweeps/{urllib.parse.quote(name, safe='')}")
