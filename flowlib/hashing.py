@@ -69,14 +69,22 @@ _PLAIN: dict[type, Callable[[Any], bytes]] = {
     str: lambda v: _frame(b"str", v.encode("utf-8", "surrogatepass")),
     bytes: lambda v: _frame(b"bytes", v),
     bytearray: lambda v: _frame(b"bytearray", bytes(v)),
-    tuple: lambda v: _frame(b"tuple", b"".join(map(encode, v))),
-    list: lambda v: _frame(b"list", b"".join(map(encode, v))),
+    tuple: lambda v: _frame(b"tuple", _joined(v)),
+    list: lambda v: _frame(b"list", _joined(v)),
     set: lambda v: _frame(b"set", b"".join(sorted(map(encode, v)))),
     frozenset: lambda v: _frame(b"frozenset", b"".join(sorted(map(encode, v)))),
     dict: lambda v: _frame(
         b"dict", b"".join(k + x for k, x in sorted((encode(k), encode(x)) for k, x in v.items()))
     ),
 }
+
+
+def _joined(values: list[Any] | tuple[Any, ...]) -> bytes:
+    """The items' encodings, one after the other; all plain strs (a map's item digests) without
+    a dispatch each."""
+    if all(type(value) is str for value in values):
+        return b"".join([_str(value) for value in values])
+    return b"".join(map(encode, values))
 
 
 def _register_plain(cls: type, encoder: Callable[[Any], bytes]) -> None:

@@ -30,6 +30,7 @@ MANIFEST = "manifest"  # a list stored one artifact per element: JSON [[digest, 
 MANIFEST_VERSION = 2
 STREAM_MIN = 16 << 20  # tensors and arrays this large stream to and from a local store
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_HEX_RE = re.compile(r"[0-9a-f]*")
 _REF_SEGMENT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _PARALLEL_MIN = 16
 _PARALLEL_WORKERS = 8
@@ -129,11 +130,21 @@ def pack_manifest(refs: list[ArtifactRef]) -> tuple[ArtifactRef, bytes]:
 
 
 def parse_manifest(digest: str, payload: bytes) -> list[ArtifactRef]:
-    """The element refs a manifest lists."""
+    """The element refs a manifest lists (checked all at once: a map's manifest lists a million)."""
     try:
-        return [ArtifactRef(check_digest(d), str(s), int(v), int(n)) for d, s, v, n in json.loads(payload)]
+        refs = [ArtifactRef(d, s, v, n) for d, s, v, n in json.loads(payload)]
     except (ValueError, TypeError) as exc:
         raise CorruptArtifact(digest, f"a malformed manifest ({exc})") from None
+    typed = all(
+        type(r.digest) is str and len(r.digest) == 64 and type(r.serializer) is str
+        and type(r.serializer_version) is int and type(r.size) is int
+        for r in refs
+    )  # fmt: skip
+    if not typed or not _HEX_RE.fullmatch("".join(r.digest for r in refs)):
+        raise CorruptArtifact(
+            digest, "a malformed manifest (an element is not [digest, serializer, version, size])"
+        )
+    return refs
 
 
 class ArtifactStore:

@@ -27,6 +27,8 @@ class Inbox:
     def wait(self, timeout: float | None, handles: Sequence[Any] = (), spin: float = 0.0) -> list[Any]:
         """Wait until a message is queued, one of `handles` is ready or `timeout` seconds pass;
         return the ready handles. With `spin`, poll for that many seconds before sleeping."""
+        if self._messages and not handles:  # nothing to poll: no system call at all
+            return []
         self._sleeping = True
         try:
             waited = [self._waker, *handles]
