@@ -140,12 +140,14 @@ def _file_kind(filename: str | None, root: Path) -> str:
 
 
 def _distribution_versions(
-    module_name: str, distributions: Mapping[str, list[str]]
+    module_name: str, distributions: Callable[[], Mapping[str, list[str]]]
 ) -> tuple[tuple[str, str], ...]:
+    """The installed distributions (name, version) that provide `module_name`; `distributions`
+    gives the map of every installed one, asked for only when needed (it is slow to make)."""
     top = module_name.partition(".")[0]
     if top in sys.stdlib_module_names:
         return ()
-    dists = ["flowlib"] if top == "flowlib" else sorted(set(distributions.get(top, ())))
+    dists = ["flowlib"] if top == "flowlib" else sorted(set(distributions().get(top, ())))
     return tuple((dist, _version(dist)) for dist in dists)
 
 
@@ -393,11 +395,15 @@ class Fingerprinter:
     def distribution_versions(self, module_name: str) -> tuple[tuple[str, str], ...]:
         found = self._versions.get(module_name)
         if found is None:
-            if self._distributions is None:
-                # slow: scans every installed distribution, so once per compile
-                self._distributions = importlib.metadata.packages_distributions()
-            found = self._versions[module_name] = _distribution_versions(module_name, self._distributions)
+            found = self._versions[module_name] = _distribution_versions(module_name, self._installed)
         return found
+
+    def _installed(self) -> Mapping[str, list[str]]:
+        if self._distributions is None:
+            # slow (every installed distribution is read: a quarter second in a big environment),
+            # so once per compile, and only for a module that is neither the stdlib nor flowlib
+            self._distributions = importlib.metadata.packages_distributions()
+        return self._distributions
 
 
 def operator_fingerprint(fn: Callable, *, version: str | None, project_root: str | Path) -> Fingerprint:
