@@ -25,6 +25,7 @@ import tempfile
 import threading
 from collections.abc import Collection, Mapping, Sequence
 
+from executors import early
 from executors.capture import LOG_PATH_ENV
 from executors.channel import Channel
 from executors.pool_worker import PoolWorker, WorkerProcess
@@ -227,7 +228,6 @@ def _pipelines() -> list[tuple[str, str]]:
     return sorted(LOADED.items())
 
 
-_INSTALLED = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
 MAX_SCANNED = 200  # the user's files read for their imports, at most
 
 
@@ -236,7 +236,7 @@ def _users(file: str | None, roots: Collection[str]) -> bool:
     return (
         bool(file)
         and "-packages" not in file
-        and not file.startswith(_INSTALLED)
+        and not file.startswith(early.INSTALLED)
         and any(file.startswith(root) for root in roots)
     )
 
@@ -307,7 +307,9 @@ class Launcher:
     def __init__(self, env: Mapping[str, str], start: str = FORK) -> None:
         self._env = dict(env)
         self._template: Template | None = None
-        if start == FORK:
+        if start == FORK and not self._env:
+            self._template = early.adopt()
+        if start == FORK and self._template is None:
             template_env = {**self._environment(), WARM: json.dumps(warm_modules(dict(LOADED)))}
             if NVML_CHECK not in os.environ:  # so a module-level torch.cuda.is_available() stays fork-safe
                 template_env.update({NVML_CHECK: "1", UNSET: NVML_CHECK})

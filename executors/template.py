@@ -43,6 +43,7 @@ WARM_MODULES = ("executors.worker", "flowlib.store", "flowlib.context", "flowlib
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"  # torch.cuda.is_available() without initialising CUDA
 UNSET = "FLOWLIB_TEMPLATE_UNSET"  # variables set for the template's imports only
 WARM = "FLOWLIB_TEMPLATE_WARM"  # the modules the template imports (see executors.launch.warm_modules)
+SKIP_MISSING = "FLOWLIB_TEMPLATE_SKIP_MISSING"  # warm names read from source: skip those that are no module
 
 
 def send(sock: socket.socket, message: tuple, fds: Sequence[int] = ()) -> None:
@@ -50,7 +51,7 @@ def send(sock: socket.socket, message: tuple, fds: Sequence[int] = ()) -> None:
     socket.send_fds(sock, [pickle.dumps(message)], list(fds))
 
 
-def _prepare(sys_path: list[str], warm: list[str]) -> str | None:
+def _prepare(sys_path: list[str], warm: list[str], skip_missing: bool = False) -> str | None:
     """Import what every worker needs; return why forking from here is unsafe, or None."""
     for entry in reversed(sys_path):
         if entry not in sys.path:
@@ -65,6 +66,9 @@ def _prepare(sys_path: list[str], warm: list[str]) -> str | None:
         for name in (*WARM_MODULES, *warm):
             try:
                 importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if not (skip_missing and exc.name == name):  # a name read from source: not a module
+                    return f"importing {name} failed in the worker template ({type(exc).__name__}: {exc})"
             except Exception as exc:
                 return f"importing {name} failed in the worker template ({type(exc).__name__}: {exc})"
     finally:
@@ -232,8 +236,9 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     sys_path = json.loads(os.environ.pop("FLOWLIB_WORKER_SYS_PATH", "[]"))
     warm = json.loads(os.environ.pop(WARM, "[]"))
+    skip_missing = os.environ.pop(SKIP_MISSING, "") == "1"
     unset = os.environ.pop(UNSET, "")
-    problem = _prepare(sys_path, warm)
+    problem = _prepare(sys_path, warm, skip_missing)
     for name in filter(None, unset.split(",")):
         os.environ.pop(name, None)  # set for the imports only: the workers see the user's environment
     try:

@@ -89,8 +89,10 @@ def run(
             plan = compile_dag(dag)
         follow(client, submit_plan(client, plan)["run_id"], as_json)
     with _stdout_kept_for(as_json):
+        from executors.early import start_early
         from flowlib.compile import compile_dag
 
+        start_early(file, settings)  # the workers' imports overlap with this process's
         wf, dag = build_from_cli(file, workflow, params, params_file)
         progress, given = Progress(len(dag.nodes)), dag.params
         plan = compile_dag(dag)

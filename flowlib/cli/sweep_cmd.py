@@ -185,6 +185,10 @@ def start(
     from scheduler.sweeps.start import SweepRequest, start_sweep
 
     with _stdout_kept_for(as_json):
+        if settings is not None:  # trials run here: the workers' imports overlap with this process's
+            from executors.early import start_early
+
+            start_early(file, settings)
         wf = select_workflow(file, workflow)
         fixed = parse_params(
             wf, split_assignments(params), read_params_file(params_file) if params_file else None
