@@ -150,6 +150,21 @@ def test_a_sweep_on_the_pool_keeps_its_study_on_the_server(project, server) -> N
     }  # fmt: skip
     code, answer = server.request("POST", "/api/sweeps", malformed, token=alice)
     assert code == 409 and "distribution of 'x'" in answer["error"], answer
+    x = shown_distribution(server, alice)
+    for extra, expected in (
+        ({"grid": {"y": []}}, "grid: give a non-empty list"),  # a grid is checked whatever the sampler
+        ({"sampler": "grid", "grid": {"x": ["a"]}}, "'a' is not a value of parameter 'x'"),
+        ({"file": "/etc/passwd"}, "relative to the project's root"),
+        ({"file": "../p.py"}, "relative to the project's root"),
+    ):
+        code, answer = server.request(
+            "POST", "/api/sweeps", {**malformed, "distributions": x, **extra}, token=alice
+        )
+        assert code == 409 and expected in answer["error"], (extra, answer)
+    code, answer = server.request(
+        "POST", "/api/sweeps/tune/trials/9/steps", {"points": [[2**63, 1.0]]}, token=alice
+    )
+    assert code == 422, answer
     code, listed = server.request("GET", "/api/sweeps", token=alice)
     assert [s["name"] for s in listed] == ["tune"]
     # the same sweep again continues it (its owner), a different space is refused before anything runs
@@ -164,6 +179,13 @@ def test_a_sweep_on_the_pool_keeps_its_study_on_the_server(project, server) -> N
     )  # fmt: skip
     assert other.code == 2 and "exists with another space" in other.err, other
     assert len(project.marks("score")) == 6
+
+
+def shown_distribution(server, token_: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The distributions of sweep `tune`, as its record keeps them (a valid one to send again)."""
+    code, record = server.request("GET", "/api/sweeps/tune/record", token=token_)
+    assert code == 200, record
+    return {"x": record["settings"]["distributions"]["x"]}
 
 
 def test_pruned_trials_on_the_pool_stop_and_a_killed_sweep_resumes(project, server) -> None:  # type: ignore[no-untyped-def]

@@ -171,14 +171,11 @@ def start(
     \b
     Then: flow sweep status NAME, flow sweep best NAME --json, flow sweep resume NAME.
     """
-    from flowlib.errors import ConfigError
     from flowlib.loading import select_workflow
     from flowlib.params import parse_params, read_params_file, split_assignments
     from scheduler.sweeps.space import SweepError, split_space
 
-    client = client_for(server)
-    if client is not None and db:
-        raise ConfigError("--db and --server: a sweep's trials run either here or on a server; give one")
+    client = client_for(server, db)
     settings = None if client is not None else config(db, executor)
     if not objective:
         raise SweepError("--objective KEY is required: the output field or logged metric to tune for")
@@ -217,18 +214,22 @@ def start(
     _finish(status, as_json)
 
 
-def client_for(server: str | None) -> Any:
-    """The client of the server a sweep command goes to (`--server`, else FLOW_SERVER), or None."""
+def client_for(server: str | None, db: str | None = None) -> Any:
+    """The client of the server a sweep command goes to (`--server`, else FLOW_SERVER unless
+    `--db` names a database), or None: flags beat the environment."""
     from flowlib.cli.remote import client_for
+    from flowlib.errors import ConfigError
 
-    return client_for(server)
+    if server and db:
+        raise ConfigError("--db and --server: a sweep is either in a database here or on a server; give one")
+    return None if db else client_for(server)
 
 
 def _read(name: str, db: str | None, server: str | None) -> dict[str, Any]:
     """A sweep's status, from the server (`--server`, else FLOW_SERVER) or the database."""
     import urllib.parse
 
-    client = client_for(server)
+    client = client_for(server, db)
     if client is not None:
         return client.get(f"/api/sweeps/{urllib.parse.quote(name, safe='')}")
     from scheduler.runs import connect
@@ -292,7 +293,7 @@ def resume(name: str, db: str | None, server: str | None, as_json: bool) -> None
     """Continue a sweep that was killed or stopped: finished trials are kept, unfinished ones
     resumed from their cached nodes, and new ones run up to its trial count. A sweep on a server
     (--server, else FLOW_SERVER) is continued from its project's folder."""
-    client = client_for(server)
+    client = client_for(server, db)
     with _stdout_kept_for(as_json):
         _quiet_optuna()
         say = lambda line: click.echo(line, err=True)  # noqa: E731

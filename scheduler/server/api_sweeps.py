@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
@@ -69,12 +70,14 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         name (same workflow, objective and space); its study is kept beside this database."""
         from scheduler.sweeps.catalog import SweepRecord
         from scheduler.sweeps.read import sweep_status
-        from scheduler.sweeps.study import shown_storage
+        from scheduler.sweeps.study import make_sampler, shown_storage
 
-        with _answers():
-            check_space(body.distributions, body.space, body.grid if body.sampler == "grid" else None)
+        with _answers():  # everything is checked before anything is recorded
+            check_space(body.distributions, body.space, body.grid)
             if body.sampler == "grid" and body.grid is None:
                 raise SweepConflict("--sampler grid: give the grid's values")
+            make_sampler(body.sampler, body.seed, body.grid)
+            _check_file(body.file)
             record = SweepRecord(
                 name=body.name,
                 workflow=body.workflow,
@@ -189,6 +192,13 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         raise NoSuchSweep(f"sweep '{name}' has no trial {number}")
 
     return api
+
+
+def _check_file(file: str) -> None:
+    """The pipeline's path inside the project (a resume joins it onto the project's folder)."""
+    path = PurePosixPath(file)
+    if path.is_absolute() or ".." in path.parts or "\\" in file:
+        raise SweepConflict(f"file {file!r}: give the pipeline's path relative to the project's root")
 
 
 @contextlib.contextmanager

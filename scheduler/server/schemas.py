@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,7 +144,9 @@ class SweepCreate(Strict):
     distributions: dict[str, str] = Field(
         min_length=1, max_length=100, description="NAME -> Optuna's JSON of the distribution sampled"
     )
-    grid: dict[str, list[Any]] | None = Field(None, description="NAME -> values, for --sampler grid")
+    grid: dict[str, list[Any]] | None = Field(
+        None, max_length=100, description="NAME -> values, for --sampler grid"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The fixed parameters")
     trials: int = Field(20, ge=1, le=1_000_000)
     parallel: int = Field(1, ge=1, le=10_000)
@@ -173,8 +175,11 @@ class TrialRun(Strict):
     snapshot: str = Field(pattern=DIGEST)
 
 
+Step = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
 class TrialSteps(Strict):
-    points: list[tuple[int, float]] = Field(max_length=100_000, description="[step, value] pairs")
+    points: list[tuple[Step, float]] = Field(max_length=100_000, description="[step, value] pairs")
 
 
 class Pruning(BaseModel):

@@ -14,10 +14,13 @@ import threading
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from flowlib.errors import FlowError
 from scheduler.sweeps import catalog
 from scheduler.sweeps.book import StudyBook
+
+GRID_POINTS = 100_000
 
 
 class SweepConflict(FlowError):
@@ -34,7 +37,8 @@ def owner_of(record: catalog.SweepRecord) -> str | None:
 
 
 def check_space(distributions: dict[str, str], space: dict[str, str], grid: Any) -> dict[str, Any]:
-    """Optuna's distributions from their JSON, one per parameter of the space."""
+    """Optuna's distributions from their JSON, one per parameter of the space; a grid's values
+    (any sampler may carry one) each inside its parameter's distribution."""
     from optuna.distributions import json_to_distribution
 
     if set(distributions) != set(space):
@@ -47,15 +51,29 @@ def check_space(distributions: dict[str, str], space: dict[str, str], grid: Any)
             parsed[name] = json_to_distribution(text)
         except Exception as exc:  # any malformed JSON a client sends is its error, not ours
             raise SweepConflict(f"distribution of '{name}': not Optuna's JSON of one ({exc})") from None
-    if grid is not None:
-        if set(grid) != set(space) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise SweepConflict("grid: give a non-empty list of values for each parameter of the space")
-        if not all(v is None or isinstance(v, (str, int, float)) for values in grid.values() for v in values):
-            raise SweepConflict("grid: values are numbers, strings, booleans or null")
-        size = math.prod(len(values) for values in grid.values())
-        if size > 100_000:
-            raise SweepConflict(f"grid: {size:,} points (at most 100,000)")
+    if grid is None:
+        return parsed
+    if set(grid) != set(space) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise SweepConflict("grid: give a non-empty list of values for each parameter of the space")
+    size = math.prod(len(values) for values in grid.values())
+    if size > GRID_POINTS:
+        raise SweepConflict(f"grid: {size:,} points (at most {GRID_POINTS:,})")
+    for name, values in grid.items():
+        for value in values:
+            if not _inside(parsed[name], value):
+                raise SweepConflict(
+                    f"grid: {value!r} is not a value of parameter '{name}' ({distributions[name]})"
+                )
     return parsed
+
+
+def _inside(distribution: Any, value: Any) -> bool:
+    if value is not None and not isinstance(value, (str, int, float)):
+        return False
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except Exception:  # a value of the wrong type for the distribution
+        return False
 
 
 class SweepBooks:
@@ -79,7 +97,10 @@ class SweepBooks:
             old = catalog.find(self.engine, record.name)
             if old is None:
                 record.settings["user"] = user
-                catalog.create(self.engine, record)
+                try:
+                    catalog.create(self.engine, record)
+                except IntegrityError:  # another server (or a local `flow sweep`) made it just now
+                    raise SweepConflict(f"sweep '{record.name}' was created meanwhile; try again") from None
                 return True
             if owner_of(old) is None:
                 raise SweepConflict(
@@ -92,7 +113,9 @@ class SweepBooks:
             except FlowError as exc:
                 raise SweepConflict(str(exc)) from None
             catalog.save_settings(self.engine, old.name, {**record.settings, "user": owner_of(old)})
-            self._books.pop(old.name, None)  # the sampler may have changed
+            book = self._books.get(old.name)
+            if book is not None:  # the sampler may have changed; the study's storage stays open
+                _configure(book, record.settings)
             return False
 
     def record(self, name: str) -> catalog.SweepRecord:
@@ -117,15 +140,20 @@ class SweepBooks:
                     direction=record.direction,
                     pruner=studies.make_pruner(settings["pruner"]),
                 )
-                started = len(study.get_trials(deepcopy=False))
-                study.sampler = studies.make_sampler(
-                    settings["sampler"], settings.get("seed"), settings.get("grid"), started=started
-                )
-                distributions = check_space(
-                    settings["distributions"], settings["space"], settings.get("grid")
-                )
-                book = self._books[record.name] = StudyBook(study, distributions)
+                book = self._books[record.name] = StudyBook(study, {})
+                _configure(book, settings)
             return book
+
+
+def _configure(book: StudyBook, settings: dict[str, Any]) -> None:
+    """Give a book the sampler and distributions its sweep's settings ask for."""
+    from scheduler.sweeps import study as studies
+
+    started = len(book.study.get_trials(deepcopy=False))
+    book.study.sampler = studies.make_sampler(
+        settings["sampler"], settings.get("seed"), settings.get("grid"), started=started
+    )
+    book.distributions = check_space(settings["distributions"], settings["space"], settings.get("grid"))
 
 
 def settings_of(body: Any) -> dict[str, Any]:

@@ -74,7 +74,13 @@ class RemoteBook:
         self._outcome(number, {"state": "pruned"})
 
     def _outcome(self, number: int, body: dict[str, Any]) -> None:
-        self.client.post(f"{self.path}/trials/{number}/outcome", body)
+        from flowlib.client import ServerRefused
+
+        try:
+            self.client.post(f"{self.path}/trials/{number}/outcome", body)
+        except ServerRefused as exc:
+            if exc.status != 409:  # 409: it ended already (told by another `flow sweep`): nothing lost
+                raise
 
 
 @dataclass
@@ -89,21 +95,13 @@ class RemoteLauncher:
     """Trials are runs queued on the server's pool; `wait` polls them (and, with `watch`, the
     steps of that metric they log, for the pruner)."""
 
-    def __init__(self, client: Client, project_root: Path, sweep: str, *, watch: str | None = None) -> None:
-        self.client, self.root, self.sweep, self.watch = client, project_root, sweep, watch
+    def __init__(self, client: Client, snapshot: str, sweep: str, *, watch: str | None = None) -> None:
+        """`snapshot`: the digest of the project's code, uploaded once (every trial runs it)."""
+        self.client, self.snapshot, self.sweep, self.watch = client, snapshot, sweep, watch
         self.watching: dict[str, Watched] = {}
-        self._snapshot: str | None = None
-
-    def _code(self) -> str:
-        """The project's code, uploaded once: every trial of the sweep runs the same code."""
-        from flowlib.cli.remote import upload_snapshot
-
-        if self._snapshot is None:
-            self._snapshot = upload_snapshot(self.client, self.root)
-        return self._snapshot
 
     def launch(self, plan: Plan, *, sweep: str, trial: int) -> str:
-        body = {"plan": plan.to_json(), "snapshot": self._code()}
+        body = {"plan": plan.to_json(), "snapshot": self.snapshot}
         run = self.client.post(f"/api/sweeps/{_quoted(sweep)}/trials/{trial}/runs", body)
         self.watching[run["run_id"]] = Watched(set())
         return run["run_id"]
@@ -151,10 +149,10 @@ class RemoteLauncher:
         metrics = self.client.get(f"/api/runs/{run_id}/metrics", name=self.watch)
         points = []
         for metric in metrics:
-            step = metric.get("step")
-            if step is not None and step not in watched.steps:
+            step, value = metric.get("step"), metric.get("value")
+            if step is not None and value is not None and step not in watched.steps:  # null: not finite
                 watched.steps.add(step)
-                points.append(Point(run_id, int(step), float(metric["value"])))
+                points.append(Point(run_id, int(step), float(value)))
         return points
 
     def trial_runs(self, sweep: str) -> dict[int, catalog.TrialRun]:
@@ -187,6 +185,7 @@ def start_remote_sweep(
     and run its trials on the pool; return its status (the server's `flow sweep status --json`)."""
     from optuna.distributions import distribution_to_json
 
+    from flowlib.cli.remote import upload_snapshot
     from flowlib.compile import relative_to_root
     from flowlib.fingerprint import find_project_root
     from scheduler.sweeps.space import grid_space, parse_space
@@ -208,8 +207,9 @@ def start_remote_sweep(
         "grid": grid_space(dims) if request.sampler == "grid" else None,
         **{key: settings[key] for key in SENT},
     }
+    snapshot = upload_snapshot(client, root)  # too big a project is exit 2 before anything is recorded
     client.post("/api/sweeps", body)
-    return _drive(client, body["name"], body["objective"], settings, plans, probes, root, dims, report)
+    return _drive(client, body["name"], body["objective"], settings, plans, probes, snapshot, dims, report)
 
 
 def resume_remote_sweep(
@@ -217,6 +217,7 @@ def resume_remote_sweep(
 ) -> dict[str, Any]:
     """`flow sweep resume NAME --server`, from the project folder: the trials a killed sweep left
     are followed again (their runs go on on the pool) or resumed, then new ones up to its count."""
+    from flowlib.cli.remote import upload_snapshot
     from flowlib.errors import FlowError
     from flowlib.fingerprint import find_project_root
     from flowlib.loading import select_workflow
@@ -227,8 +228,9 @@ def resume_remote_sweep(
     settings = record["settings"]
     if "distributions" not in settings:
         raise FlowError(f"sweep '{name}' ran where `flow sweep` ran it: resume it there, without --server")
-    file = find_project_root(Path.cwd()) / record["file"]
-    if not file.is_file():
+    project = find_project_root(Path.cwd()).resolve()
+    file = (project / record["file"]).resolve()
+    if not file.is_relative_to(project) or not file.is_file():
         raise FlowError(
             f"sweep '{name}' tunes {record['file']}, which is not in this project: "
             "run `flow sweep resume` from the folder it was started in"
@@ -238,8 +240,8 @@ def resume_remote_sweep(
     dims = parse_space(wf, settings["space"], fixed)
     plans = TrialPlans(wf, fixed)
     probes = plans.probes(dims)
-    root = find_project_root(wf.file)
-    return _drive(client, name, record["objective"], settings, plans, probes, root, dims, report)
+    snapshot = upload_snapshot(client, find_project_root(wf.file))
+    return _drive(client, name, record["objective"], settings, plans, probes, snapshot, dims, report)
 
 
 SENT = ("space", "params", "trials", "parallel", "sampler", "pruner", "seed", "executor")
@@ -252,7 +254,7 @@ def _drive(
     settings: dict[str, Any],
     plans: TrialPlans,
     probes: tuple[Plan, Plan],
-    root: Path,
+    snapshot: str,
     dims: Any,
     report: Callable[[str], None] | None,
 ) -> dict[str, Any]:
@@ -260,7 +262,7 @@ def _drive(
     from scheduler.sweeps.space import grid_size
 
     pruning = settings["pruner"] != "none"
-    launcher = RemoteLauncher(client, root, name, watch=objective if pruning else None)
+    launcher = RemoteLauncher(client, snapshot, name, watch=objective if pruning else None)
     SweepLoop(
         name=name,
         book=RemoteBook(client, name),
