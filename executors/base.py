@@ -6,6 +6,7 @@ Events while it runs and resolve a Future with its TaskResult.
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
@@ -14,6 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from flowlib.resources import Distributed, Resources, per_attempt
+
+
+def machine_memory() -> int:
+    """This machine's memory in bytes: no single node may ask for more."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no psutil import on every run
+    except (ValueError, OSError, AttributeError):
+        import psutil
+
+        return int(psutil.virtual_memory().total)
 
 
 @dataclass(frozen=True)

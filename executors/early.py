@@ -8,15 +8,11 @@ machine with a core to spare. The first pool that opens with default settings ad
 
 from __future__ import annotations
 
-import ast
 import atexit
-import importlib.util
 import json
 import os
 import sys
 from typing import Any
-
-from executors.template import NVML_CHECK, SKIP_MISSING, UNSET, WARM
 
 INSTALLED = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
 
@@ -25,6 +21,9 @@ def library_imports(file: str) -> list[str]:
     """The modules a pipeline's source imports that are libraries (found on the path, outside the
     pipeline's folder, not the stdlib), read without importing it; some names may be attributes,
     not modules: the template skips those."""
+    import ast
+    import importlib.util
+
     try:
         with open(file, "rb") as f:
             tree = ast.parse(f.read())
@@ -70,6 +69,7 @@ def start_early(pipeline_file: str, config: Any) -> None:
     if _early or not warm or not hasattr(os, "fork"):
         return
     from executors.launch import Template, thread_settings
+    from executors.template import NVML_CHECK, SKIP_MISSING, UNSET, WARM
 
     env = {
         **os.environ,

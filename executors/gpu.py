@@ -20,9 +20,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from executors.base import TaskSpec
+from executors.base import TaskSpec, machine_memory
 from executors.devices import DeviceLocks, gpus_needed, lock_folder, resolve_devices
-from executors.local import PooledExecutor, machine_memory, pool_settings
+from executors.local import PooledExecutor, pool_settings
 from executors.placement import Seat, Unplaceable
 from executors.pool import WorkerPool
 from flowlib.resources import Resources

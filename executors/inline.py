@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
-from executors.local import machine_memory
+from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec, machine_memory
 from executors.worker import execute
 from flowlib.resources import Resources
 

@@ -12,21 +12,11 @@ from collections.abc import Collection, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from executors.base import EventSink, Executor, TaskResult, TaskSpec
+from executors.base import EventSink, Executor, TaskResult, TaskSpec, machine_memory
 from executors.launch import FORK, SPAWN
 from executors.pool import WorkerPool
 from flowlib.errors import ConfigError
 from flowlib.resources import Resources
-
-
-def machine_memory() -> int:
-    """This machine's memory in bytes: no single node may ask for more."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no psutil import on every run
-    except (ValueError, OSError, AttributeError):
-        import psutil
-
-        return int(psutil.virtual_memory().total)
 
 
 def pool_settings(settings: Mapping[str, Any], section: str) -> tuple[int, str]:

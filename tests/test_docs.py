@@ -133,3 +133,20 @@ def test_cli_page_lists_every_command_and_option(site: Path) -> None:
             if isinstance(param, click.Option):
                 missing += [f"{path} {opt}" for opt in param.opts + param.secondary_opts if opt not in page]
     assert not missing, f"not in the CLI reference: {missing}"
+
+
+def test_every_command_module_is_listed_for_lazy_loading() -> None:
+    """`flow` imports a command's module only when the command is used: the name -> module map
+    must hold exactly the commands the modules define."""
+    import importlib
+    import pkgutil
+
+    import flowlib.cli
+    from flowlib.cli.main import COMMAND_MODULES
+
+    defined = {}
+    for info in pkgutil.iter_modules(flowlib.cli.__path__):
+        if info.name.endswith("_cmd"):
+            module = importlib.import_module(f"flowlib.cli.{info.name}")
+            defined.update({command.name: info.name for command in module.COMMANDS})
+    assert defined == COMMAND_MODULES

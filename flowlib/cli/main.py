@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import sys
 from typing import Any
 
@@ -11,9 +12,35 @@ import click
 
 from flowlib.errors import FlowError
 
+# command -> the module of flowlib.cli that defines it (in its COMMANDS): a command imports only
+# its own module, not every other command's
+COMMAND_MODULES = {
+    "show": "show_cmd",
+    "run": "run_cmd",
+    "resume": "run_cmd",
+    "runs": "runs_cmd",
+    **dict.fromkeys(("status", "logs", "outputs", "metrics", "why", "cancel"), "inspect_cmd"),
+    **dict.fromkeys(("submit", "deploy", "deployments", "launch"), "submit_cmd"),
+    **dict.fromkeys(("server", "ui", "token"), "server_cmd"),
+    "sweep": "sweep_cmd",
+    "db": "db_cmd",
+    "cache": "cache_cmd",
+}
+
 
 class FlowGroup(click.Group):
-    """A click group that turns flowlib errors into one clear line, never a traceback."""
+    """A click group that turns flowlib errors into one clear line, never a traceback, and
+    imports a command's module when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        commands = importlib.import_module(f"flowlib.cli.{module}").COMMANDS
+        return next((command for command in commands if command.name == cmd_name), None)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -33,37 +60,6 @@ def cli() -> None:
 
     Start with `flow run pipeline.py`; `flow COMMAND --help` tells more.
     """
-
-
-def _register() -> None:
-    from flowlib.cli import (
-        cache_cmd,
-        db_cmd,
-        inspect_cmd,
-        run_cmd,
-        runs_cmd,
-        server_cmd,
-        show_cmd,
-        submit_cmd,
-        sweep_cmd,
-    )
-
-    for module in (
-        show_cmd,
-        run_cmd,
-        runs_cmd,
-        inspect_cmd,
-        submit_cmd,
-        server_cmd,
-        sweep_cmd,
-        db_cmd,
-        cache_cmd,
-    ):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:
