@@ -40,6 +40,12 @@ def relative_to_root(path: str | Path, root: Path) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
 
 
+def _plain(value: Any) -> bool:
+    """A str or an ordinary int: JSON-exact without looking further."""
+    kind = type(value)
+    return kind is str or (kind is int and -(10**18) < value < 10**18)
+
+
 def literal_input(value: Any, digest: str, root: Path) -> LiteralInput:
     if isinstance(value, File):
         return LiteralInput(digest, file=relative_to_root(value.path, root))
@@ -122,6 +128,8 @@ class _Compiler:
         return {param: self.input(value) for param, value in inputs.items()}
 
     def input(self, value: Input) -> PlanInput:
+        if type(value) is Literal and _plain(value.value):  # a big map's items: no checks each
+            return LiteralInput(value.digest, value.value)
         if isinstance(value, Ref):
             return RefInput(value.node, value.output, value.index)
         if isinstance(value, Container):
