@@ -89,6 +89,29 @@ def test_workers_are_forked_from_a_template_that_imported_the_pipelines_librarie
     assert "fresh interpreters" not in done.err
 
 
+def test_the_template_imports_the_libraries_while_the_scheduler_does(project, heavy, tmp_path):
+    """`flow run` starts the template before it imports the pipeline: the two imports overlap."""
+    config(project)
+    times = tmp_path / "import.times"
+    (Path(heavy["PYTHONPATH"]) / "heavylib.py").write_text(
+        "import os, time\n"
+        f"with open({str(times)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()} start {time.time()}\\n')\n"
+        "time.sleep(2.0)\n"
+        f"with open({str(times)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()} end {time.time()}\\n')\n"
+    )
+    done = project.flow("run", "p.py", "--json", env=heavy)
+    assert done.code == 0, done
+    rows = [line.split() for line in times.read_text().splitlines()]
+    spans: dict[str, dict[str, float]] = {}
+    for pid, what, when in rows:
+        spans.setdefault(pid, {})[what] = float(when)
+    assert len(spans) == 2, rows  # the scheduler and the template, no worker
+    first, second = sorted(spans.values(), key=lambda span: span["start"])
+    assert second["start"] < first["end"], rows  # the second import began before the first ended
+
+
 def test_start_spawn_gives_fresh_interpreters(project, heavy):
     config(project, "spawn")
     done = project.flow("run", "p.py", "--json", env=heavy)
