@@ -129,8 +129,12 @@ class RemoteLauncher:
 
     def _look(self) -> list[Ended | Point]:
         found: list[Ended | Point] = []
+        if not self.watching:
+            return found
+        # the sweep's runs in one request, without their nodes (a trial may have thousands)
+        listed = {run["run_id"]: run for run in self.client.get("/api/runs", sweep=self.sweep, limit=1000)}
         for run_id, watched in list(self.watching.items()):
-            run = self.client.get(f"/api/runs/{run_id}")
+            run = listed.get(run_id) or self.client.get(f"/api/runs/{run_id}")
             if self.watch is not None:
                 found.extend(self._steps(run_id, watched))
             status = run["status"]
