@@ -249,6 +249,20 @@ def test_an_exported_flow_server_is_where_the_trials_go(project: Any) -> None:
     assert done.returncode == 2, done.stderr
     assert "cannot reach the server at http://127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr and marks(project, "prepare") == []
+    db = f"sqlite:///{project.root / 'here.db'}"  # a database named on the command line beats it
+    here = subprocess.run(
+        [FLOW, "sweep", "pipeline.py", "--space", "x=float(0,1)", "--objective", "loss", "--trials", "1",
+         "--db", db, "--json"],
+        cwd=project.root, env={**project.env, "FLOW_SERVER": "http://127.0.0.1:9"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    assert [t["state"] for t in json.loads(here.stdout)["trials"]] == ["complete"]
+    both = subprocess.run(
+        [FLOW, "sweep", "status", "quadratic", "--db", db, "--server", "http://127.0.0.1:9"],
+        cwd=project.root, env=project.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert both.returncode == 2 and "--db and --server" in both.stderr, both.stderr
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(project: Any) -> None:
