@@ -6,6 +6,9 @@ worker STOP_SIGNAL instead; its handler raises OperatorStopped in the operator's
 next bytecode, as Ctrl-C would, and the worker lives on for the next task. The pool kills the
 worker if the operator has not ended within the grace it gave (stuck in C code, say).
 
+The processes the operator started (its worker's descendants) are killed once it stopped: a
+cancel stops them too, as a kill of the worker's process group would.
+
 The exception is raised only while the operator's own code runs. A stop that comes while
 flowlib's code runs (loading inputs, sending an event: a frame cut in half would break the
 worker's channel) is kept, and raised as soon as control is back in the operator's code.
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 STOP_SIGNAL = signal.SIGUSR1
+GRACE_S = 2.0  # how long a stopped operator (a sweep's pruned trial) has before its worker is killed
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -79,3 +83,14 @@ def flowlib_code(function: F) -> F:
                 _stop()
 
     return guarded  # type: ignore[return-value]
+
+
+def end_descendants() -> None:
+    """Kill the processes this worker's stopped operator left running."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass

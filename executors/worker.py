@@ -329,6 +329,7 @@ def execute(
                     result.outputs = {"return": write_output(store, value, limit, split=RETURN in split)}
             result.ok = True
         except stopping.OperatorStopped as exc:  # a gentle cancel (see executors.stopping)
+            stopping.end_descendants()
             result.error = {"type": "Cancelled", "message": str(exc), "traceback": None}
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):

@@ -78,6 +78,17 @@ def nap(pidfile: str, seconds: float) -> int:
     return 1
 
 @operator
+def parent(pidfile: str, seconds: float) -> int:
+    import subprocess
+    child = subprocess.Popen(["sleep", str(seconds)])  # left running, as an operator may
+    with open(pidfile + ".child.tmp", "w") as f:
+        f.write(str(child.pid))
+    os.replace(pidfile + ".child.tmp", pidfile + ".child")
+    record_pid(pidfile)
+    time.sleep(seconds)
+    return 1
+
+@operator
 def stubborn(pidfile: str, seconds: float) -> int:
     import signal
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # deaf to a gentle stop
@@ -304,6 +315,20 @@ def test_stop_ends_the_task_as_cancelled_and_a_pool_keeps_its_worker(executor, t
     again, again_pid = napping(tmp_path, "after", 0.1)
     assert executor.submit(again, lambda _: None).result(timeout=30).ok
     assert pid_in(again_pid) == pid, "the next task did not run on the warm worker"
+
+
+def test_a_stop_also_ends_the_processes_the_operator_started(executor, tmp_path):
+    runs_in_background(executor)
+    pidfile = tmp_path / "parent.pid"
+    inputs = {"pidfile": {"literal": str(pidfile)}, "seconds": {"literal": 60}}
+    task = spec(tmp_path, "parent", "parent", inputs=inputs)
+    future = executor.submit(task, lambda _: None)
+    pid_in(pidfile)
+    child = pid_in(tmp_path / "parent.pid.child")
+    executor.stop(task.task_id, 5.0)
+    result = future.result(timeout=20)
+    assert not result.ok and result.error["type"] == "Cancelled", result.error
+    assert gone(child), "a process the stopped operator started outlived the stop"
 
 
 def test_an_operator_deaf_to_a_stop_is_killed_after_the_grace(executor, tmp_path):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from executors.stopping import GRACE_S
 from flowlib.plan import Plan, PlanError
 from flowlib.store import ArtifactRef
 from scheduler.server import queue, schemas
@@ -20,7 +21,6 @@ from scheduler.server.snapshots import KIND
 from scheduler.store import repository as repo
 from scheduler.store.models import events, runs
 
-SWEEP_GRACE_S = 2.0  # a sweep's pruned trial: its operator is asked to stop, its worker kept warm
 STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -108,8 +108,8 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
                 }
             if scheduler_alive(run):
                 repo.update_run(conn, run.id, cancel_requested=True)
-                if ctx.pool is not None:
-                    ctx.pool.cancel(run.id, "cancelled by `flow cancel`", SWEEP_GRACE_S if run.sweep else 0.0)
+                if ctx.pool is not None:  # a sweep's pruned trial stops as in a local sweep: gently
+                    ctx.pool.cancel(run.id, "cancelled by `flow cancel`", GRACE_S if run.sweep else 0.0)
                 return {
                     "run_id": run.id,
                     "status": run.status,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from executors.stopping import GRACE_S
 from flowlib.config import Config
 from flowlib.errors import FlowError
 from flowlib.plan import Plan
@@ -35,7 +36,6 @@ from scheduler.sweeps import catalog
 from scheduler.sweeps.trials import objective_value
 
 FINAL_STATES = {status.value for status in FINAL}
-PRUNE_GRACE_S = 2.0  # then a pruned trial's worker is killed (an operator stuck in C code)
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class LocalLauncher:
 
     def cancel(self, run_id: str, why: str) -> None:
         # a pruned trial's operator is asked to stop and its worker kept warm for the next trial
-        self.driver.post(("cancel", run_id, why, PRUNE_GRACE_S))
+        self.driver.post(("cancel", run_id, why, GRACE_S))
 
     def wait(self, timeout: float) -> list[Ended | Point]:
         try:
