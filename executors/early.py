@@ -17,18 +17,16 @@ from typing import Any
 INSTALLED = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
 
 
-def library_imports(file: str) -> list[str]:
-    """The modules a pipeline's source imports that are libraries (found on the path, outside the
-    pipeline's folder, not the stdlib), read without importing it; some names may be attributes,
-    not modules: the template skips those."""
+def source_imports(file: str) -> set[str]:
+    """The module names a Python file's source imports (absolute imports; `from a import b` gives
+    `a` and `a.b`, which may be an attribute rather than a module); none if it cannot be read."""
     import ast
-    import importlib.util
 
     try:
         with open(file, "rb") as f:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError, ValueError):
-        return []
+        return set()
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -36,6 +34,21 @@ def library_imports(file: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def installed(file: str) -> bool:
+    """Whether `file` belongs to an installed package (site-packages, the interpreter's own)."""
+    return "-packages" in file or file.startswith(INSTALLED)
+
+
+def library_imports(file: str) -> list[str]:
+    """The modules a pipeline's source imports that are libraries (found on the path, outside the
+    pipeline's folder, not the stdlib), read without importing it; some names may be attributes,
+    not modules: the template skips those."""
+    import importlib.util
+
+    names = source_imports(file)
     own = os.path.join(os.path.dirname(os.path.abspath(file)), "")
     library = {}
     for top in {name.partition(".")[0] for name in names} - set(sys.stdlib_module_names):
@@ -44,12 +57,8 @@ def library_imports(file: str) -> list[str]:
         except (ImportError, ValueError):
             spec = None
         origin = spec.origin if spec is not None else None
-        library[top] = bool(origin) and (_installed(origin) or not origin.startswith(own))  # type: ignore[union-attr]
+        library[top] = bool(origin) and (installed(origin) or not origin.startswith(own))  # type: ignore[union-attr]
     return sorted(name for name in names if library.get(name.partition(".")[0]))
-
-
-def _installed(file: str) -> bool:
-    return "-packages" in file or file.startswith(INSTALLED)
 
 
 # A template started by `start_early`, for the first pool that opens with the defaults. One slot

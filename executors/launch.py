@@ -10,7 +10,6 @@ with the scheduler; the pool sees either through the same small interface (`aliv
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import logging
@@ -233,12 +232,7 @@ MAX_SCANNED = 200  # the user's files read for their imports, at most
 
 def _users(file: str | None, roots: Collection[str]) -> bool:
     """Whether `file` is the user's own code: under a pipeline's folder, not an installed package."""
-    return (
-        bool(file)
-        and "-packages" not in file
-        and not file.startswith(early.INSTALLED)
-        and any(file.startswith(root) for root in roots)
-    )
+    return bool(file) and not early.installed(file) and any(file.startswith(root) for root in roots)
 
 
 def warm_modules(pipelines: Mapping[str, str]) -> list[str]:
@@ -252,17 +246,7 @@ def warm_modules(pipelines: Mapping[str, str]) -> list[str]:
     )
     names: set[str] = set()
     for file in sorted(filter(None, own))[:MAX_SCANNED]:
-        try:
-            with open(file, "rb") as f:
-                tree = ast.parse(f.read())
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names.add(node.module)
-                names.update(f"{node.module}.{alias.name}" for alias in node.names)  # submodules too
+        names |= early.source_imports(file)
     found = dict(modules)
     return sorted(
         name for name in names if name in found and not _users(getattr(found[name], "__file__", None), roots)

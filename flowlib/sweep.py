@@ -58,6 +58,8 @@ def sweep(
         executor=executor,
     )
     if server is not None:
+        if db is not None:
+            raise FlowError("flowlib.sweep: give db or server, not both")
         from flowlib.client import connect
         from scheduler.sweeps.remote import start_remote_sweep
 

@@ -13,37 +13,13 @@ import pytest
 from conftest import FLOW
 from e2e import make_project
 from server import start_server, wait_for
+from test_sweep import QUADRATIC
 
 pytestmark = pytest.mark.slow
 
-COMMON = """
-import os, pathlib, time
-from flowlib import current, operator, workflow
-
-def mark(name: str, text: str) -> None:
-    folder = pathlib.Path(os.environ["MARKS"])  # the server's workers run the code in its snapshot
-    with open(folder / name, "a") as f:
-        f.write(text + "\\n")
-
-@operator
-def prepare(n: int) -> list[float]:
-    mark("prepare", "ran")
-    time.sleep(0.3)
-    return [float(i) for i in range(n)]
-"""
-
 PIPELINE = (
-    COMMON
+    QUADRATIC  # with the operators below: slower steps, so that a pool's pruning is seen
     + """
-@operator
-def score(data: list[float], x: float, k: int) -> dict[str, float]:
-    mark("score", f"{x} {k}")
-    return {"loss": (x - 3.0) ** 2 + k, "size": float(len(data))}
-
-@workflow
-def quadratic(x: float = 0.0, k: int = 0, n: int = 50) -> dict[str, float]:
-    return score(prepare(n), x, k)
-
 @operator
 def descend(data: list[float], x: int, steps: int) -> dict[str, float]:
     for step in range(steps):

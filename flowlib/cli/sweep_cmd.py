@@ -57,6 +57,10 @@ def _shown(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
 def _quiet_optuna() -> None:
     """Optuna logs each trial at INFO; `flow sweep` prints its own line per trial."""
     import optuna
@@ -204,13 +208,12 @@ def start(
             executor=executor,
         )
         _quiet_optuna()
-        say = lambda line: click.echo(line, err=True)  # noqa: E731
         if client is not None:
             from scheduler.sweeps.remote import start_remote_sweep
 
-            status = start_remote_sweep(wf, request, client, report=say)
+            status = start_remote_sweep(wf, request, client, report=_say)
         else:
-            status = start_sweep(wf, request, settings, report=say)
+            status = start_sweep(wf, request, settings, report=_say)
     _finish(status, as_json)
 
 
@@ -296,15 +299,14 @@ def resume(name: str, db: str | None, server: str | None, as_json: bool) -> None
     client = client_for(server, db)
     with _stdout_kept_for(as_json):
         _quiet_optuna()
-        say = lambda line: click.echo(line, err=True)  # noqa: E731
         if client is not None:
             from scheduler.sweeps.remote import resume_remote_sweep
 
-            status = resume_remote_sweep(name, client, report=say)
+            status = resume_remote_sweep(name, client, report=_say)
         else:
             from scheduler.sweeps.start import resume_sweep
 
-            status = resume_sweep(name, config(db), report=say)
+            status = resume_sweep(name, config(db), report=_say)
     _finish(status, as_json)
 
 

@@ -37,18 +37,9 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
     )
     def submit(body: schemas.Submit, user: User = Caller) -> dict[str, Any]:
         """Queue a run of a compiled plan, whose code is the snapshot uploaded before."""
-        plan = _plan(body.plan)
-        _snapshot_exists(ctx, body.snapshot)
-        run_id = queue.enqueue(
-            ctx.engine,
-            plan,
-            snapshot=body.snapshot,
-            user=user.name,
-            executor=body.executor or ctx.executor,
-            priority=body.priority,
+        return queue_plan(
+            ctx, body.plan, body.snapshot, user=user.name, executor=body.executor, priority=body.priority
         )
-        ctx.queued()
-        return run_object(ctx, run_id, nodes=False)
 
     @api.get("/runs", response_model=list[schemas.RunObject], response_model_exclude_unset=True)
     def list_runs(
@@ -297,6 +288,30 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+def queue_plan(
+    ctx: ServerContext,
+    plan: dict[str, Any],
+    snapshot: str,
+    *,
+    user: str,
+    executor: str | None,
+    **columns: Any,
+) -> dict[str, Any]:
+    """Queue a run of a compiled plan (JSON) whose code is the snapshot uploaded before; the run object."""
+    compiled = _plan(plan)
+    _snapshot_exists(ctx, snapshot)
+    run_id = queue.enqueue(
+        ctx.engine,
+        compiled,
+        snapshot=snapshot,
+        user=user,
+        executor=executor or ctx.executor,
+        **columns,
+    )
+    ctx.queued()
+    return run_object(ctx, run_id, nodes=False)
+
+
 def _plan(data: dict[str, Any]) -> Plan:
     try:
         return Plan.from_json(data)

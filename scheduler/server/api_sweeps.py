@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy import select
 
 from flowlib.errors import FlowError
-from scheduler.server import queue, schemas
+from scheduler.server import schemas
 from scheduler.server.auth import User
 from scheduler.server.context import ServerContext
 from scheduler.server.sweep_books import (
@@ -123,25 +123,14 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         body: schemas.TrialRun, name: str = SWEEP_NAME, number: int = NUMBER, user: User = Caller
     ) -> dict[str, Any]:
         """Queue a trial's run (its workflow compiled with the trial's parameters)."""
-        from scheduler.server.api import _plan, _snapshot_exists, run_object
+        from scheduler.server.api import queue_plan
 
         with _answers():
-            found = books.record(name)
-            _book(name, user)
-            _unfinished(name, number)
-        plan = _plan(body.plan)
-        _snapshot_exists(ctx, body.snapshot)
-        run_id = queue.enqueue(
-            ctx.engine,
-            plan,
-            snapshot=body.snapshot,
-            user=user.name,
-            executor=found.settings.get("executor") or ctx.executor,
-            sweep=name,
-            trial=number,
+            _running(name, number, user)
+            executor = books.record(name).settings.get("executor")
+        return queue_plan(
+            ctx, body.plan, body.snapshot, user=user.name, executor=executor, sweep=name, trial=number
         )
-        ctx.queued()
-        return run_object(ctx, run_id, nodes=False)
 
     @api.post("/sweeps/{name}/trials/{number}/steps", response_model=schemas.Pruning)
     def steps(
@@ -149,9 +138,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
     ) -> dict[str, Any]:
         """Report steps of a running trial's objective; the answer says whether the pruner stops it."""
         with _answers():
-            book = _book(name, user)
-            _unfinished(name, number)
-            return {"prune": book.report(number, body.points)}
+            return {"prune": _running(name, number, user).report(number, body.points)}
 
     @api.post("/sweeps/{name}/trials/{number}/outcome", response_model=schemas.SweepTrial)
     def outcome(
@@ -161,8 +148,7 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         from scheduler.sweeps.read import sweep_status
 
         with _answers():
-            book = _book(name, user)
-            _unfinished(name, number)
+            book = _running(name, number, user)
             if body.state == "complete":
                 if body.value is None or not math.isfinite(body.value):
                     raise SweepConflict("a complete trial needs a finite value")
@@ -181,14 +167,16 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
             raise PermissionError(f"sweep '{name}' belongs to {owner or 'the database it runs on'}")
         return books.book(found)
 
-    def _unfinished(name: str, number: int) -> None:
+    def _running(name: str, number: int, user: User) -> Any:
+        """The book of a sweep the caller may drive, whose trial `number` is still running."""
         from optuna.trial import TrialState
 
-        for trial in books.book(books.record(name)).study.get_trials(deepcopy=False):
+        book = _book(name, user)
+        for trial in book.study.get_trials(deepcopy=False):
             if trial.number == number:
                 if trial.state not in (TrialState.RUNNING, TrialState.WAITING):
                     raise SweepConflict(f"trial {number} of sweep '{name}' already ended")
-                return
+                return book
         raise NoSuchSweep(f"sweep '{name}' has no trial {number}")
 
     return api

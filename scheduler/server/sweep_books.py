@@ -19,8 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from flowlib.errors import FlowError
 from scheduler.sweeps import catalog
 from scheduler.sweeps.book import StudyBook
-
-GRID_POINTS = 100_000
+from scheduler.sweeps.space import GRID_LIMIT
 
 
 class SweepConflict(FlowError):
@@ -56,8 +55,8 @@ def check_space(distributions: dict[str, str], space: dict[str, str], grid: Any)
     if set(grid) != set(space) or not all(isinstance(v, list) and v for v in grid.values()):
         raise SweepConflict("grid: give a non-empty list of values for each parameter of the space")
     size = math.prod(len(values) for values in grid.values())
-    if size > GRID_POINTS:
-        raise SweepConflict(f"grid: {size:,} points (at most {GRID_POINTS:,})")
+    if size > GRID_LIMIT:
+        raise SweepConflict(f"grid: {size:,} points (at most {GRID_LIMIT:,})")
     for name, values in grid.items():
         for value in values:
             if not _inside(parsed[name], value):
@@ -90,9 +89,9 @@ class SweepBooks:
 
         return storage_url(self.engine.url.render_as_string(hide_password=False))
 
-    def register(self, record: catalog.SweepRecord, user: str, admin: bool) -> bool:
+    def register(self, record: catalog.SweepRecord, user: str, admin: bool) -> None:
         """Record a new sweep, or continue the one of that name (same workflow, objective and
-        space, its owner or an admin); return whether it is new."""
+        space, its owner or an admin)."""
         with self._lock:
             old = catalog.find(self.engine, record.name)
             if old is None:
@@ -101,7 +100,7 @@ class SweepBooks:
                     catalog.create(self.engine, record)
                 except IntegrityError:  # another server (or a local `flow sweep`) made it just now
                     raise SweepConflict(f"sweep '{record.name}' was created meanwhile; try again") from None
-                return True
+                return
             if owner_of(old) is None:
                 raise SweepConflict(
                     f"sweep '{old.name}' runs where `flow sweep` ran it; give --name to start another here"
@@ -114,9 +113,8 @@ class SweepBooks:
                 raise SweepConflict(str(exc)) from None
             catalog.save_settings(self.engine, old.name, {**record.settings, "user": owner_of(old)})
             book = self._books.get(old.name)
-            if book is not None:  # the sampler may have changed; the study's storage stays open
+            if book is not None:  # sampler and pruner may have changed; the storage stays open
                 _configure(book, record.settings)
-            return False
 
     def record(self, name: str) -> catalog.SweepRecord:
         found = catalog.find(self.engine, name)
@@ -134,21 +132,17 @@ class SweepBooks:
         with self._lock:
             book = self._books.get(record.name)
             if book is None:
-                study = studies.open_study(
-                    record.name,
-                    self.storage(),
-                    direction=record.direction,
-                    pruner=studies.make_pruner(settings["pruner"]),
-                )
+                study = studies.open_study(record.name, self.storage(), direction=record.direction)
                 book = self._books[record.name] = StudyBook(study, {})
                 _configure(book, settings)
             return book
 
 
 def _configure(book: StudyBook, settings: dict[str, Any]) -> None:
-    """Give a book the sampler and distributions its sweep's settings ask for."""
+    """Give a book the sampler, pruner and distributions its sweep's settings ask for."""
     from scheduler.sweeps import study as studies
 
+    book.study.pruner = studies.make_pruner(settings["pruner"])
     started = len(book.study.get_trials(deepcopy=False))
     book.study.sampler = studies.make_sampler(
         settings["sampler"], settings.get("seed"), settings.get("grid"), started=started

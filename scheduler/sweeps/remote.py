@@ -18,17 +18,15 @@ from typing import Any
 
 from flowlib.client import Client
 from flowlib.plan import Plan
-from flowlib.results import FINAL
 from scheduler.sweeps import catalog
 from scheduler.sweeps.book import Asked
-from scheduler.sweeps.launch import Ended, Point
+from scheduler.sweeps.launch import FINAL_STATES, Ended, Point
 from scheduler.sweeps.trials import TrialPlans, pick_objective, shared_nodes
 
 POLL_S = 0.5  # how often the trials' runs are looked at
 ADOPT_WAIT_S = 60.0  # a run reading `interrupted` this long is taken as ended (no server adopted it)
 ENDED = ("succeeded", "failed", "cancelled")
 LIVE = ("queued", "pending", "running")
-FINAL_STATES = {status.value for status in FINAL}
 
 
 def _quoted(name: str) -> str:
@@ -175,8 +173,9 @@ class RemoteLauncher:
 
     def objective(self, run_id: str, key: str) -> float:
         run = self.client.get(f"/api/runs/{run_id}")
-        metrics = self.client.get(f"/api/runs/{run_id}/metrics", name=key)
-        return pick_objective(run.get("outputs"), metrics, key)
+        return pick_objective(
+            run.get("outputs"), lambda: self.client.get(f"/api/runs/{run_id}/metrics", name=key), key
+        )
 
     def close(self) -> None:
         """Nothing to stop here: runs still going go on on the pool."""

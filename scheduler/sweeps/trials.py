@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Engine
@@ -100,17 +100,20 @@ def objective_value(engine: Engine, reader: Any, run_id: str, key: str) -> float
     from scheduler.store.logs import node_metrics
     from scheduler.store.readback import load_run
 
+    def metrics() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return node_metrics(conn, repo.require_run(conn, run_id))
+
     result = load_run(engine, reader, run_id, with_nodes=False, classes=False)
-    with engine.connect() as conn:
-        metrics = node_metrics(conn, repo.require_run(conn, run_id))
     return pick_objective(result.outputs_json(), metrics, key)
 
 
-def pick_objective(outputs: Any, metrics: list[dict[str, Any]], key: str) -> float:
-    """The objective from a run's outputs (as JSON) and its metrics (`node_metrics` rows)."""
+def pick_objective(outputs: Any, metrics: Callable[[], list[dict[str, Any]]], key: str) -> float:
+    """The objective from a run's outputs (as JSON), else from its metrics (`node_metrics` rows,
+    read only then)."""
     if isinstance(outputs, dict) and key in outputs:
         return _number(outputs[key], f"output field '{key}'")
-    rows = [m for m in metrics if m["name"] == key]
+    rows = [m for m in metrics() if m["name"] == key]
     if rows:
         last = max(rows, key=lambda m: (m["time"], m["step"] if m["step"] is not None else -1))
         return _number(last["value"], f"metric '{key}'")
