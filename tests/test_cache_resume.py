@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
@@ -446,3 +447,43 @@ def test_a_note_joins_the_reasons_a_resume_recorded(project):
     reasons = {n["name"]: n.get("reasons") or [] for n in done.json()["nodes"]}
     assert reasons["total"][0] == "upstream reruns", reasons
     assert any(r.startswith("cache entry not used") and "corrupt" in r for r in reasons["total"]), reasons
+
+
+MAPPED = (
+    MARK
+    + """
+from flowlib import operator, workflow
+
+@operator
+def leaf(i: int) -> int:
+    mark("leaf", str(i))
+    return i * 10
+
+@workflow
+def gathered(n: int = 5) -> list[int]:
+    return leaf.map(list(range(n)))
+"""
+)
+
+
+def test_a_cached_map_with_one_corrupt_element_recomputes_that_element(tmp_path):
+    """A map answered whole from the cache checks every element of its list first (in bulk)."""
+    project = make_project(tmp_path / "proj")
+    project.write("p.py", MAPPED)
+    first = run(project)
+    assert first["outputs"] == [0, 10, 20, 30, 40] and len(project.marks("leaf")) == 5
+    assert run(project)["outputs"] == [0, 10, 20, 30, 40] and len(project.marks("leaf")) == 5  # whole hit
+    db = sqlite3.connect(project.root / ".flow" / "flow.db")
+    with db:
+        (outputs,) = db.execute(
+            "SELECT outputs FROM nodes WHERE run_id = ? AND name = 'leaf[2]'", (first["run_id"],)
+        ).fetchone()
+        digest = json.loads(outputs)["return"]["digest"]
+        changed = db.execute("UPDATE artifacts SET data = ? WHERE digest = ?", (b"21", digest)).rowcount
+    db.close()
+    assert changed == 1
+    third = run(project)
+    assert third["outputs"] == [0, 10, 20, 30, 40]  # never the corrupt 21
+    assert [line.split()[0] for line in project.marks("leaf")].count("2") == 2  # leaf[2] computed again
+    reasons = {n["name"]: n.get("reasons") or [] for n in third["nodes"]}
+    assert any("corrupt" in r for r in reasons["leaf"]), reasons
