@@ -24,7 +24,14 @@ from flowlib import serializers
 from flowlib.errors import FlowError
 from flowlib.storefs import CHUNK, FsspecFS, LocalFS, local_path
 
-__all__ = ["ArtifactRef", "ArtifactStore", "CorruptArtifact", "InvalidDigest", "InvalidRefName"]
+__all__ = [
+    "ArtifactRef",
+    "ArtifactStore",
+    "CorruptArtifact",
+    "InvalidDigest",
+    "InvalidRefName",
+    "NeedsPipelineCode",
+]
 
 MANIFEST = "manifest"  # a list stored one artifact per element: JSON [[digest, serializer, version, size]]
 MANIFEST_VERSION = 2
@@ -43,6 +50,15 @@ class CorruptArtifact(FlowError):
         super().__init__(f"artifact {digest} is {reason}")
         self.digest = digest
         self.reason = reason
+
+
+class NeedsPipelineCode(FlowError):
+    """An artifact's value needs a class from the pipeline's code (a pickle naming its module),
+    which this process has not imported: the artifact is fine."""
+
+    def __init__(self, digest: str, cause: BaseException) -> None:
+        super().__init__(f"artifact {digest[:12]} needs the pipeline's code to load ({cause})")
+        self.digest = digest
 
 
 class InvalidDigest(FlowError, ValueError):
@@ -267,6 +283,8 @@ class ArtifactStore:
             return serializer_of(ref).loads(data)
         except FlowError:
             raise
+        except (ImportError, AttributeError) as exc:  # pickle's way of saying a class is not here
+            raise NeedsPipelineCode(ref.digest, exc) from None
         except Exception as exc:
             raise CorruptArtifact(
                 ref.digest, f"not readable as {ref.serializer} ({type(exc).__name__}: {exc})"

@@ -436,6 +436,46 @@ def test_resume_dry_run_lists_map_items_one_by_one_as_the_resume_does(project) -
     assert ran.count("2") == 2 and ran.count("0") == 1 and ran.count("1") == 1, ran
 
 
+USER_CLASSES = """
+from typing import NamedTuple
+from flowlib import operator, workflow
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+class Box:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Box({self.size})"
+
+@operator
+def make() -> dict:
+    return {"point": Point(1, 2), "pair": (3, 4), "box": Box(5)}
+
+@workflow
+def w() -> dict:
+    return make()
+"""
+
+
+def test_outputs_that_need_the_pipelines_classes_load_by_importing_it_never_as_corrupt(project) -> None:  # type: ignore[no-untyped-def]
+    project.write("p.py", USER_CLASSES)
+    ran = project.flow("run", "p.py", "--json")
+    assert ran.code == 0, ran
+    shown = {"point": {"x": 1, "y": 2}, "pair": [3, 4], "box": "Box(5)"}
+    assert ran.json()["outputs"] == shown
+    run_id = ran.json()["run_id"]
+    assert project.flow("status", run_id, "--json").json()["outputs"] == shown
+    outputs = project.flow("outputs", run_id, "--json")
+    assert outputs.code == 0 and outputs.json() == shown, outputs
+    node = project.flow("outputs", run_id, "make", "--json")
+    assert node.code == 0 and node.json() == {"return": shown}, node
+    assert "orrupt" not in outputs.err + node.err
+
+
 def test_a_cancelled_runs_summary_counts_its_cancelled_nodes(project) -> None:  # type: ignore[no-untyped-def]
     project.write("p.py", QUEUE.replace("timeout=1.6", "timeout=60").replace("1.0", "30"))
     process = project.popen("run", "p.py")

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, Row
 from flowlib.errors import FlowError, RunNotFound
 from flowlib.loading import find_object
 from flowlib.results import UNFINISHED, NodeResult, NodeStatus, RunResult, RunStatus, jsonable
+from flowlib.store import NeedsPipelineCode
 from scheduler.store import repository as repo
 
 __all__ = ["RunNotFound", "load_run", "result_of", "scheduler_alive", "shown_status"]
@@ -201,7 +202,7 @@ class Values:
     def get(self, ref: Mapping[str, Any]) -> Any:
         try:
             return self.reader.get(ref)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError, NeedsPipelineCode):
             if not self._import():
                 raise
             return self.reader.get(ref)
