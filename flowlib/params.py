@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections.abc
 import enum
 import inspect
 import json
@@ -113,7 +112,9 @@ def _coerce_loaded(wf: Workflow, name: str, value: Any) -> Any:
             f"workflow '{wf.name}', parameter '{name}': expected {typecheck.describe(hint)}, got {value!r}"
         )
     try:
-        value = _floats(value, hint)  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
+        value = typecheck.floats_where_wanted(
+            value, hint
+        )  # as `-p x=3` gives: 3 and 3.0 hash differently, so the cache would miss
     except ValueError as exc:
         raise ParameterError(f"workflow '{wf.name}', parameter '{name}': {exc}") from None
     if typecheck.is_instance(value, hint):
@@ -135,43 +136,6 @@ def _wants_number(hint: Any) -> bool:
     """Whether `hint` asks for an int or a float and not a bool (a JSON `true` is no number)."""
     members = _members(hint)
     return bool not in members and any(m in (int, float) for m in members)
-
-
-def _floats(value: Any, hint: Any) -> Any:
-    """`value` with every int where `hint` asks for a float (and not an int) made a float, at any
-    depth (`list[float]` from `[1, 2]`), so that `1` and `1.0` give one cache key."""
-    if type(value) is int:
-        if not _wants_float(hint):
-            return value
-        try:
-            return float(value)
-        except OverflowError:
-            raise ValueError(
-                f"a whole number of {len(str(abs(value)))} digits is too large for a float"
-            ) from None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        rest = [arg for arg in args if arg is not type(None)]
-        return _floats(value, rest[0]) if len(rest) == 1 else value
-    if origin is typing.Annotated:
-        return _floats(value, args[0])
-    if type(value) is list and origin in (list, collections.abc.Sequence, collections.abc.Iterable) and args:
-        return [_floats(item, args[0]) for item in value]
-    if type(value) is tuple and origin is tuple and args:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_floats(item, args[0]) for item in value)
-        if len(args) == len(value):
-            return tuple(_floats(item, arg) for item, arg in zip(value, args, strict=True))
-    if type(value) is dict and origin in (dict, collections.abc.Mapping) and len(args) == 2:
-        return {key: _floats(item, args[1]) for key, item in value.items()}
-    return value
-
-
-def _wants_float(hint: Any) -> bool:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        return float in args and int not in args
-    return hint is float
 
 
 def convert(wf: Workflow, name: str, text: str) -> Any:
@@ -247,7 +211,7 @@ def _convert(text: str, hint: Any, folder: Path) -> Any:
     value = json.loads(text)
     if origin is tuple or hint is tuple:
         value = tuple(value)
-    value = _floats(value, hint)
+    value = typecheck.floats_where_wanted(value, hint)
     if not typecheck.is_instance(value, hint):
         raise TypeError(f"got {typecheck.describe_value(value)}")
     return value

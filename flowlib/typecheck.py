@@ -206,3 +206,40 @@ def container_mismatch(value: list | tuple | dict, hint: Any) -> str | None:
         if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             return f"a tuple of {len(value)} elements"
     return None
+
+
+def floats_where_wanted(value: Any, hint: Any) -> Any:
+    """`value` with every int where `hint` asks for a float (and not an int) made a float, at any
+    depth (`list[float]` from `[1, 2]`), so that `1` and `1.0` give one cache key."""
+    if type(value) is int:
+        if not _wants_float(hint):
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(
+                f"a whole number of {len(str(abs(value)))} digits is too large for a float"
+            ) from None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        return floats_where_wanted(value, rest[0]) if len(rest) == 1 else value
+    if origin is typing.Annotated:
+        return floats_where_wanted(value, args[0])
+    if type(value) is list and origin in (list, collections.abc.Sequence, collections.abc.Iterable) and args:
+        return [floats_where_wanted(item, args[0]) for item in value]
+    if type(value) is tuple and origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(floats_where_wanted(item, args[0]) for item in value)
+        if len(args) == len(value):
+            return tuple(floats_where_wanted(item, arg) for item, arg in zip(value, args, strict=True))
+    if type(value) is dict and origin in (dict, collections.abc.Mapping) and len(args) == 2:
+        return {key: floats_where_wanted(item, args[1]) for key, item in value.items()}
+    return value
+
+
+def _wants_float(hint: Any) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        return float in args and int not in args
+    return hint is float

@@ -106,6 +106,10 @@ class Workflow(Generic[P, R]):
         bound.apply_defaults()
         for name, value in bound.arguments.items():
             hint = self.hints.get(name, Any)
+            try:  # `t: float = 2` or flowlib.run(params={"t": 2}) as `-p t=2` gives it: one cache key
+                value = bound.arguments[name] = typecheck.floats_where_wanted(value, hint)
+            except ValueError as exc:
+                raise ParameterError(f"workflow '{self.name}', parameter '{name}': {exc}") from None
             if not typecheck.is_instance(value, hint):
                 raise FlowTypeError(
                     f"workflow '{self.name}', parameter '{name}': expected {typecheck.describe(hint)}, "

@@ -436,6 +436,29 @@ def test_resume_dry_run_lists_map_items_one_by_one_as_the_resume_does(project) -
     assert ran.count("2") == 2 and ran.count("0") == 1 and ran.count("1") == 1, ran
 
 
+FLOAT_DEFAULT = """
+from flowlib import operator, workflow
+
+@operator
+def scale(t: float) -> float:
+    return t
+
+@workflow
+def w(t: float = 2) -> float:
+    return scale(t)
+"""
+
+
+def test_an_int_default_of_a_float_parameter_is_the_float_the_command_line_gives(project) -> None:  # type: ignore[no-untyped-def]
+    project.write("p.py", FLOAT_DEFAULT)
+    first = project.flow("run", "p.py", "--json")
+    assert first.code == 0 and first.json()["outputs"] == 2.0 and isinstance(first.json()["outputs"], float)
+    plan = project.flow("resume", first.json()["run_id"], "--dry-run", "--json")
+    assert plan.json() == [{"name": "scale", "action": "reuse", "reasons": ["succeeded before"]}], plan
+    again = project.flow("run", "p.py", "-p", "t=2", "--json")
+    assert [n["status"] for n in again.json()["nodes"]] == ["cached"], again
+
+
 USER_CLASSES = """
 from typing import NamedTuple
 from flowlib import operator, workflow
