@@ -212,7 +212,7 @@ def floats_where_wanted(value: Any, hint: Any) -> Any:
     """`value` with every int where `hint` asks for a float (and not an int) made a float, at any
     depth (`list[float]` from `[1, 2]`), so that `1` and `1.0` give one cache key."""
     if type(value) is int:
-        if not _wants_float(hint):
+        if not wants_float(hint):
             return value
         try:
             return float(value)
@@ -238,7 +238,7 @@ def floats_where_wanted(value: Any, hint: Any) -> Any:
     return value
 
 
-def _wants_float(hint: Any) -> bool:
+def wants_float(hint: Any) -> bool:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         return float in args and int not in args

@@ -35,21 +35,28 @@ def plan_for(run_id: str, config: Config, *, reuse_succeeded: bool = False) -> t
     engine = connect(config)
     with engine.connect() as conn:
         run = repo.require_run(conn, run_id)
-        if scheduler_alive(run):
-            raise RunStillActive(
-                f"run {run.id} is still running (scheduler pid {run.pid} on host {run.host}); "
-                "wait for it or `flow cancel` it first"
-            )
+    if scheduler_alive(run):
+        raise RunStillActive(
+            f"run {run.id} is still running (scheduler pid {run.pid} on host {run.host}); "
+            "wait for it or `flow cancel` it first"
+        )
+    plan = rebuild(run)
+    return run, plan, resume_steps(engine, open_store(config), run, plan, reuse_succeeded=reuse_succeeded)
+
+
+def resume_steps(
+    engine: Any, store: Any, run: Row, plan: Plan, *, reuse_succeeded: bool = False
+) -> list[Step]:
+    """What resuming `run` with `plan` would do, node by node (records nothing)."""
+    with engine.connect() as conn:
         old = {node.name: {c: getattr(node, c) for c in OLD_COLUMNS} for node in repo.nodes_of(conn, run.id)}
         parts = repo.fingerprint_parts(conn, [n["fingerprint"] for n in old.values()])
-    plan = rebuild(run)
     session = Session(engine)
     try:
-        lookups = StoreLookups(session, open_store(config), Blobs(engine))
-        steps = plan_resume(plan, old, parts, lookups, reuse_succeeded=reuse_succeeded)
+        lookups = StoreLookups(session, store, Blobs(engine))
+        return plan_resume(plan, old, parts, lookups, reuse_succeeded=reuse_succeeded)
     finally:
         session.stop()
-    return run, plan, steps
 
 
 def mark_interrupted(engine: Any, run: Row) -> None:

@@ -113,10 +113,13 @@ def test_every_reading_command_answers_the_same_through_the_server(project, serv
         ["why", run_id, "step[1]", "--json"],
         ["outputs", run_id, "--json"],
         ["outputs", run_id, "total", "--path"],
+        ["resume", run_id, "--dry-run", "--json"],
+        ["resume", run_id, "--dry-run"],
     ):
         local, remote = flow(project, *command), flow(project, *command, server=server)
         assert local.code == remote.code == 0, (local, remote)
         assert local.out == remote.out, (command, local.out, remote.out)
+    assert len(flow(project, "runs", "--json").json()) == 1  # a dry run records nothing, here or there
 
 
 def test_tokens_owners_and_admins(project, servers) -> None:  # type: ignore[no-untyped-def]

@@ -170,7 +170,7 @@ def resume(
 
     client = client_for(server)
     if client is not None:
-        resume_on_server(client, run_id, reuse_succeeded, as_json)
+        resume_on_server(client, run_id, reuse_succeeded, as_json, dry_run=dry_run)
         return
     if dry_run:
         from scheduler.resuming import plan_for
@@ -200,9 +200,11 @@ def resume(
     report(result, as_json)
 
 
-def resume_on_server(client: Any, run_id: str, reuse_succeeded: bool, as_json: bool) -> None:
+def resume_on_server(
+    client: Any, run_id: str, reuse_succeeded: bool, as_json: bool, *, dry_run: bool = False
+) -> None:
     """Resume a server's run with this folder's code as it is now (or, away from its project, the
-    run's own code), and follow it."""
+    run's own code), and follow it; with `dry_run`, print what the resume would do instead."""
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -210,12 +212,26 @@ def resume_on_server(client: Any, run_id: str, reuse_succeeded: bool, as_json: b
 
     run = client.get(f"/api/runs/{run_id}")
     body: dict[str, Any] = {"reuse_succeeded": reuse_succeeded}
+    plan = None
     if Path(run["file"]).is_file():
         from scheduler.resuming import rebuild
 
         with _stdout_kept_for(True):
             plan = rebuild(SimpleNamespace(file=run["file"], workflow=run["workflow"], params=run["params"]))
-        body.update(plan=plan.to_json(), snapshot=upload_snapshot(client, Path(plan.project_root)))
+        body["plan"] = plan.to_json()
+    if dry_run:
+        steps = client.post(f"/api/runs/{run['run_id']}/resume/plan", body)
+        if as_json:
+            click.echo(
+                json.dumps([{key: step[key] for key in ("name", "action", "reasons")} for step in steps])
+            )
+        else:
+            from scheduler.engine.resume import Step
+
+            print_plan([Step(**step) for step in steps])
+        return
+    if plan is not None:
+        body["snapshot"] = upload_snapshot(client, Path(plan.project_root))
     follow(client, client.post(f"/api/runs/{run['run_id']}/resume", body)["run_id"], as_json)
 
 

@@ -3,10 +3,10 @@ the scheduler's loop waits, on them and on the loops of the executors it drives.
 
 from __future__ import annotations
 
+import selectors
 import time
 from collections import deque
 from collections.abc import Sequence
-from multiprocessing.connection import wait
 from typing import Any
 
 from executors.channel import Waker
@@ -17,6 +17,11 @@ class Inbox:
         self._messages: deque[tuple] = deque()
         self._waker = Waker()
         self._sleeping = False
+        # kept between waits while the handles stay the same: building and filling a selector on
+        # every wait cost a fan-out's scheduler more than the poll itself (poll, as
+        # multiprocessing.connection.wait uses: a closed handle shows as ready, never silently gone)
+        self._selector = selectors.PollSelector()
+        self._watched: list[Any] = []
 
     def put(self, message: tuple) -> None:
         """Queue a message; safe from any thread and in a signal handler."""
@@ -38,7 +43,7 @@ class Inbox:
                 ready = self._spin(waited, spin if timeout is None else min(spin, timeout))
             if not ready and not self._messages:
                 left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
-                ready = wait(waited, left)
+                ready = self._poll(waited, left)
         finally:
             self._sleeping = False
         if self._waker in ready or self._messages:  # a put while we slept may have woken it
@@ -52,9 +57,18 @@ class Inbox:
         then runs cold): a chain of quick nodes ran a sixth faster with this."""
         end = time.perf_counter() + seconds
         while True:
-            ready = wait(waited, 0)
+            ready = self._poll(waited, 0)
             if ready or self._messages or time.perf_counter() >= end:
                 return ready
+
+    def _poll(self, handles: list[Any], timeout: float | None) -> list[Any]:
+        if handles != self._watched:
+            self._selector.close()
+            self._selector = selectors.PollSelector()
+            for handle in handles:
+                self._selector.register(handle, selectors.EVENT_READ)
+            self._watched = handles
+        return [key.fileobj for key, _ in self._selector.select(timeout)]
 
     def take(self) -> list[tuple]:
         """Every message queued so far, oldest first."""
@@ -66,4 +80,5 @@ class Inbox:
     def close(self) -> None:
         """Stop waking (a late put from another thread is then only queued)."""
         self._sleeping = False
+        self._selector.close()
         self._waker.close()

@@ -73,11 +73,11 @@ class Writes:
     def take(self) -> Writes:
         """Hand these rows over and start afresh."""
         taken = Writes(self.run_id)
-        for slot in self.__slots__:
-            value = getattr(self, slot)
-            setattr(taken, slot, value)
-        self.rows = {kind: [] for kind in KINDS}
-        self.nodes, self.new_nodes, self.new_edges = {}, [], []
-        self.changes, self.store_writes = [], []
-        self.urgent = False
+        taken.rows, self.rows = self.rows, taken.rows
+        taken.nodes, self.nodes = self.nodes, taken.nodes
+        taken.new_nodes, self.new_nodes = self.new_nodes, taken.new_nodes
+        taken.new_edges, self.new_edges = self.new_edges, taken.new_edges
+        taken.changes, self.changes = self.changes, taken.changes
+        taken.store_writes, self.store_writes = self.store_writes, taken.store_writes
+        taken.urgent, self.urgent = self.urgent, False
         return taken

@@ -159,6 +159,23 @@ def router(ctx: ServerContext, current_user: Any) -> APIRouter:
         ctx.queued()
         return run_object(ctx, new_id, nodes=False)
 
+    @api.post("/runs/{run_id}/resume/plan", response_model=list[schemas.ResumeStep])
+    def resume_plan(run_id: str, body: schemas.ResumePlan, _: User = Caller) -> list[dict[str, Any]]:
+        """What a resume would do, node by node (`flow resume --dry-run`): records nothing."""
+        from scheduler.resuming import resume_steps
+        from scheduler.server.execution import load_plan
+
+        with ctx.engine.connect() as conn:
+            run = repo.require_run(conn, run_id)
+        if body.plan is not None:
+            plan = _plan(body.plan)
+        elif run.plan_digest:
+            plan = load_plan(ctx.engine, run)
+        else:
+            raise HTTPException(400, f"run {run.id} was not submitted to a server: give the plan of its code")
+        steps = resume_steps(ctx.engine, ctx.store, run, plan, reuse_succeeded=body.reuse_succeeded)
+        return [{**step.to_json(), "item_of": step.item_of} for step in steps]
+
     @api.get("/runs/{run_id}/nodes/{node}/logs", response_model=list[schemas.AttemptLog])
     def logs(run_id: str, node: str, _: User = Caller) -> list[dict[str, Any]]:
         """What a node printed, by attempt (a cached node: the run that computed it)."""

@@ -29,6 +29,18 @@ class Resume(Strict):
     reuse_succeeded: bool = False
 
 
+class ResumePlan(Strict):
+    plan: dict[str, Any] | None = Field(None, description="The workflow compiled from the code as it is now")
+    reuse_succeeded: bool = False
+
+
+class ResumeStep(BaseModel):
+    name: str
+    action: str = Field(description="reuse or rerun")
+    reasons: list[str]
+    item_of: str | None = Field(None, description="The map this item belongs to")
+
+
 class Parameter(Strict):
     name: str = Field(max_length=200)
     type: str = Field(max_length=500)

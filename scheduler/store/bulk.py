@@ -8,6 +8,8 @@ per-row parameter machinery, which cost more than SQLite's own work for a batch.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +29,20 @@ class _Prepared:
     def convert(self, row: dict[str, Any]) -> Any:
         if self.defaults:
             row = {**row, **{name: d.arg(None) if d.is_callable else d.arg for name, d in self.defaults}}
-        values = [row[name] for name in self.names]
-        for position, process in self.processors:
-            values[position] = process(values[position])
+        values = self.values(row)
+        if self.processors:
+            values = list(values)
+            for position, process in self.processors:
+                values[position] = process(values[position])
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+    @functools.cached_property
+    def values(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        """A row's values in the statement's order, as a tuple (itemgetter's own loop, in C)."""
+        if len(self.names) == 1:
+            name = self.names[0]
+            return lambda row: (row[name],)
+        return operator.itemgetter(*self.names)
 
 
 _prepared: dict[tuple[str, str, int, tuple[str, ...]], _Prepared] = {}

@@ -14,7 +14,8 @@ from typing import Any
 
 from flowlib import typecheck
 from flowlib.errors import FlowError, ParameterError
-from flowlib.params import _hint, _wants_float, convert
+from flowlib.params import _hint, convert
+from flowlib.typecheck import wants_float
 from flowlib.workflows import Workflow
 
 KINDS = ("int", "float", "loguniform", "choice")
@@ -142,7 +143,7 @@ def _dimension(wf: Workflow, name: str, spec: Any) -> Dimension:
     if kind == "loguniform" and low <= 0:
         raise SweepError(f"{where}: loguniform needs lo above 0")
     if kind == "int" and typecheck.is_instance(1, hint):
-        return Dimension(name, kind, low, high, floats=_wants_float(hint))
+        return Dimension(name, kind, low, high, floats=wants_float(hint))
     if kind != "int" and typecheck.is_instance(0.5, hint):
         return Dimension(name, kind, low, high)
     wanted = "int(lo,hi) or choice(...)" if typecheck.is_instance(1, hint) else "choice(...)"
