@@ -114,6 +114,17 @@ def test_unreachable_database_is_exit_2(tmp_path):
     assert done.code == 2 and "127.0.0.1:1" in done.err and "secret" not in done.err, done
 
 
+def test_a_database_error_names_where_its_url_came_from(tmp_path):
+    """The URL came from flow.toml, not from --db; a one-letter password hides only itself."""
+    project = make_project(tmp_path / "proj")
+    shutil.copy(HELLO, project.root / "pipeline.py")
+    project.write("flow.toml", '[flow]\ndb = "postgresql+psycopg://u:p@127.0.0.1:1/x"\n')
+    done = project.flow("run", "pipeline.py")
+    assert done.code == 2, done
+    assert "flow.toml" in done.err and "--db" not in done.err, done
+    assert "port" in done.err and "***ort" not in done.err, done
+
+
 @pytest.mark.slow
 def test_an_installed_wheel_upgrades_its_database_and_runs_hello(tmp_path):
     dist = tmp_path / "dist"

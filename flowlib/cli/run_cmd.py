@@ -101,7 +101,7 @@ def run(
             wf,
             params=given,
             executor=executor,
-            db=settings.db,
+            db=db,  # the flag, not the resolved URL: errors name where it came from
             cache=not no_cache,
             fail_fast=fail_fast,
             max_parallel=max_parallel,
@@ -189,7 +189,7 @@ def resume(
         result = api.resume(
             run_id,
             executor=executor,
-            db=settings.db,
+            db=db,  # the flag, not the resolved URL: errors name where it came from
             reuse_succeeded=reuse_succeeded,
             progress=progress,
             on_recorded=progress.recorded,

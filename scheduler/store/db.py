@@ -207,8 +207,8 @@ def _set_wal(engine: Engine, url: URL) -> None:
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
     message = _first_line(getattr(exc, "orig", None) or exc)
-    if url.password:
-        message = message.replace(str(url.password), "***")
+    if url.password:  # only where it stands as a word: a one-letter password must not mangle the text
+        message = re.sub(rf"(?<!\w){re.escape(str(url.password))}(?!\w)", "***", message)
     return ConfigError(f"cannot open database {_shown(url)}: {message}")
 
 
