@@ -282,6 +282,11 @@ def test_a_port_in_use_is_exit_2_before_anything_starts(project, servers) -> Non
     assert server.request("GET", "/api/health")[0] == 200  # the first one is untouched
 
 
+def _ended(server, run_id: str) -> dict | None:  # type: ignore[no-untyped-def]
+    run = server.request("GET", f"/api/runs/{run_id}")[1]
+    return run if run["status"] not in ("queued", "running") else None
+
+
 def test_deployments_version_launch_with_typed_parameters_and_delete(project, servers) -> None:  # type: ignore[no-untyped-def]
     server = servers("--no-auth")
     assert flow(project, "deploy", "p.py", "--name", "nightly", "-p", "n=2", server=server).out.strip() == "1"
@@ -306,6 +311,19 @@ def test_deployments_version_launch_with_typed_parameters_and_delete(project, se
     assert done.code == 0 and done.json()["outputs"] == 1, done  # n=2 fixed at deploy: 0 + 1
     runs = flow(project, "runs", "--json", server=server).json()
     assert runs[0]["deployment"] == "nightly" and runs[0]["deployment_version"] == 2
+    # over HTTP a parameter may be a JSON value as a params file gives it, or the text -p gives
+    code, typed = server.request(
+        "POST", "/api/deployments/nightly/launch", {"params": {"n": 4, "seconds": 0}}
+    )
+    assert code == 201, typed
+    as_text = server.request("POST", "/api/deployments/nightly/launch", {"params": {"n": "5"}})[1]
+    for run_id, expected in ((typed["run_id"], 6), (as_text["run_id"], 10)):
+        ended = wait_for(lambda run_id=run_id: _ended(server, run_id))
+        assert ended and ended["status"] == "succeeded", ended
+        assert flow(project, "outputs", run_id, "--json", server=server).json() == expected
+    for wrong in ({"n": [1]}, {"n": 1.5}, {"n": "x"}, {"nn": 1}):
+        code, problem = server.request("POST", "/api/deployments/nightly/launch", {"params": wrong})
+        assert code == 400 and "parameter" in problem["error"], (wrong, code, problem)
     unknown = flow(project, "launch", "nope", server=server)
     assert unknown.code == 2 and "no deployment named 'nope'" in unknown.err
     assert flow(project, "deploy", "--delete", "nightly", server=server).code == 0

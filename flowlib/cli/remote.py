@@ -33,9 +33,10 @@ def require_client(option: str | None) -> Client:
 def upload_snapshot(client: Client, root: Path) -> str:
     """Pack the project at `root` and upload it unless the server has it; return its digest."""
     from flowlib.config import load
-    from scheduler.server.snapshots import digest_of, pack
+    from scheduler.server.snapshots import digest_of, local_state, pack
 
-    data = pack(root, float(load().server["max_code_mb"]))
+    config = load()
+    data = pack(root, float(config.server["max_code_mb"]), leave_out=local_state(config))
     digest = digest_of(data)
     if not client.exists(f"/api/snapshots/{digest}"):
         client.put_bytes(f"/api/snapshots/{digest}", data)

@@ -125,15 +125,17 @@ class Launcher:
     snapshots: Path
     executor: str
 
-    def launch(self, name: str, params: dict[str, str], user: str, *, fixed_only: bool = False) -> str:
+    def launch(self, name: str, params: dict[str, Any], user: str, *, fixed_only: bool = False) -> str:
         """Queue a run of the latest version of `name`; bad parameters raise CompileFailed(bad_input).
+        A string value is parsed as `-p` parses it, any other JSON value as a params file's.
         A pipeline that fails to load gives a failed run, whose id is returned."""
         row = latest(self.engine, name)
         root = code_root(self.store, row.snapshot, self.snapshots)
+        given = {} if fixed_only else params
+        text = {key: value for key, value in given.items() if isinstance(value, str)}
+        typed = {key: value for key, value in given.items() if not isinstance(value, str)}
         try:
-            plan = compile_in_subprocess(
-                root, row.file, row.workflow, {} if fixed_only else params, row.params or {}
-            )
+            plan = compile_in_subprocess(root, row.file, row.workflow, text, {**(row.params or {}), **typed})
         except CompileFailed as exc:
             if exc.bad_input:
                 raise

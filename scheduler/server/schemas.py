@@ -59,7 +59,11 @@ class Deploy(Strict):
 
 
 class Launch(Strict):
-    params: dict[str, str] = Field(default_factory=dict, description="Parameters as -p gives them, by name")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters by name: a string is parsed as -p parses it, any other JSON value "
+        "as a params file's (5 for an int, [1, 2] for a list)",
+    )
 
 
 class Problem(BaseModel):

@@ -1,8 +1,9 @@
 """Code snapshots: a project's files packed into one content-addressed archive that a server runs.
 
 `pack` (the client) walks the project root, leaving out what `.gitignore` ignores, `.flow/`,
-virtualenvs, `.git/` and `__pycache__`; the archive is a tar whose bytes depend only on the
-files' paths and contents, so the same code gives the same digest. `unpack` (the server)
+virtualenvs, `.git/`, `__pycache__` and the client's own run state (`local_state`); the
+archive is a tar whose bytes depend only on the files' paths and contents, so the same code
+gives the same digest. `unpack` (the server)
 extracts an archive once per digest into its snapshot folder, refusing any path outside it.
 """
 
@@ -14,9 +15,14 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowlib.errors import FlowError
+
+if TYPE_CHECKING:
+    from flowlib.config import Config
 
 SKIPPED = {
     ".flow",
@@ -65,28 +71,51 @@ def _is_venv(folder: Path) -> bool:
     return (folder / "pyvenv.cfg").is_file()
 
 
-def project_files(root: Path) -> list[Path]:
-    """The files a snapshot of `root` holds, sorted."""
+def project_files(root: Path, leave_out: Collection[Path] = ()) -> list[Path]:
+    """The files a snapshot of `root` holds, sorted; `leave_out`: absolute paths (files or folders) to skip."""
     ignored = _ignored(root)
+    left_out = {Path(p).resolve() for p in leave_out}
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         rel_dir = os.path.relpath(folder, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
         dirs[:] = sorted(
-            d for d in dirs if d not in SKIPPED and not _is_venv(here / d) and not ignored(rel_dir + d, True)
+            d
+            for d in dirs
+            if d not in SKIPPED
+            and not _is_venv(here / d)
+            and not ignored(rel_dir + d, True)
+            and (here / d).resolve() not in left_out
         )
         for name in sorted(files):
             path = here / name
-            if path.is_file() and not path.is_symlink() and not ignored(rel_dir + name, False):
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and not ignored(rel_dir + name, False)
+                and path not in left_out
+            ):
                 found.append(path)
     return found
 
 
-def pack(root: Path, max_mb: float) -> bytes:
+def local_state(config: Config) -> list[Path]:
+    """What a project's configuration keeps on this machine: FLOW_HOME, the artifact store, a SQLite
+    run database and its sweeps' study, with their journals. Never code, wherever they lie."""
+    paths = [config.home, Path(config.artifacts)]
+    database_path = config.db.removeprefix("sqlite:///").partition("?")[0]
+    if config.db.startswith("sqlite:///") and database_path not in ("", ":memory:"):
+        database = Path(database_path)
+        for db_file in (database, database.with_name(f"{database.stem}-optuna.db")):
+            paths += [db_file.with_name(db_file.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return paths
+
+
+def pack(root: Path, max_mb: float, leave_out: Collection[Path] = ()) -> bytes:
     """The tar archive of a project's files; over `max_mb` megabytes is a SnapshotError naming the size."""
     root = Path(root).resolve()
-    files = project_files(root)
+    files = project_files(root, leave_out)
     total = sum(f.stat().st_size for f in files)
     if total > max_mb * 1_000_000:
         raise SnapshotError(
