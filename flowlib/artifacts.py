@@ -19,6 +19,7 @@ from flowlib.store import (
     ArtifactRef,
     ArtifactStore,
     CorruptArtifact,
+    manifest_rows,
     pack,
     pack_manifest,
     parse_manifest,
@@ -65,6 +66,11 @@ class Reader:
     def elements(self, ref: ArtifactRef | Mapping[str, Any]) -> list[ArtifactRef]:
         ref = ArtifactRef.of(ref)
         return parse_manifest(ref.digest, self.data(ref))
+
+    def element_rows(self, ref: ArtifactRef | Mapping[str, Any]) -> list[tuple[str, str, int, int]]:
+        """`elements` as plain (digest, serializer, version, size) tuples."""
+        ref = ArtifactRef.of(ref)
+        return manifest_rows(ref.digest, self.data(ref))
 
 
 def _store_one(store: ArtifactStore, value: Any, limit: int, inline: dict[str, bytes]) -> ArtifactRef:

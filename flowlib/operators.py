@@ -354,12 +354,11 @@ class Operator(Generic[P, R]):
         if not isinstance(items, (list, tuple)):
             raise self._type_error(param, list[hint], typecheck.describe_value(items), site, builder)  # type: ignore[valid-type]
         literals = self._plain_literals(items, hint)
-        names = []
-        for index, item in enumerate(items):
-            value = literals[index] if literals is not None else self._input(param, item, site, builder, hint)
-            name = f"{base}[{index}]"
-            builder.add(Node(name, self, {param: value, **fixed_inputs}, site))
-            names.append(name)
+        values = literals or [self._input(param, item, site, builder, hint) for item in items]
+        names = [f"{base}[{index}]" for index in range(len(items))]
+        add = builder.add
+        for name, value in zip(names, values, strict=True):
+            add(Node(name, self, {param: value, **fixed_inputs}, site))
         builder.add(Node(base, self, {}, site, kind="map", map_param=param, items=names))
         return result
 

@@ -21,7 +21,14 @@ import torch
 
 from flowlib import serializers
 from flowlib.errors import FlowError
-from flowlib.store import ArtifactRef, ArtifactStore, CorruptArtifact, InvalidDigest, InvalidRefName
+from flowlib.store import (
+    ArtifactRef,
+    ArtifactStore,
+    CorruptArtifact,
+    InvalidDigest,
+    InvalidRefName,
+    parse_manifest,
+)
 
 
 class Point(NamedTuple):
@@ -351,3 +358,41 @@ def test_a_large_tensor_streams_is_memory_mapped_and_verified(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptArtifact):
         store.get(ref)
+
+
+GOOD_DIGEST = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"{}",
+        b"3",
+        b'"' + GOOD_DIGEST.encode() + b'"',
+        b"[null]",
+        b"[[1, 2, 3]]",
+        b'[["' + GOOD_DIGEST.encode() + b'", "json", 1, 1, 5]]',
+        b'[["ab", "json", 1, 1]]',
+        b'[["' + b"g" * 64 + b'", "json", 1, 1]]',
+        b'[["' + GOOD_DIGEST.upper().encode() + b'", "json", 1, 1]]',
+        b'[["' + GOOD_DIGEST.encode() + b'", 3, 1, 1]]',
+        b'[["' + GOOD_DIGEST.encode() + b'", "json", 1, true]]',
+        b'[["' + GOOD_DIGEST.encode() + b'", "json", "1", 1]]',
+        b'[["' + GOOD_DIGEST.encode() + b'", "json", 1, 1], "x"]',
+        b'[{"digest": "' + GOOD_DIGEST.encode() + b'", "serializer": "json", "v": 1, "size": 1}]',
+    ],
+)
+def test_a_malformed_manifest_is_corrupt_never_a_list_of_wrong_refs(payload: bytes) -> None:
+    with pytest.raises(CorruptArtifact, match="malformed manifest"):
+        parse_manifest("0" * 64, payload)
+
+
+def test_a_manifest_lists_its_elements_in_order() -> None:
+    other = "cd" * 32
+    payload = json.dumps([[GOOD_DIGEST, "json", 1, 3], [other, "pickle", 2, 70000]]).encode()
+    assert parse_manifest("0" * 64, payload) == [
+        ArtifactRef(GOOD_DIGEST, "json", 1, 3),
+        ArtifactRef(other, "pickle", 2, 70000),
+    ]
+    assert parse_manifest("0" * 64, b"[]") == []

@@ -37,13 +37,14 @@ def submit(
     """
     from flowlib.cli.remote import require_client, submit_plan, submitted
     from flowlib.cli.run_cmd import _stdout_kept_for
-    from flowlib.cli.show_cmd import build_from_cli
+    from flowlib.cli.show_cmd import build_from_cli, collector_paused
     from flowlib.compile import compile_dag
 
     client = require_client(server)
     with _stdout_kept_for(True):  # what the pipeline prints while it is compiled is not the answer
         _, dag = build_from_cli(file, workflow, params, params_file)
-        plan = compile_dag(dag)
+        with collector_paused():
+            plan = compile_dag(dag)
     submitted(client, submit_plan(client, plan, priority), wait, as_json)
 
 

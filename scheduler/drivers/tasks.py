@@ -10,7 +10,7 @@ from typing import Any
 from executors.base import OperatorRef, TaskSpec, input_refs
 from flowlib.artifacts import INLINE_LIMIT, may_be_inline
 from flowlib.plan import OperatorSpec, Plan, unb64
-from flowlib.store import MANIFEST, ArtifactStore, CorruptArtifact, parse_manifest
+from flowlib.store import MANIFEST, ArtifactStore, CorruptArtifact, manifest_rows
 from scheduler.engine.machine import Submit
 from scheduler.store.blobs import Blobs
 
@@ -78,7 +78,7 @@ class TaskSpecs:
                 data = found.get(ref["digest"]) or self._from_store(ref["digest"])
                 if data is None:
                     continue  # the worker reports it missing, on the node that needs it
-                elements = [e.digest for e in parse_manifest(ref["digest"], data) if e.size <= INLINE_LIMIT]
+                elements = [d for d, _, _, size in manifest_rows(ref["digest"], data) if size <= INLINE_LIMIT]
                 found.update(self.blobs.get_many(elements))
         return {**spec, "inline": found} if found else spec
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from executors.base import Event, TaskResult
 from flowlib.hashing import hash_labelled, node_key
-from flowlib.plan import OperatorSpec, Plan, PlanNode
+from flowlib.plan import LiteralInput, OperatorSpec, Plan, PlanNode
 from flowlib.results import DONE, FINAL, NodeStatus
 from scheduler.engine import maps
 from scheduler.engine.inputs import artifact, resolve
@@ -276,7 +276,10 @@ class RunMachine:
         for param, value in node.inputs.items():
             state.input_specs[param], digests[param] = resolve(value, self.states, self._elements)
         if node.items is not None:
-            items = [resolve(item, self.states, self._elements)[1] for item in node.items]
+            items = [
+                item.digest if type(item) is LiteralInput else resolve(item, self.states, self._elements)[1]
+                for item in node.items
+            ]
             digests[node.map_param] = hash_labelled(["items", items])  # type: ignore[index]
         state.input_digests = digests
         state.key = hash_labelled(["map", state.op.fingerprint, ["inputs", sorted(digests.items())]])

@@ -72,7 +72,9 @@ class Blobs:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             cursor = conn.connection.cursor()
             try:
-                for chunk in chunks(digests):
+                for chunk in chunks(
+                    sorted(digests)
+                ):  # in index order: each lookup's pages are the last one's
                     places = ",".join([mark] * len(chunk))
                     cursor.execute(
                         f"SELECT digest, data FROM {artifacts.name} WHERE digest IN ({places}) AND data IS NOT NULL",

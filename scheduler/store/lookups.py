@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowlib import serializers
-from flowlib.artifacts import Reader, may_be_inline
+from flowlib.artifacts import INLINE_LIMIT, Reader, may_be_inline
 from flowlib.errors import FlowError
 from flowlib.store import MANIFEST, ArtifactRef, ArtifactStore
 from scheduler.store import repository as repo
@@ -42,39 +42,39 @@ class StoreLookups:
             problem = self._problem(ref)
             if problem is None and ref.serializer == MANIFEST:
                 try:
-                    problem = self._elements_problem(self.reader.elements(ref))
+                    problem = self._elements_problem(self.reader.element_rows(ref))
                 except FlowError as exc:
                     return str(exc)
             if problem is not None:
                 return problem
         return None
 
-    def _elements_problem(self, elements: list[ArtifactRef]) -> str | None:
+    def _elements_problem(self, elements: list[tuple[str, str, int, int]]) -> str | None:
         """`_problem` of every element of a manifest, in bulk (a map's lists a hundred thousand):
         each serializer once, the small ones in one query, the others in the store."""
-        for kind in {(e.serializer, e.serializer_version): e for e in elements}.values():
-            problem = self._serializer_problem(kind)
+        for kind in {(serializer, version) for _, serializer, version, _ in elements}:
+            problem = self._serializer_problem(*kind)
             if problem is not None:
                 return problem
-        found = self.blobs.get_many([e.digest for e in elements if may_be_inline(e)])
-        for element in elements:
-            if element.digest not in found and not self.store.verify(element.digest):
-                return f"artifact {element.digest[:12]} is corrupt or missing"
+        found = self.blobs.get_many([digest for digest, _, _, size in elements if size <= INLINE_LIMIT])
+        for digest, _, _, _ in elements:
+            if digest not in found and not self.store.verify(digest):
+                return f"artifact {digest[:12]} is corrupt or missing"
         return None
 
-    def _serializer_problem(self, ref: ArtifactRef) -> str | None:
-        if ref.serializer == MANIFEST:
+    def _serializer_problem(self, serializer: str, version: int) -> str | None:
+        if serializer == MANIFEST:
             return None
         try:
-            version = serializers.get(ref.serializer).version
+            current = serializers.get(serializer).version
         except FlowError:
-            return f"written by an unknown serializer {ref.serializer!r}"
-        if version != ref.serializer_version:
-            return f"written by serializer {ref.serializer} version {ref.serializer_version}"
+            return f"written by an unknown serializer {serializer!r}"
+        if current != version:
+            return f"written by serializer {serializer} version {version}"
         return None
 
     def _problem(self, ref: ArtifactRef) -> str | None:
-        problem = self._serializer_problem(ref)
+        problem = self._serializer_problem(ref.serializer, ref.serializer_version)
         if problem is not None:
             return problem
         intact = (may_be_inline(ref) and self.blobs.intact(ref.digest)) or self.store.verify(ref.digest)
@@ -83,7 +83,10 @@ class StoreLookups:
     def elements(self, ref: Mapping[str, Any]) -> list[dict[str, Any]]:
         artifact = ArtifactRef.from_json(ref)
         if artifact.serializer == MANIFEST:
-            return [element.to_json() for element in self.reader.elements(artifact)]
+            return [
+                {"digest": d, "serializer": s, "serializer_version": v, "size": n}
+                for d, s, v, n in self.reader.element_rows(artifact)
+            ]
         # stored whole (nothing mapped over it when it was computed): split it now
         values = self.reader.get(artifact)
         if not isinstance(values, list):
