@@ -67,8 +67,8 @@ class Reader:
         ref = ArtifactRef.of(ref)
         return parse_manifest(ref.digest, self.data(ref))
 
-    def element_rows(self, ref: ArtifactRef | Mapping[str, Any]) -> list[tuple[str, str, int, int]]:
-        """`elements` as plain (digest, serializer, version, size) tuples."""
+    def element_rows(self, ref: ArtifactRef | Mapping[str, Any]) -> list[list[Any]]:
+        """`elements` as plain [digest, serializer, version, size] lists."""
         ref = ArtifactRef.of(ref)
         return manifest_rows(ref.digest, self.data(ref))
 

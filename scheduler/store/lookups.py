@@ -49,7 +49,7 @@ class StoreLookups:
                 return problem
         return None
 
-    def _elements_problem(self, elements: list[tuple[str, str, int, int]]) -> str | None:
+    def _elements_problem(self, elements: list[list[Any]]) -> str | None:
         """`_problem` of every element of a manifest, in bulk (a map's lists a hundred thousand):
         each serializer once, the small ones in one query, the others in the store."""
         for kind in {(serializer, version) for _, serializer, version, _ in elements}:
