@@ -3,8 +3,8 @@
 `pack` (the client) walks the project root, leaving out what `.gitignore` ignores, `.flow/`,
 virtualenvs, `.git/`, `__pycache__` and the client's own run state (`local_state`); the
 archive is a tar whose bytes depend only on the files' paths and contents, so the same code
-gives the same digest. `unpack` (the server)
-extracts an archive once per digest into its snapshot folder, refusing any path outside it.
+gives the same digest. `unpack` (the server) extracts an archive once per digest into its
+snapshot folder, refusing any path outside it.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def _is_venv(folder: Path) -> bool:
 
 def project_files(root: Path, leave_out: Collection[Path] = ()) -> list[Path]:
     """The files a snapshot of `root` holds, sorted; `leave_out`: absolute paths (files or folders) to skip."""
+    root = Path(root).resolve()  # what `leave_out` is compared with is resolved too
     ignored = _ignored(root)
     left_out = {Path(p).resolve() for p in leave_out}
     found = []
