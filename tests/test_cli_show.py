@@ -192,3 +192,15 @@ def test_flow_run_of_a_good_pipeline_still_works(project) -> None:  # type: igno
     result = done.json()
     assert result["status"] == "succeeded" and result["outputs"] == 5
     assert [node["name"] for node in result["nodes"]] == ["inc", "inc-2"]
+
+
+def test_the_collector_is_on_again_after_a_build_that_raised() -> None:
+    import gc
+
+    from flowlib.cli.show_cmd import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("the workflow body failed")
+    assert gc.isenabled()

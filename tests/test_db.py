@@ -3,6 +3,7 @@ several writing processes, and PostgreSQL, all against real databases."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -415,3 +416,15 @@ def test_lookups_by_many_keys_find_them_all(any_url: str) -> None:
     with engine.connect() as conn:
         found = repo.find_cache_entries(conn, keys, ("outputs",))
     assert len(found) == len(keys) and found[keys[-1]].outputs == {"i": len(keys) - 1}
+
+
+@pytest.mark.parametrize(
+    "value", [{"a": [1, 2.5, None, True, "é\n"]}, [], "x", 3, {"k": {"z": 1, "a": 2}}, {1: "int key"}]
+)
+def test_json_columns_get_the_text_json_dumps_writes(value: object) -> None:
+    assert db.json_text(value) == json.dumps(value)
+
+
+def test_a_value_that_is_not_json_is_refused_by_the_json_columns() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        db.json_text({"a": object()})

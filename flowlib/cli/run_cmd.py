@@ -76,28 +76,24 @@ def run(
     definition, type or configuration error, 130 when interrupted.
     """
     from flowlib import api
-    from flowlib.cli.show_cmd import build_from_cli, collector_paused
+    from flowlib.cli.show_cmd import build_from_cli, compile_from_cli
 
     settings = config(db, executor)  # a bad flow.toml fails before the pipeline is imported
     if server is not None:  # submit + wait
         from flowlib.cli.remote import follow, require_client, submit_plan
-        from flowlib.compile import compile_dag
 
         client = require_client(server)
         with _stdout_kept_for(True):
             _, dag = build_from_cli(file, workflow, params, params_file)
-            with collector_paused():
-                plan = compile_dag(dag)
+            plan = compile_from_cli(dag)
         follow(client, submit_plan(client, plan)["run_id"], as_json)
     with _stdout_kept_for(as_json):
         from executors.early import start_early
-        from flowlib.compile import compile_dag
 
         start_early(file, settings)  # the workers' imports overlap with this process's
         wf, dag = build_from_cli(file, workflow, params, params_file)
         progress, given = Progress(len(dag.nodes)), dag.params
-        with collector_paused():
-            plan = compile_dag(dag)
+        plan = compile_from_cli(dag)
         del dag  # the plan is what runs: a big map's build is not kept alive through the run
         result = api.run(
             wf,

@@ -15,6 +15,7 @@ from flowlib.dag import DAG, Container, Input, Literal, Ref
 from flowlib.errors import FlowError, WorkflowDefinitionError
 from flowlib.loading import innermost_site, one_line, select_workflow
 from flowlib.params import parse_params, read_params_file, split_assignments
+from flowlib.plan import Plan
 from flowlib.workflows import Workflow
 
 
@@ -30,6 +31,14 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def compile_from_cli(dag: DAG) -> Plan:
+    """The DAG's plan, compiled with the collector paused (see `collector_paused`)."""
+    from flowlib.compile import compile_dag
+
+    with collector_paused():
+        return compile_dag(dag)
 
 
 def build_from_cli(

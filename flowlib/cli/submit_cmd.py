@@ -37,14 +37,12 @@ def submit(
     """
     from flowlib.cli.remote import require_client, submit_plan, submitted
     from flowlib.cli.run_cmd import _stdout_kept_for
-    from flowlib.cli.show_cmd import build_from_cli, collector_paused
-    from flowlib.compile import compile_dag
+    from flowlib.cli.show_cmd import build_from_cli, compile_from_cli
 
     client = require_client(server)
     with _stdout_kept_for(True):  # what the pipeline prints while it is compiled is not the answer
         _, dag = build_from_cli(file, workflow, params, params_file)
-        with collector_paused():
-            plan = compile_dag(dag)
+        plan = compile_from_cli(dag)
     submitted(client, submit_plan(client, plan, priority), wait, as_json)
 
 

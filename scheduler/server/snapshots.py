@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowlib.errors import FlowError
+from scheduler.sweeps.study import study_file
 
 if TYPE_CHECKING:
     from flowlib.config import Config
@@ -108,7 +109,7 @@ def local_state(config: Config) -> list[Path]:
     database_path = config.db.removeprefix("sqlite:///").partition("?")[0]
     if config.db.startswith("sqlite:///") and database_path not in ("", ":memory:"):
         database = Path(database_path)
-        for db_file in (database, database.with_name(f"{database.stem}-optuna.db")):
+        for db_file in (database, study_file(database)):
             paths += [db_file.with_name(db_file.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
     return paths
 

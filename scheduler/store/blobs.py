@@ -72,9 +72,8 @@ class Blobs:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             cursor = conn.connection.cursor()
             try:
-                for chunk in chunks(
-                    sorted(digests)
-                ):  # in index order: each lookup's pages are the last one's
+                # in index order: each lookup reads the pages the one before it read
+                for chunk in chunks(sorted(digests)):
                     places = ",".join([mark] * len(chunk))
                     cursor.execute(
                         f"SELECT digest, data FROM {artifacts.name} WHERE digest IN ({places}) AND data IS NOT NULL",

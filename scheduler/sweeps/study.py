@@ -29,6 +29,11 @@ STATES = {
 }
 
 
+def study_file(database: Path) -> Path:
+    """The SQLite file of the sweeps beside the run database file `database`."""
+    return database.with_name(f"{database.stem}-optuna.db")
+
+
 def storage_url(db_url: str) -> str:
     """The Optuna storage URL for the sweeps of the run database at `db_url`."""
     from sqlalchemy.engine import make_url
@@ -37,8 +42,7 @@ def storage_url(db_url: str) -> str:
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
             raise SweepError("sweeps need a run database in a file (or PostgreSQL), not an in-memory one")
-        path = Path(url.database)
-        return f"sqlite:///{path.with_name(f'{path.stem}-optuna.db')}"
+        return f"sqlite:///{study_file(Path(url.database))}"
     if url.get_backend_name() == "postgresql":
         options = url.query.get("options")
         options = " ".join(
