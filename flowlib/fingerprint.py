@@ -12,15 +12,16 @@ import dataclasses
 import dis
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import sys
 import sysconfig
 import types
 from collections.abc import Callable, Mapping
+from importlib.metadata import Distribution
 from pathlib import Path
 
+from flowlib.distributions import distribution_versions, providers
 from flowlib.errors import WorkflowDefinitionError
 from flowlib.hashing import UnhashableLiteral, encode, hash_labelled, literal_digest
 
@@ -137,25 +138,6 @@ def _file_kind(filename: str | None, root: Path) -> str:
     if any(path.is_relative_to(d) for d in _STDLIB_DIRS):
         return "other"
     return "project" if path.is_relative_to(root) else "other"
-
-
-def _distribution_versions(
-    module_name: str, distributions: Callable[[], Mapping[str, list[str]]]
-) -> tuple[tuple[str, str], ...]:
-    """The installed distributions (name, version) that provide `module_name`; `distributions`
-    gives the map of every installed one, asked for only when needed (it is slow to make)."""
-    top = module_name.partition(".")[0]
-    if top in sys.stdlib_module_names:
-        return ()
-    dists = ["flowlib"] if top == "flowlib" else sorted(set(distributions().get(top, ())))
-    return tuple((dist, _version(dist)) for dist in dists)
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _operator_fn(obj: object) -> types.FunctionType | None:
@@ -343,7 +325,7 @@ class Fingerprinter:
         self._kinds: dict[str | None, str] = {}
         self._names: dict[types.CodeType, frozenset[str]] = {}
         self._versions: dict[str, tuple[tuple[str, str], ...]] = {}
-        self._distributions: Mapping[str, list[str]] | None = None
+        self._installed_providers: Mapping[str, list[Distribution]] | None = None
         self._alive: list[object] = []  # what the id()-keyed caches saw, kept alive as long as they are
 
     def of(self, fn: Callable, *, version: str | None) -> Fingerprint:
@@ -395,15 +377,13 @@ class Fingerprinter:
     def distribution_versions(self, module_name: str) -> tuple[tuple[str, str], ...]:
         found = self._versions.get(module_name)
         if found is None:
-            found = self._versions[module_name] = _distribution_versions(module_name, self._installed)
+            found = self._versions[module_name] = distribution_versions(module_name, self._installed)
         return found
 
-    def _installed(self) -> Mapping[str, list[str]]:
-        if self._distributions is None:
-            # slow (every installed distribution is read: a quarter second in a big environment),
-            # so once per compile, and only for a module that is neither the stdlib nor flowlib
-            self._distributions = importlib.metadata.packages_distributions()
-        return self._distributions
+    def _installed(self) -> Mapping[str, list[Distribution]]:
+        if self._installed_providers is None:  # once per compile, for a module neither stdlib nor flowlib
+            self._installed_providers = providers()
+        return self._installed_providers
 
 
 def operator_fingerprint(fn: Callable, *, version: str | None, project_root: str | Path) -> Fingerprint:

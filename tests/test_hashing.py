@@ -699,3 +699,37 @@ def test_many_literal_digests_at_once_equal_one_by_one() -> None:
 
     for values in ([0, -1, 7, 10**40], ["", "a", "é", "x" * 1000]):
         assert literal_digests(values) == [literal_digest(v) for v in values]
+
+
+def test_installed_providers_agree_with_importlib_metadata() -> None:
+    from importlib.metadata import packages_distributions
+
+    from flowlib.distributions import providers
+
+    found = {name: sorted(d.metadata["Name"] for d in dists) for name, dists in providers().items()}
+    assert found == {name: sorted(dists) for name, dists in packages_distributions().items()}
+
+
+def test_a_package_named_otherwise_than_its_module_is_recorded_by_its_name(project: Project) -> None:
+    import sklearn
+
+    fp = project.fingerprint("def op(x: int) -> int:\n    import sklearn\n    return x\n")
+    assert fp.packages == {"scikit-learn": sklearn.__version__}
+
+
+def test_a_distribution_without_top_level_txt_is_found_from_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowlib.distributions import distribution_versions, providers
+
+    info = tmp_path / "made_up_dist-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: made-up-dist\nVersion: 1.2.3\n")
+    record = ["madeup/__init__.py,sha256=x,1", '"madeup/a,b.py",sha256=y,2', "made_single.py,,", "../../bin/tool,,"]
+    (info / "RECORD").write_text("\n".join([*record, "made_up_dist-1.2.3.dist-info/RECORD,,"]) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = providers()
+    assert [d.metadata["Name"] for d in found["madeup"]] == ["made-up-dist"]
+    assert [d.metadata["Name"] for d in found["made_single"]] == ["made-up-dist"]
+    assert distribution_versions("madeup.sub", providers) == (("made-up-dist", "1.2.3"),)
+    assert distribution_versions("json.decoder", providers) == ()
