@@ -204,11 +204,15 @@ class WorkerPool:
             worker.kill()
 
     def _grow_locked(self) -> None:
-        """Start another warm worker while tasks wait and none is idle, up to the pool's size."""
+        """Start another warm worker while tasks wait and none is idle, up to the pool's size.
+
+        A worker whose operator was asked to stop counts as idle: it is free within moments (or
+        killed and replaced at its grace), and a fresh worker would pay the user's libraries'
+        first-call costs again (a sweep's next trial after a pruned one: 1.5 s of torch's)."""
         if not self._queue or self._closing or self._launcher is None:
             return
         pool = [w for w in self._workers if not w.one_shot]
-        idle = sum(1 for w in pool if w.task is None)
+        idle = sum(1 for w in pool if w.task is None or w.task.stop_by is not None)
         if len(pool) >= self.size or len(self._queue) <= idle:
             return
         for _ in range(min(self.size - len(pool), len(self._queue) - idle)):

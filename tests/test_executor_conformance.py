@@ -305,16 +305,17 @@ def test_stop_ends_the_task_as_cancelled_and_a_pool_keeps_its_worker(executor, t
     pid = pid_in(pidfile)
     asked = time.monotonic()
     executor.stop(task.task_id, 5.0)
+    again, again_pid = napping(tmp_path, "after", 0.1)
+    following = executor.submit(again, lambda _: None)  # while the worker stops, as a sweep's next trial
     result = future.result(timeout=20)
     assert not result.ok and result.error["type"] == "Cancelled", result.error
     assert time.monotonic() - asked < 10
+    assert following.result(timeout=30).ok
     if executor.name not in ("local", "gpu"):  # elsewhere a stop is a cancel
         assert gone(pid), "the task's process outlived the stop"
         return
     assert psutil.Process(pid).is_running(), "a gently stopped operator's worker was killed"
-    again, again_pid = napping(tmp_path, "after", 0.1)
-    assert executor.submit(again, lambda _: None).result(timeout=30).ok
-    assert pid_in(again_pid) == pid, "the next task did not run on the warm worker"
+    assert pid_in(again_pid) == pid, "the next task did not wait for the stopping warm worker"
 
 
 def test_a_stop_also_ends_the_processes_the_operator_started(executor, tmp_path):
