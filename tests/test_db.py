@@ -351,6 +351,20 @@ def test_forked_child_gets_its_own_engine(sqlite_url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("made_by", ["models", "migrations"])
+def test_postgres_updates_nodes_in_place(pg_url: str, made_by: str) -> None:
+    """Half of each page of nodes stays free for the node's updates, which then touch no index:
+    in a new database (made from the models) as in one upgraded through the migrations."""
+    if made_by == "migrations":
+        command.upgrade(db.alembic_config(url=pg_url), "0003")
+    engine = db.connect(pg_url)
+    with engine.connect() as conn:
+        options = conn.scalar(text("select reloptions from pg_class where relname = 'nodes'"))
+    assert options == ["fillfactor=50"]
+    assert [index["column_names"] for index in inspect(engine).get_indexes("nodes")] == [["run_id", "name"]]
+
+
+@pytest.mark.postgres
 def test_four_processes_create_and_write_one_postgres_database(pg_url: str, tmp_path: Path) -> None:
     _run_workers(pg_url, 25, tmp_path)
 

@@ -79,7 +79,7 @@ def current_revision(engine: Engine) -> str | None:
     return _revision_of(engine)
 
 
-HEAD = "0003"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
+HEAD = "0004"  # the newest revision in migrations/versions (tests/test_db.py keeps them equal)
 
 
 def head_revision() -> str:

@@ -62,6 +62,8 @@ NAMING_CONVENTION = {
 }
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+NODES_FILLFACTOR = 50  # percent of a PostgreSQL page that inserts of nodes fill
+
 # none_as_null: a Python None is stored as SQL NULL (not the JSON text 'null'),
 # so `column IS NULL` finds it.
 _JSON = JSON(none_as_null=True)
@@ -81,8 +83,8 @@ def _id() -> Column:
     return Column("id", Integer, primary_key=True, autoincrement=True)
 
 
-def _run_fk() -> Column:
-    return _required("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+def _run_fk(*, index: bool = True) -> Column:
+    return _required("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=index)
 
 
 # One execution of a workflow; a resumed run points at the run it resumed.
@@ -135,7 +137,7 @@ nodes = Table(
     "nodes",
     metadata,
     _id(),
-    _run_fk(),
+    _run_fk(index=False),  # the unique (run_id, name) index serves queries by run: see migration 0004
     _required("name", String),
     _required("operator", String),
     _required("status", String(16)),
@@ -155,6 +157,7 @@ nodes = Table(
     _optional("map_parent", String),
     _required("position", Integer),
     UniqueConstraint("run_id", "name"),
+    postgresql_with={"fillfactor": NODES_FILLFACTOR},  # room for a node's updates: migration 0004
 )
 
 edges = Table(
