@@ -725,7 +725,12 @@ def test_a_distribution_without_top_level_txt_is_found_from_its_record(
     info = tmp_path / "made_up_dist-1.2.3.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: made-up-dist\nVersion: 1.2.3\n")
-    record = ["madeup/__init__.py,sha256=x,1", '"madeup/a,b.py",sha256=y,2', "made_single.py,,", "../../bin/tool,,"]
+    record = [
+        "madeup/__init__.py,sha256=x,1",
+        '"madeup/a,b.py",sha256=y,2',
+        "made_single.py,,",
+        "../../bin/tool,,",
+    ]
     (info / "RECORD").write_text("\n".join([*record, "made_up_dist-1.2.3.dist-info/RECORD,,"]) + "\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     found = providers()
