@@ -74,3 +74,35 @@ def test_rows_read_back_as_sqlalchemy_would_write_them(url: str) -> None:
     assert nulls == [2]  # none_as_null: SQL NULL, not the JSON text 'null'
     # a column left out gets its Python default, computed per row; a given value wins
     assert found[1].made != found[2].made and found[1].made >= 1 and found[3].made == 0.5
+
+
+def test_many_rows_read_back_alike_through_copy(url: str) -> None:
+    """Enough rows for PostgreSQL's COPY path: awkward text, JSON, bytes, NULLs and defaults come
+    back as one INSERT a row would have written them."""
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    awkward = ["tab\there", "new\nline", 'back\\slash "quoted"', "\\N", "é✓", ""]
+    rows = [
+        {
+            "id": i,
+            "name": awkward[i % len(awkward)],
+            "data": None if i % 7 == 0 else {"text": awkward[i % len(awkward)], "n": [i, i / 3]},
+            "flag": (None, True, False)[i % 3],
+            "blob": None if i % 5 == 0 else bytes([0, 92, 10, i % 256]),
+        }
+        for i in range(1, bulk.COPY_MIN_ROWS * 2)
+    ]
+    with engine.begin() as conn:
+        bulk.insert_many(conn, things, INSERT, rows)
+    with engine.connect() as conn:
+        found = {row.id: row._asdict() for row in conn.execute(select(things))}
+        nulls = set(conn.execute(select(things.c.id).where(things.c.data.is_(None))).scalars())
+    engine.dispose()
+
+    assert {i: {k: v for k, v in row.items() if k != "made"} for i, row in found.items()} == {
+        row["id"]: row for row in rows
+    }
+    assert nulls == {row["id"] for row in rows if row["data"] is None}
+    assert all(row["made"] >= 1 for row in found.values()) and len(
+        {r["made"] for r in found.values()}
+    ) == len(rows)

