@@ -12,6 +12,7 @@ from time import time as _now
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     false,
     text,
 )
@@ -157,7 +159,13 @@ nodes = Table(
     _optional("map_parent", String),
     _required("position", Integer),
     UniqueConstraint("run_id", "name"),
-    postgresql_with={"fillfactor": NODES_FILLFACTOR},  # room for a node's updates: migration 0004
+)
+# room on each page for a node's updates (migration 0004); a DDL event rather than the table's
+# `postgresql_with`, which would import the PostgreSQL dialect into every `flow` command
+event.listen(
+    nodes,
+    "after_create",
+    DDL(f"ALTER TABLE nodes SET (fillfactor = {NODES_FILLFACTOR})").execute_if(dialect="postgresql"),
 )
 
 edges = Table(
