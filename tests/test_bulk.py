@@ -93,7 +93,7 @@ def test_many_rows_read_back_alike_through_copy(url: str) -> None:
         for i in range(1, bulk.COPY_MIN_ROWS * 2)
     ]
     with engine.begin() as conn:
-        bulk.insert_many(conn, things, INSERT, rows)
+        bulk.insert_many(conn, INSERT, rows)
     with engine.connect() as conn:
         found = {row.id: row._asdict() for row in conn.execute(select(things))}
         nulls = set(conn.execute(select(things.c.id).where(things.c.data.is_(None))).scalars())

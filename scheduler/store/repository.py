@@ -83,9 +83,9 @@ def node_ids(conn: Connection, run_id: str) -> dict[str, int]:
 def insert_nodes(
     conn: Connection, run_id: str, node_rows: list[dict[str, Any]], edge_pairs: Iterable[tuple[str, str]]
 ) -> None:
-    bulk.insert_many(conn, nodes, _insert(nodes), [{"run_id": run_id, **row} for row in node_rows])
+    bulk.insert_many(conn, _insert(nodes), [{"run_id": run_id, **row} for row in node_rows])
     edge_rows = [{"run_id": run_id, "src": src, "dst": dst} for src, dst in edge_pairs]
-    bulk.insert_many(conn, edges, _insert(edges), edge_rows)
+    bulk.insert_many(conn, _insert(edges), edge_rows)
 
 
 def update_run(conn: Connection, run_id: str, **values: Any) -> None:
