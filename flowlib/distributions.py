@@ -3,6 +3,7 @@ names the packages its code uses, so upgrading one changes its cache key."""
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
 import sys
 from collections import defaultdict
@@ -30,13 +31,16 @@ def providers() -> dict[str, list[Distribution]]:
 
 
 def _record_top_levels(record: str) -> set[str]:
-    """The top-level names of the `.py` files a RECORD lists (`path,hash,size` a line)."""
+    """The top-level names of the `.py` files a RECORD lists (a CSV file: path, hash, size), as
+    importlib reads them: the first part of a nested path, a top-level file's stem."""
     names = set()
     for line in record.splitlines():
-        path = line.rsplit(",", 2)[0].strip('"')
-        if path.endswith(".py"):
-            head, nested, _ = path.partition("/")
-            names.add(head if nested else path[:-3])
+        # the CSV reader only for a quoted path (a comma in it): it is slower than a split
+        path = next(csv.reader([line]))[0] if '"' in line else line.rsplit(",", 2)[0]
+        if not path.endswith(".py"):
+            continue
+        parts = [part for part in path.split("/") if part not in ("", ".")]  # as PurePosixPath has them
+        names.add(parts[0] if len(parts) > 1 else parts[-1][:-3])
     return names
 
 

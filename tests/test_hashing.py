@@ -729,6 +729,7 @@ def test_a_distribution_without_top_level_txt_is_found_from_its_record(
         "madeup/__init__.py,sha256=x,1",
         '"madeup/a,b.py",sha256=y,2',
         "made_single.py,,",
+        "./made_dotted.py,,",
         "../../bin/tool,,",
     ]
     (info / "RECORD").write_text("\n".join([*record, "made_up_dist-1.2.3.dist-info/RECORD,,"]) + "\n")
@@ -736,5 +737,7 @@ def test_a_distribution_without_top_level_txt_is_found_from_its_record(
     found = providers()
     assert [d.metadata["Name"] for d in found["madeup"]] == ["made-up-dist"]
     assert [d.metadata["Name"] for d in found["made_single"]] == ["made-up-dist"]
+    assert [d.metadata["Name"] for d in found["made_dotted"]] == ["made-up-dist"]
+    assert "madeup/a,b" not in found and "tool" not in found  # a quoted path with a comma; not .py
     assert distribution_versions("madeup.sub", providers) == (("made-up-dist", "1.2.3"),)
     assert distribution_versions("json.decoder", providers) == ()
