@@ -7,7 +7,7 @@ import csv
 import importlib.metadata
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import Distribution
 
 
@@ -15,7 +15,7 @@ def providers() -> dict[str, list[Distribution]]:
     """Each top-level module name and the installed distributions that provide it.
 
     What `importlib.metadata.packages_distributions()` finds (a distribution's `top_level.txt`,
-    else the top-level names of the `.py` files its RECORD lists), but without parsing every
+    else the top-level names of the `.py` files it installed), but without parsing every
     distribution's metadata for its name, which is most of that function's time (0.2-0.4 s in
     an environment with torch): names are read only for the distributions asked about.
     """
@@ -24,33 +24,31 @@ def providers() -> dict[str, list[Distribution]]:
         names = (dist.read_text("top_level.txt") or "").split()
         if not names:
             record = dist.read_text("RECORD")
-            names = _record_top_levels(record) if record is not None else _inferred(dist)
+            # RECORD read as text (PackagePath objects for every file were the slow part), an
+            # older install's file list as importlib gives it
+            paths = _record_paths(record) if record is not None else [str(f) for f in dist.files or ()]
+            names = _top_levels(paths)
         for name in names:
             found[name].append(dist)
     return dict(found)
 
 
-def _record_top_levels(record: str) -> set[str]:
-    """The top-level names of the `.py` files a RECORD lists (a CSV file: path, hash, size), as
-    importlib reads them: the first part of a nested path, a top-level file's stem."""
-    names = set()
+def _record_paths(record: str) -> Iterator[str]:
+    """The paths a RECORD lists (a CSV file: path, hash, size a line)."""
     for line in record.splitlines():
         # the CSV reader only for a quoted path (a comma in it): it is slower than a split
-        path = next(csv.reader([line]))[0] if '"' in line else line.rsplit(",", 2)[0]
-        if not path.endswith(".py"):
-            continue
-        parts = [part for part in path.split("/") if part not in ("", ".")]  # as PurePosixPath has them
-        names.add(parts[0] if len(parts) > 1 else parts[-1][:-3])
+        yield next(csv.reader([line]))[0] if '"' in line else line.rsplit(",", 2)[0]
+
+
+def _top_levels(paths: Iterable[str]) -> set[str]:
+    """The top-level names of the `.py` files among `paths`, as importlib infers them: the first
+    part of a nested path, a top-level file's stem."""
+    names = set()
+    for path in paths:
+        if path.endswith(".py"):
+            parts = [part for part in path.split("/") if part not in ("", ".")]  # as PurePosixPath has them
+            names.add(parts[0] if len(parts) > 1 else parts[0][:-3])
     return names
-
-
-def _inferred(dist: Distribution) -> set[str]:
-    """The same for an older install without a RECORD (egg-info's file lists)."""
-    return {
-        file.parts[0] if len(file.parts) > 1 else file.with_suffix("").name
-        for file in dist.files or ()
-        if file.suffix == ".py"
-    }
 
 
 def distribution_versions(
