@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,18 +82,24 @@ def _processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     return type_.dialect_impl(dialect).bind_processor(dialect)
 
 
+def _by_shape(
+    dialect: Dialect, statement: Any, rows: Sequence[dict[str, Any]]
+) -> Iterator[tuple[_Prepared, list[dict[str, Any]]]]:
+    """The rows grouped by their keys, each group with `statement` prepared for those keys."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for keys, group in groups.items():
+        yield _prepare(dialect, statement, keys), group
+
+
 def executemany(connection: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Execute `statement` once per row in the connection's transaction; rows share their keys."""
     if not rows:
         return
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        by_shape.setdefault(tuple(row), []).append(row)
-    dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:
-        for keys, group in by_shape.items():
-            prepared = _prepare(dialect, statement, keys)
+        for prepared, group in _by_shape(connection.dialect, statement, rows):
             cursor.executemany(prepared.sql, [prepared.convert(row) for row in group])
     finally:
         cursor.close()
@@ -109,17 +115,12 @@ def insert_many(connection: Connection, statement: Any, rows: Sequence[dict[str,
     if connection.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
         executemany(connection, statement, rows)
         return
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        by_shape.setdefault(tuple(row), []).append(row)
     quote = connection.dialect.identifier_preparer.quote
     cursor = connection.connection.cursor()
     try:
-        for keys, group in by_shape.items():
-            prepared = _prepare(connection.dialect, statement, keys)
+        for prepared, group in _by_shape(connection.dialect, statement, rows):
             columns = ", ".join(quote(name) for name in prepared.names)
-            copying = f"COPY {quote(statement.table.name)} ({columns}) FROM STDIN"
-            with cursor.copy(copying) as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY {quote(statement.table.name)} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
                 for row in group:
                     copy.write_row(prepared.ordered(row))
     finally:

@@ -165,7 +165,7 @@ nodes = Table(
 event.listen(
     nodes,
     "after_create",
-    DDL(f"ALTER TABLE nodes SET (fillfactor = {NODES_FILLFACTOR})").execute_if(dialect="postgresql"),
+    DDL(f"ALTER TABLE %(table)s SET (fillfactor = {NODES_FILLFACTOR})").execute_if(dialect="postgresql"),
 )
 
 edges = Table(
