@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     insert,
     select,
+    text,
     update,
 )
 
@@ -92,12 +93,31 @@ def test_many_rows_read_back_alike_through_copy(url: str) -> None:
         }
         for i in range(1, bulk.COPY_MIN_ROWS * 2)
     ]
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:  # a statement-level trigger counts statements: one COPY, not one INSERT a row
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE statements (n integer)"))
+            conn.execute(
+                text(
+                    "CREATE FUNCTION counted() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN INSERT INTO statements VALUES (1); RETURN NULL; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER counting AFTER INSERT ON things FOR EACH STATEMENT EXECUTE FUNCTION counted()"
+                )
+            )
     with engine.begin() as conn:
         bulk.insert_many(conn, INSERT, rows)
     with engine.connect() as conn:
         found = {row.id: row._asdict() for row in conn.execute(select(things))}
         nulls = set(conn.execute(select(things.c.id).where(things.c.data.is_(None))).scalars())
+        statements = conn.scalar(text("SELECT count(*) FROM statements")) if postgres else None
     engine.dispose()
+
+    if postgres:
+        assert statements == 1, f"{statements} statements for {len(rows)} rows of one shape: not one COPY"
 
     assert {i: {k: v for k, v in row.items() if k != "made"} for i, row in found.items()} == {
         row["id"]: row for row in rows
