@@ -166,15 +166,21 @@ def _not_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# json.dumps builds its C encoder anew on every call; a run writes five JSON columns a node,
-# and that setup was half of each one's cost. The same encoder made once writes the same text.
-_ENCODER = (
-    json_encoder.c_make_encoder(
-        None, _not_json, json_encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-    if json_encoder.c_make_encoder is not None
-    else None
-)
+def _c_encoder() -> Any:
+    """json.dumps' C encoder, made once: json.dumps builds it anew on every call, and a run writes
+    five JSON columns a node (that setup was half of each one's cost). Its arguments are
+    CPython's, not a public API: where they differ, or there is no C encoder, json.dumps it is.
+    No circular-reference markers: a dict shared between calls keeps the ids of a failed call's
+    objects (the columns' values are flowlib's own, never circular)."""
+    try:
+        return json_encoder.c_make_encoder(  # type: ignore[misc]
+            None, _not_json, json_encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+    except TypeError:  # None (no C accelerator) or another signature
+        return None
+
+
+_ENCODER = _c_encoder()
 
 
 def json_text(value: Any) -> str:
