@@ -10,6 +10,7 @@ Kinds whose prerequisites are missing (PostgreSQL, root for the tmpfs) are skipp
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -114,7 +115,15 @@ def test_the_checks_see_what_they_look_for(tmp_path) -> None:  # type: ignore[no
 
     sleeper = subprocess.Popen(["sleep", "30"], env=project.env)
     try:
-        assert [p.pid for p in started_with("CHAOS_MARKS", str(project.marks_file))] == [sleeper.pid]
+        # Popen returns once exec has closed the error pipe, which the kernel does before it sets
+        # up the new image's environment: for a moment /proc/PID/environ reads empty.
+        deadline = time.monotonic() + 10
+        while (
+            not (found := started_with("CHAOS_MARKS", str(project.marks_file)))
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        assert [p.pid for p in found] == [sleeper.pid]
         assert outliving(started_with("CHAOS_MARKS", str(project.marks_file)), 0.1)
     finally:
         sleeper.kill()
