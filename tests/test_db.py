@@ -416,10 +416,11 @@ def test_the_head_constant_matches_the_migration_scripts():
 
 def test_lookups_by_many_keys_find_them_all(any_url: str) -> None:
     """IN (...) lists are cut into chunks; every chunk's rows must come back."""
+    from scheduler.store import bulk
     from scheduler.store import repository as repo
 
     engine = db.connect(any_url)
-    keys = [f"{i:064x}" for i in range(2 * repo.IN_CHUNK + 1)]
+    keys = [f"{i:064x}" for i in range(2 * bulk.IN_CHUNK + 1)]
     entry = {"operator": "m.op", "fingerprint": "f" * 64, "inputs": {}, "serializers": {}, "created_at": 1.0}
     with engine.begin() as conn:
         rows = [
@@ -427,9 +428,16 @@ def test_lookups_by_many_keys_find_them_all(any_url: str) -> None:
             for i, key in enumerate(keys)
         ]
         repo.put_cache_entries(conn, rows)
+    missing = "e" * 64
     with engine.connect() as conn:
-        found = repo.find_cache_entries(conn, keys, ("outputs",))
-    assert len(found) == len(keys) and found[keys[-1]].outputs == {"i": len(keys) - 1}
+        found = repo.find_cache_entries(conn, [*keys, missing], ("outputs",))
+        # a short list is padded to a statement size compiled once: the padding finds nothing more
+        few = repo.find_cache_entries(conn, [keys[3], missing, keys[7]], ("outputs", "node"))
+    assert {key: row.outputs for key, row in found.items()} == {key: {"i": i} for i, key in enumerate(keys)}
+    assert {key: (row.outputs, row.node) for key, row in few.items()} == {
+        keys[3]: ({"i": 3}, "n3"),
+        keys[7]: ({"i": 7}, "n7"),
+    }
 
 
 @pytest.mark.parametrize(

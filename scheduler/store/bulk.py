@@ -1,9 +1,10 @@
-"""Bulk writes straight through the DBAPI cursor, for the scheduler's hot path.
+"""Bulk writes and keyed reads straight through the DBAPI cursor, for the scheduler's hot path.
 
 SQLAlchemy compiles each statement once per dialect and row shape; rows then go
 to `cursor.executemany` as tuples (or dicts), with each column's own bind
 processor applied. This keeps SQLAlchemy's SQL and type handling and skips its
-per-row parameter machinery, which cost more than SQLite's own work for a batch.
+per-row parameter machinery, which cost more than SQLite's own work for a batch
+(and, for a one-key read, six times the read itself).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Column, Connection, bindparam, select
 from sqlalchemy.engine import Dialect
 
 
@@ -125,3 +126,41 @@ def insert_many(connection: Connection, statement: Any, rows: Sequence[dict[str,
                     copy.write_row(prepared.ordered(row))
     finally:
         cursor.close()
+
+
+IN_CHUNK = 500  # values per `IN (...)`: SQLite builds before 3.32 allow 999 parameters a statement
+
+
+def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """`values` in slices short enough for one `IN (...)` each."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
+
+
+def select_in(
+    connection: Connection, columns: tuple[Column[Any], ...], key: Column[Any], values: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """The rows (`columns`, each through its type's result processor) whose `key` is in `values`."""
+    if not values:
+        return []
+    dialect = connection.dialect
+    results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+    found: list[tuple[Any, ...]] = []
+    cursor = connection.connection.cursor()
+    try:
+        for chunk in map(list, chunks(values)):
+            size = 1 << (len(chunk) - 1).bit_length()  # a few statement sizes, each compiled once
+            chunk += chunk[-1:] * (size - len(chunk))  # repeats match the same rows again: harmless
+            prepared = _prepare(dialect, _select_in(columns, key, size), ())
+            cursor.execute(prepared.sql, prepared.convert({f"v{i}": v for i, v in enumerate(chunk)}))
+            found.extend(cursor.fetchall())
+    finally:
+        cursor.close()
+    if any(results):
+        return [tuple(v if p is None else p(v) for p, v in zip(results, row, strict=True)) for row in found]
+    return [tuple(row) for row in found]
+
+
+@functools.cache
+def _select_in(columns: tuple[Column[Any], ...], key: Column[Any], size: int) -> Any:
+    return select(*columns).where(key.in_([bindparam(f"v{i}") for i in range(size)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, insert, select, update
 
 from scheduler.store import bulk
+from scheduler.store.bulk import chunks
 from scheduler.store.models import (
     artifacts,
     attempts,
@@ -27,13 +29,6 @@ from scheduler.store.models import (
 
 _N = nodes.c
 _R = runs.c
-IN_CHUNK = 500  # values per `IN (...)`: SQLite builds before 3.32 allow 999 parameters a statement
-
-
-def chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    """`values` in slices short enough for one `IN (...)` each."""
-    for start in range(0, len(values), IN_CHUNK):
-        yield values[start : start + IN_CHUNK]
 
 
 def _insert_ignoring_duplicates(
@@ -307,12 +302,14 @@ def find_cache_entries(
     """key -> a plain row with those columns of each cache entry that exists (a cache hit needs
     only the outputs; a resume's plan the fingerprint and inputs too)."""
     entries = cache_entries.c
-    selected = [entries.key, *(entries[name] for name in columns)]
-    found: dict[str, Any] = {}
-    for chunk in chunks(keys):
-        for row in conn.execute(select(*selected).where(entries.key.in_(chunk))):
-            found[row.key] = row
-    return found
+    selected = (entries.key, *(entries[name] for name in columns))
+    make = _row_type(("key", *columns))
+    return {row[0]: make(*row) for row in bulk.select_in(conn, selected, entries.key, keys)}
+
+
+@functools.cache
+def _row_type(names: tuple[str, ...]) -> Any:
+    return collections.namedtuple("Row", names)  # type: ignore[misc]
 
 
 def add_fingerprints(conn: Connection, rows: list[dict[str, Any]]) -> None:
