@@ -86,9 +86,17 @@ class Captured:
             _watcher().watch(self)
         return self
 
-    def begin(self) -> None:
-        """The operator starts now (after its inputs loaded)."""
+    def begin(self, *, report: bool = False) -> None:
+        """The operator starts now (after its inputs loaded). With `report` (an attempt with a
+        timeout, which counts from here) "started" is sent now, from this thread, rather than by
+        the watcher once the attempt has run a moment: an operator that holds the GIL must not
+        keep its start from the pool."""
         self.started_at = time.time()
+        if report:
+            with self.lock:
+                if self.emit is not None and not self.reported:
+                    self.reported = True
+                    self.emit("started", {"time": self.started_at})
 
     def poll(self, now: float) -> None:
         """Send what was added since the last poll (and "started", once), from the watcher thread."""

@@ -29,6 +29,12 @@ from executors.pool_worker import PoolTask, PoolWorker, describe_exit
 from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import per_attempt
 
+# How long a worker may take to begin an operator it was handed (its start-up: a template still
+# importing the pipeline's libraries, a fresh interpreter; loading the inputs) on top of the
+# operator's timeout, which counts from the start the worker reports. Past it the worker counts
+# as hung.
+START_ALLOWANCE_S = 60.0
+
 
 class WorkerPool:
     """Up to `size` warm workers started as `start` says (FORK or SPAWN), `env` added to every
@@ -196,7 +202,9 @@ class WorkerPool:
         if not task.held:
             task.started = time.time()
             if task.deadline is not None:
-                task.deadline = time.monotonic() + (task.spec.timeout or 0)
+                # until the worker reports the operator's start (a worker still starting up, or
+                # loading inputs), the clock allows for that; then it counts from the start
+                task.deadline = time.monotonic() + (task.spec.timeout or 0) + START_ALLOWANCE_S
         try:
             worker.conn.send(message)
         except (OSError, ValueError):
@@ -378,7 +386,7 @@ class WorkerPool:
         """The worker began the operator: its timeout counts from then, not from the hand-over."""
         if when is None:
             return
-        task.started = when
+        task.started, task.began = when, True
         if task.spec.timeout:
             with self._lock:
                 if task.deadline is not None and not task.held:
@@ -400,9 +408,13 @@ class WorkerPool:
                     and now >= task.deadline
                     and worker.kill_reason is None
                 ):
+                    timeout = task.spec.timeout or 0
                     worker.kill_reason = (
                         "Timeout",
-                        f"timed out after {task.spec.timeout:g} s and was killed",
+                        f"timed out after {timeout:g} s and was killed"
+                        if task.began
+                        else f"did not start within {timeout + START_ALLOWANCE_S:g} s of being handed "
+                        "to its worker and was killed",
                     )
                     worker.kill()
                 elif task and task.stop_by is not None and now >= task.stop_by and worker.kill_reason is None:

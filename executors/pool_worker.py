@@ -27,6 +27,7 @@ class PoolTask:
     held: bool = False  # handed over ahead of its start: it starts once released
     log_sent: int = 0  # bytes of the worker's capture file its "log" events carried
     stop_by: float | None = None  # stopped gently (executors.stopping): killed if still running then
+    began: bool = False  # the worker reported the operator's start: its deadline counts from then
 
     @classmethod
     def of(cls, spec: TaskSpec, on_event: EventSink, *, held: bool = False) -> PoolTask:

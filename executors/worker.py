@@ -309,7 +309,7 @@ def execute(
             if released is not None:
                 released()
             result.started_at = time.time()
-            log.begin()
+            log.begin(report=spec.timeout is not None)
             with stopping.user_code():
                 value = call_operator(op, kwargs)
             value = as_declared(op, value)

@@ -170,7 +170,10 @@ def test_a_malformed_request_is_a_4xx_with_nothing_recorded(project, servers) ->
 
 def test_queued_runs_go_by_priority_and_a_queued_cancel_runs_nothing(project, servers) -> None:  # type: ignore[no-untyped-def]
     server = servers("--no-auth", "--max-runs", "1")
-    flow(project, "submit", "p.py", "-p", "n=1", "-p", "seconds=6", "-p", "tag=first", server=server)
+    # the first run holds the one slot until the test cancels it: the queue is built while it runs
+    first = flow(
+        project, "submit", "p.py", "-p", "n=1", "-p", "seconds=300", "-p", "tag=first", server=server
+    ).out.strip()
     low = flow(
         project, "submit", "p.py", "-p", "n=1", "-p", "tag=low", "--priority", "1", server=server
     ).out.strip()
@@ -182,6 +185,10 @@ def test_queued_runs_go_by_priority_and_a_queued_cancel_runs_nothing(project, se
     ).out.strip()
     cancelled = flow(project, "cancel", doomed, server=server)
     assert cancelled.code == 0 and "never started" in cancelled.err, cancelled
+    assert wait_for(
+        lambda: flow(project, "status", first, "--json", server=server).json()["status"] == "running"
+    )
+    assert flow(project, "cancel", first, server=server).code == 0
     assert wait_for(
         lambda: flow(project, "status", low, "--json", server=server).json()["status"] == "succeeded"
     )

@@ -170,12 +170,26 @@ def gone(pids: list[int], within: float = 10.0) -> list[int]:
     """The pids still alive after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
-        alive = [
-            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [p for p in pids if _alive(p)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # reaped between the listing and the look
+        return False
+
+
+def remote_workers_left(*daemons: sshd.Sshd, within: float = 10.0) -> list[str]:
+    """Flowlib processes still running below the daemons after up to `within` seconds (a remote
+    watcher exits on its own time once it has sent its result)."""
+    deadline = time.monotonic() + within
+    while (left := [c for d in daemons for c in remote_workers(d)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def remote_workers(daemon: sshd.Sshd) -> list[str]:
@@ -232,7 +246,7 @@ def test_a_failing_rank_on_node_1_stops_every_rank_on_both_hosts(project: Any, h
     ranks = lines(marks, "rank")
     assert sorted((r[0], int(r[1])) for r in ranks) == [("0", a.port), ("1", b.port)]
     assert gone([int(r[-1]) for r in ranks]) == [], "a rank outlived the failed attempt"
-    assert remote_workers(a) == [] and remote_workers(b) == []
+    assert remote_workers_left(a, b) == []
 
 
 def test_a_retry_after_a_lost_host_places_the_group_again_and_resumes(project: Any, hosts: Any) -> None:
@@ -279,7 +293,7 @@ def test_a_retry_after_a_lost_host_places_the_group_again_and_resumes(project: A
         ("1", "2", b.port),
     ]
     assert gone([int(r[-1]) for r in ranks]) == []
-    assert remote_workers(a) == [] and remote_workers(b) == []
+    assert remote_workers_left(a, b) == []
 
 
 def test_labels_and_accelerators_place_a_node_only_where_they_exist(project: Any, hosts: Any) -> None:

@@ -97,7 +97,11 @@ def test_the_template_imports_the_libraries_while_the_scheduler_does(project, he
         "import os, time\n"
         f"with open({str(times)!r}, 'a') as f:\n"
         "    f.write(f'{os.getpid()} start {time.time()}\\n')\n"
-        "time.sleep(2.0)\n"
+        # wait for the other importer to start (a rendezvous, not a fixed window): done at once
+        # when the imports overlap; when they run one after the other this one gives up first
+        "deadline = time.monotonic() + 30\n"
+        f"while open({str(times)!r}).read().count(' start ') < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
         f"with open({str(times)!r}, 'a') as f:\n"
         "    f.write(f'{os.getpid()} end {time.time()}\\n')\n"
     )
