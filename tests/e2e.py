@@ -9,8 +9,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 FLOW = str(Path(sys.executable).with_name("flow"))
 TRACEBACK = r'Traceback \(most recent call last\)|^\s*File ".*", line \d+'
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie does not, nor one reaped while we looked."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @dataclass

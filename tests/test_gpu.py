@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from e2e import MARK, TRACEBACK, Project, make_project
+from e2e import MARK, TRACEBACK, Project, alive, make_project
 
 from executors.devices import DeviceLocks, resolve_devices
 from flowlib.errors import ConfigError
@@ -187,7 +186,7 @@ def test_ctrl_c_frees_the_device_for_a_waiting_run(tmp_path, host):
     assert second.returncode == 0, err
     assert json.loads(out)["outputs"]["gpus"] == [0]
     worker = int(holder.marks("hold")[0].split()[-1])
-    assert _wait_for(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie", 10)
+    assert _wait_for(lambda: not alive(worker), 10)
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]

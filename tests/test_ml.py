@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
-from e2e import MARK, make_project
+from e2e import MARK, alive, make_project
 
 import flowlib
 
@@ -41,7 +40,7 @@ def _pids(project, name):  # type: ignore[no-untyped-def]
 
 
 def _gone(pids: set[int]) -> bool:
-    return all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
+    return not any(alive(p) for p in pids)
 
 
 def test_ddp_returns_rank_0s_value_after_both_ranks_reduced(tmp_path):

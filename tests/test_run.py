@@ -8,9 +8,8 @@ import signal
 import sqlite3
 import time
 
-import psutil
 import pytest
-from e2e import MARK, TRACEBACK, Project, make_project
+from e2e import MARK, TRACEBACK, Project, alive, make_project
 
 
 @pytest.fixture
@@ -424,9 +423,7 @@ def _worker_pids(project: Project) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    return {
-        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    }
+    return {pid for pid in pids if alive(pid)}
 
 
 def test_ctrl_c_cancels_the_run(project):

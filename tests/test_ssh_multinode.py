@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import sshd
+from e2e import alive
 
 from scheduler.store import db
 from scheduler.store import repository as repo
@@ -170,17 +171,10 @@ def gone(pids: list[int], within: float = 10.0) -> list[int]:
     """The pids still alive after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
-        alive = [p for p in pids if _alive(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
+        running = [p for p in pids if alive(p)]
+        if not running or time.monotonic() > deadline:
+            return running
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # reaped between the listing and the look
-        return False
 
 
 def remote_workers_left(*daemons: sshd.Sshd, within: float = 10.0) -> list[str]:

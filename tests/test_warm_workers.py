@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from e2e import Project, make_project
+from e2e import Project, alive, make_project
 
 from executors.base import OperatorRef, TaskSpec
 from executors.placement import Seat, Unplaceable
@@ -170,10 +170,7 @@ def hanging(marks: str) -> int:
 def _gone(pids: set[int], within: float = 10.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        alive = {
-            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        }
-        if not alive:
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.1)
     return False
