@@ -81,29 +81,34 @@ def start_server(
     token: str | None = None,
     name: str = "server",
 ) -> Server:
-    port = free_port()
-    log = project.root / f"{name}-{port}.log"
-    process = subprocess.Popen(
-        [FLOW, "server", "--port", str(port), *args],
-        cwd=project.root,
-        env={**project.env, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=open(log, "w"),  # noqa: SIM115 (the server writes it until it ends)
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(process, f"http://127.0.0.1:{port}", log, token)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
+    for _ in range(5):  # the free port may be taken before the server binds it: then another
+        port = free_port()
+        log = project.root / f"{name}-{port}.log"
+        process = subprocess.Popen(
+            [FLOW, "server", "--port", str(port), *args],
+            cwd=project.root,
+            env={**project.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=open(log, "w"),  # noqa: SIM115 (the server writes it until it ends)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        server = Server(process, f"http://127.0.0.1:{port}", log, token)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(server.url + "/api/health", timeout=2):
+                    return server
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        else:
+            server.kill()
+            raise AssertionError(f"the server did not answer within 60 s:\n{server.output()}")
+        if not (process.returncode == 2 and "cannot listen on" in server.output()):
             raise AssertionError(f"the server exited with {process.returncode}:\n{server.output()}")
-        try:
-            with urllib.request.urlopen(server.url + "/api/health", timeout=2):
-                return server
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    server.kill()
-    raise AssertionError(f"the server did not answer within 60 s:\n{server.output()}")
+    raise AssertionError(f"no free port the server could listen on:\n{server.output()}")
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, every: float = 0.2) -> Any:

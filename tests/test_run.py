@@ -106,13 +106,13 @@ def slow(x: int) -> int:
 
 @workflow
 def ff() -> list[int]:
-    return [boom(0), slow(20)]
+    return [boom(0), slow(60)]
 """,
     )
     started = time.monotonic()
     done = project.flow("run", "p.py", "--fail-fast", "--json")
     assert done.code == 1, done
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 45  # it did not wait for slow's minute
     assert {n["name"]: n["status"] for n in done.json()["nodes"]}["slow"] == "cancelled"
     assert project.marks("slow") == []
 
