@@ -102,6 +102,19 @@ class Event:
 
 EventSink = Callable[[Event], None]
 
+# A timeout counts from the start of the operator, which its worker reports at once ("started").
+# Until then an executor allows this much on top of it, for the worker to get there (a worker
+# starting up, importing the pipeline's libraries; loading the inputs); past it the worker counts
+# as hung.
+START_ALLOWANCE_S = 60.0
+
+
+def not_begun(timeout: float) -> str:
+    """The error of an attempt killed before its operator began."""
+    return (
+        f"did not start within {timeout + START_ALLOWANCE_S:g} s of being handed to its worker and was killed"
+    )
+
 
 class Executor(ABC):
     """Runs TaskSpecs. `capacity` gives totals; the scheduler does the accounting."""

@@ -21,19 +21,13 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait
 from typing import Any
 
-from executors.base import Event, EventSink, TaskResult, TaskSpec
+from executors.base import START_ALLOWANCE_S, Event, EventSink, TaskResult, TaskSpec, not_begun
 from executors.channel import Waker
 from executors.launch import FORK, Launcher
 from executors.placement import Placement, Unplaceable
 from executors.pool_worker import PoolTask, PoolWorker, describe_exit
 from executors.worker import HOST, RELEASE, dumps
 from flowlib.resources import per_attempt
-
-# How long a worker may take to begin an operator it was handed (its start-up: a template still
-# importing the pipeline's libraries, a fresh interpreter; loading the inputs) on top of the
-# operator's timeout, which counts from the start the worker reports. Past it the worker counts
-# as hung.
-START_ALLOWANCE_S = 60.0
 
 
 class WorkerPool:
@@ -411,10 +405,7 @@ class WorkerPool:
                     timeout = task.spec.timeout or 0
                     worker.kill_reason = (
                         "Timeout",
-                        f"timed out after {timeout:g} s and was killed"
-                        if task.began
-                        else f"did not start within {timeout + START_ALLOWANCE_S:g} s of being handed "
-                        "to its worker and was killed",
+                        f"timed out after {timeout:g} s and was killed" if task.began else not_begun(timeout),
                     )
                     worker.kill()
                 elif task and task.stop_by is not None and now >= task.stop_by and worker.kill_reason is None:

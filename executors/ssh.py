@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # the registry reports this message as the reason `ssh` is unavailable
     raise ImportError(f"the ssh executor needs asyncssh ({exc}): pip install 'flowlib[ssh]'") from exc
 
-from executors.base import EventSink, Executor, TaskResult, TaskSpec
+from executors.base import START_ALLOWANCE_S, Event, EventSink, Executor, TaskResult, TaskSpec, not_begun
 from executors.ssh_gang import run_gang
 from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_hosts
 from executors.ssh_process import RemoteRun
@@ -68,6 +68,31 @@ class _Task:
 
     def weight(self, host: Host) -> int:
         return min(host.slots, max(1, math.ceil(self.share.cpus)))
+
+
+class _Clock:
+    """An attempt's timeout on the executor's loop: from the hand-over with room for the remote
+    worker to start (START_ALLOWANCE_S), then from the start it reports. Local times only: the
+    remote host's clock may differ."""
+
+    def __init__(self, timeout: float, expire: Callable[[str], None]) -> None:
+        self.timeout, self.expire, self.loop = timeout, expire, asyncio.get_running_loop()
+        self.handle = self.loop.call_later(timeout + START_ALLOWANCE_S, expire, not_begun(timeout))
+        self.began = False
+
+    def watching(self, sink: EventSink) -> EventSink:
+        def relay(event: Event) -> None:
+            if event.kind == "started" and not self.began:
+                self.began = True
+                self.handle.cancel()
+                message = f"timed out after {self.timeout:g} s and was killed"
+                self.handle = self.loop.call_later(self.timeout, self.expire, message)
+            sink(event)
+
+        return relay
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 
 def _with_devices(spec: TaskSpec, ids: list[int]) -> TaskSpec:
@@ -268,18 +293,19 @@ class SshExecutor(Executor):
                     raise done
             if requeue:
                 return
+            on_event = task.on_event
             if task.spec.timeout:
-                message = f"timed out after {task.spec.timeout:g} s and was killed"
-                timer = asyncio.get_running_loop().call_later(
-                    task.spec.timeout, self._kill, task.spec.task_id, "Timeout", message
+                timer = _Clock(
+                    task.spec.timeout, lambda why, _id=task.spec.task_id: self._kill(_id, "Timeout", why)
                 )
+                on_event = timer.watching(on_event)
             if task.nnodes > 1:
                 placed = [(host, ids) for host, _, ids in task.taken]
                 outcome = await run_gang(
-                    task.spec, placed, task.on_event, self._transfer, self._python, self._mark_down
+                    task.spec, placed, on_event, self._transfer, self._python, self._mark_down
                 )
             else:
-                outcome = await self._run(task, hosts[0])
+                outcome = await self._run(task, hosts[0], on_event)
         except asyncio.CancelledError:
             outcome = task.kill or ("Cancelled", "the executor shut down")
         except (asyncssh.Error, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
@@ -332,11 +358,11 @@ class SshExecutor(Executor):
             raise Unusable(str(exc)) from None
 
     # -- one attempt on a connected host ------------------------------------------------
-    async def _run(self, task: _Task, host: Host) -> TaskResult:
+    async def _run(self, task: _Task, host: Host, on_event: EventSink) -> TaskResult:
         spec, started = _with_devices(task.spec, task.taken[0][2]), time.time()
         remote_spec, sys_path = await self._transfer.ship(host, spec)
         task.process = await RemoteRun.start(host, self._python, remote_spec, sys_path)
-        result = await task.process.result(task.on_event, spec.task_id, started)
+        result = await task.process.result(on_event, spec.task_id, started)
         await self._transfer.fetch(host, spec, result)
         if task.tried:
             notes = "".join(f"flowlib: {why}; ran on ssh host {host.label}\n" for why in task.tried.values())

@@ -170,6 +170,30 @@ def wait_for(path: Path, within: float = 20.0) -> int:
 # -- end to end: `flow run --executor ssh` ---------------------------------------------------------
 
 
+SLOW_START = """
+import time
+from flowlib import operator, workflow
+
+time.sleep(3)  # module-level work: the remote worker pays it as it starts, before the operator
+
+@operator(timeout=1)
+def quick(i: int) -> int:
+    return i
+
+@workflow
+def w(n: int = 2) -> list[int]:
+    return quick.map(list(range(n)))
+"""
+
+
+def test_a_timeout_counts_from_the_remote_operators_start(project: Any, daemon: sshd.Sshd) -> None:
+    project.write("slow.py", SLOW_START)
+    write_config(project, daemon)
+    done = project.flow("run", "slow.py", "--executor", "ssh", "--json")
+    assert done.code == 0, str(done)  # was: "timed out after 1 s" while the remote worker started
+    assert done.json()["outputs"] == [0, 1]
+
+
 def test_dag_runs_over_ssh_with_the_same_outputs_as_local(project: Any, daemon: sshd.Sshd) -> None:
     project.write("pipe.py", PIPELINE)
     write_config(project, daemon)
