@@ -292,9 +292,9 @@ def test_cancel_stops_the_task_and_its_process(executor, tmp_path):
     pid = pid_in(pidfile)
     asked = time.monotonic()
     executor.cancel(task.task_id)
-    result = future.result(timeout=20)
+    result = future.result(timeout=40)
     assert not result.ok and result.error["type"] == "Cancelled"
-    assert time.monotonic() - asked < 10
+    assert time.monotonic() - asked < 30  # not the nap's minute
     assert gone(pid), "the task's process outlived the cancel"
 
 
@@ -307,9 +307,9 @@ def test_stop_ends_the_task_as_cancelled_and_a_pool_keeps_its_worker(executor, t
     executor.stop(task.task_id, 5.0)
     again, again_pid = napping(tmp_path, "after", 0.1)
     following = executor.submit(again, lambda _: None)  # while the worker stops, as a sweep's next trial
-    result = future.result(timeout=20)
+    result = future.result(timeout=40)
     assert not result.ok and result.error["type"] == "Cancelled", result.error
-    assert time.monotonic() - asked < 10
+    assert time.monotonic() - asked < 30  # not the nap's minute
     assert following.result(timeout=30).ok
     if executor.name not in ("local", "gpu"):  # elsewhere a stop is a cancel
         assert gone(pid), "the task's process outlived the stop"

@@ -161,7 +161,7 @@ def test_a_worker_crash_and_a_timeout_fail_only_their_nodes(project, ray_cluster
     project.write("p.py", FAILURES.format(pids=str(pids)))
     started = time.monotonic()
     result = run(project.load("p.py").failures, executor="ray", db=f"sqlite:///{tmp_path / 'flow.db'}")
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 50  # sleepy's minute was cut short by its timeout
 
     assert result.status == "failed"
     nodes = {node.name: node for node in result.nodes}
