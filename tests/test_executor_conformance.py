@@ -99,7 +99,7 @@ def stubborn(pidfile: str, seconds: float) -> int:
 @operator
 def dies(x: int) -> int:
     print("last words", flush=True)
-    time.sleep(1.5)  # long enough for the words to be streamed (Ray sends its first event late)
+    time.sleep(3.0)  # long enough for the words to be streamed (Ray sends its first event late)
     os._exit(3)
 """
 
