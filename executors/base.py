@@ -109,6 +109,11 @@ EventSink = Callable[[Event], None]
 START_ALLOWANCE_S = 60.0
 
 
+def timed_out(timeout: float) -> str:
+    """The error of an attempt killed at its timeout."""
+    return f"timed out after {timeout:g} s and was killed"
+
+
 def not_begun(timeout: float) -> str:
     """The error of an attempt killed before its operator began."""
     return (

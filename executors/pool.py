@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait
 from typing import Any
 
-from executors.base import START_ALLOWANCE_S, Event, EventSink, TaskResult, TaskSpec, not_begun
+from executors.base import START_ALLOWANCE_S, Event, EventSink, TaskResult, TaskSpec, not_begun, timed_out
 from executors.channel import Waker
 from executors.launch import FORK, Launcher
 from executors.placement import Placement, Unplaceable
@@ -405,7 +405,7 @@ class WorkerPool:
                     timeout = task.spec.timeout or 0
                     worker.kill_reason = (
                         "Timeout",
-                        f"timed out after {timeout:g} s and was killed" if task.began else not_begun(timeout),
+                        timed_out(timeout) if task.began else not_begun(timeout),
                     )
                     worker.kill()
                 elif task and task.stop_by is not None and now >= task.stop_by and worker.kill_reason is None:

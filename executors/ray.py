@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec
+from executors.base import Event, EventSink, Executor, TaskResult, TaskSpec, timed_out
 from executors.ray_cluster import check_reachable, custom_resources, machines, route_ray_errors
 from executors.ray_cluster import failure_from as failure_from
 from executors.ray_gang import RayGang
@@ -292,7 +292,7 @@ class RayExecutor(Executor):
             task = self._tasks.get(task_id)
             if task is None or task.result is not None or task.timer is not None or not task.spec.timeout:
                 return
-            message = f"timed out after {task.spec.timeout:g} s and was killed"
+            message = timed_out(task.spec.timeout)
             task.timer = threading.Timer(task.spec.timeout, self._stop, args=(task_id, "Timeout", message))
             task.timer.daemon = True
             task.timer.start()

@@ -33,7 +33,16 @@ try:
 except ImportError as exc:  # the registry reports this message as the reason `ssh` is unavailable
     raise ImportError(f"the ssh executor needs asyncssh ({exc}): pip install 'flowlib[ssh]'") from exc
 
-from executors.base import START_ALLOWANCE_S, Event, EventSink, Executor, TaskResult, TaskSpec, not_begun
+from executors.base import (
+    START_ALLOWANCE_S,
+    Event,
+    EventSink,
+    Executor,
+    TaskResult,
+    TaskSpec,
+    not_begun,
+    timed_out,
+)
 from executors.ssh_gang import run_gang
 from executors.ssh_hosts import Host, HostDown, Unusable, describe, open_host, parse_hosts
 from executors.ssh_process import RemoteRun
@@ -85,8 +94,7 @@ class _Clock:
             if event.kind == "started" and not self.began:
                 self.began = True
                 self.handle.cancel()
-                message = f"timed out after {self.timeout:g} s and was killed"
-                self.handle = self.loop.call_later(self.timeout, self.expire, message)
+                self.handle = self.loop.call_later(self.timeout, self.expire, timed_out(self.timeout))
             sink(event)
 
         return relay
