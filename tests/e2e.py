@@ -15,6 +15,24 @@ FLOW = str(Path(sys.executable).with_name("flow"))
 TRACEBACK = r'Traceback \(most recent call last\)|^\s*File ".*", line \d+'
 
 
+# A quick operator with a 1 s timeout in a pipeline whose import takes 3 s: every worker pays
+# that as it starts, before the operator; the timeout must not count it.
+SLOW_START = """
+import time
+from flowlib import operator, workflow
+
+time.sleep(3)
+
+@operator(timeout=1)
+def quick(i: int) -> int:
+    return i
+
+@workflow
+def w(n: int = 2) -> list[int]:
+    return quick.map(list(range(n)))
+"""
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs: a zombie does not, nor one reaped while we looked."""
     try:

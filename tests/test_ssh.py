@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sshd
-from e2e import TRACEBACK
+from e2e import SLOW_START, TRACEBACK
 
 pytest.importorskip("asyncssh")
 if sshd.missing():
@@ -168,22 +168,6 @@ def wait_for(path: Path, within: float = 20.0) -> int:
 
 
 # -- end to end: `flow run --executor ssh` ---------------------------------------------------------
-
-
-SLOW_START = """
-import time
-from flowlib import operator, workflow
-
-time.sleep(3)  # module-level work: the remote worker pays it as it starts, before the operator
-
-@operator(timeout=1)
-def quick(i: int) -> int:
-    return i
-
-@workflow
-def w(n: int = 2) -> list[int]:
-    return quick.map(list(range(n)))
-"""
 
 
 def test_a_timeout_counts_from_the_remote_operators_start(project: Any, daemon: sshd.Sshd) -> None:

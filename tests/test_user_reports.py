@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from e2e import FLOW, MARK, TRACEBACK, make_project
+from e2e import FLOW, MARK, SLOW_START, TRACEBACK, make_project
 
 
 @pytest.fixture
@@ -365,22 +365,6 @@ def test_waiting_for_a_worker_is_queued_not_running_and_not_timed(project) -> No
         rows = conn.execute("SELECT data FROM events WHERE kind = 'node_states'").fetchall()
     changes = {status: at for (data,) in rows for name, status, at in json.loads(data) if name == "work[3]"}
     assert changes["running"] - changes["queued"] >= 1.8, changes  # it waited for a worker, queued
-
-
-SLOW_START = """
-import time
-from flowlib import operator, workflow
-
-time.sleep(3)  # module-level work: each worker pays it as it starts, before it takes a task
-
-@operator(timeout=1)
-def quick(i: int) -> int:
-    return i
-
-@workflow
-def w(n: int = 2) -> list[int]:
-    return quick.map(list(range(n)))
-"""
 
 
 def test_a_timeout_counts_from_the_operators_start_not_from_its_workers_start_up(project) -> None:  # type: ignore[no-untyped-def]
