@@ -181,6 +181,39 @@ def test_a_node_starts_only_once_its_upstreams_success_is_committed(project, exe
     assert done.json()["outputs"] == ["succeeded"] * 5
 
 
+UNFROZEN_STATES = """
+import gc
+from flowlib import operator, workflow
+
+@operator
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+@operator
+def square(x: int) -> int:
+    return x * x
+
+@operator
+def unfrozen_node_states(squares: list[int]) -> int:
+    # what the collector's passes walk (gc.get_objects leaves frozen objects out)
+    return sum(type(o).__name__ == "NodeState" for o in gc.get_objects())
+
+@workflow
+def counts(n: int = 3000) -> int:
+    return unfrozen_node_states(square.map(numbers(n)))
+"""
+
+
+def test_a_map_expanded_while_the_run_goes_on_is_kept_out_of_the_collectors_passes(project):
+    # `flow run` freezes what lives to the run's end (gc.freeze); a map over a future's list gets
+    # its items' states only later, and they are frozen then too (the inline executor runs the
+    # operators in the scheduler's process, so they see its garbage collector)
+    project.write("p.py", UNFROZEN_STATES)
+    done = project.flow("run", "p.py", "--executor", "inline", "--json")
+    assert done.code == 0, done
+    assert done.json()["outputs"] < 100  # of 3,004 node states
+
+
 def test_the_event_log_records_every_state_change_in_order(project):
     project.write("p.py", RETRY)
     done = project.flow("run", "p.py", "--json")

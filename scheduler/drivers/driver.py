@@ -85,6 +85,7 @@ class Driver:
         self.holding = {name for name, executor in executors.items() if isinstance(executor, Holding)}
         self._beating = False
         self.serving = False  # set by a server: the loop goes on with no run, until told to stop
+        self.after_advance: Callable[[], None] | None = None  # the foreground driver's gc upkeep
 
     # -- runs ----------------------------------------------------------------------------------
     def add(self, handle: RunHandle) -> None:
@@ -110,6 +111,8 @@ class Driver:
         now = time.time()
         for handle in list(self.runs.values()):
             self._guard(handle, handle.machine.advance, now)
+        if self.after_advance is not None:
+            self.after_advance()
         due = [(h, h.machine.writes.take()) for h in self.runs.values() if self._commit_due(h)]
         if due:
             for handle, writes in due:  # what tasks handed over before the commit will read

@@ -29,6 +29,28 @@ from scheduler.store.lookups import StoreLookups
 from scheduler.store.outage import Outage
 
 KEEP_AFTER_RUN = 32 * 1024 * 1024  # bytes of small artifacts a run's result may hold on to
+REFREEZE_NODES = 1000  # new node states (a map expanded at run time) that call for gc.freeze() again
+
+
+class _Refreeze:
+    """Freezes again once the runs' node states grew by many: a map's items, expanded while the
+    run goes on, live to its end like the states frozen at its start. Only then, not after every
+    step, so that what user code running inline leaves for the collector stays collectable."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.frozen_at = self._states()
+
+    def _states(self) -> int:
+        return sum(len(handle.machine.states) for handle in self.driver.runs.values())
+
+    def __call__(self) -> None:
+        states = self._states()
+        if states - self.frozen_at >= REFREEZE_NODES:
+            gc.freeze()
+            self.frozen_at = states
+        else:  # fewer once a run ended
+            self.frozen_at = min(self.frozen_at, states)
 
 
 def make_handle(
@@ -126,6 +148,7 @@ def run_in_foreground(
     # The plans and node states live for the whole run: kept out of the cyclic collector's full
     # passes, which otherwise walk all of them again and again (~10 % of a 10,000-node run).
     gc.freeze()
+    driver.after_advance = _Refreeze(driver)
     try:
         driver.run()
     except KeyboardInterrupt:
