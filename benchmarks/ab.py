@@ -4,8 +4,9 @@
                                       [--executors local] [--repeat 5]
 
 OTHER_PYTHON is the interpreter of another checkout's venv (say, the commit before a change).
-Each repetition runs A then B back to back, so the machine's drift hits both alike; the
-table gives each one's median wall time and B over A.
+Each repetition runs A and B back to back, A first in one repetition and B first in the next
+(whichever runs second pays for the first one's disk writes being flushed), so the machine's
+drift hits both alike; the table gives each one's median wall time and B over A.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     a, b = sys.executable, args.other
     for python in (a, b):
         compile_install(python)
-    print(f"A = {a}\nB = {b}\nmedian wall seconds of {args.repeat}, runs interleaved A, B, A, B, ...")
+    print(f"A = {a}\nB = {b}\nmedian wall seconds of {args.repeat}, runs interleaved A, B, B, A, A, B, ...")
     print(f"{'shape':<12} {'nodes':>7} {'executor':<8} {'A s':>8} {'B s':>8} {'B/A':>6}")
     cases = [
         (shape, int(n), executor, False)
@@ -57,8 +58,8 @@ def main() -> None:
         cases.append(("fan-out", max(int(n) for n in args.sizes.split(",")), "local", True))
     for shape, n, executor, cached in cases:
         times: dict[str, list[float]] = {a: [], b: []}
-        for _ in range(args.repeat):
-            for python in (a, b):
+        for repetition in range(args.repeat):
+            for python in (a, b) if repetition % 2 == 0 else (b, a):
                 times[python].append(flow_run(shape, n, executor, cached=cached, python=python)[0])
         ta, tb = statistics.median(times[a]), statistics.median(times[b])
         label = shape + (" cached" if cached else "")
