@@ -135,11 +135,16 @@ class RunRows:
                 raise RunTakenOver(f"another server adopted run {self.run_id}; this one stops running it")
         rows = writes.rows
         new_ids: dict[str, int] = {}
+        inserted: set[str] = set()
         if writes.new_nodes:
             # an adopted run's map items may be recorded already, by the server that ran it before
             fresh = [row for row in writes.new_nodes if row["name"] not in self.ids]
-            names = {row["name"] for row in fresh}
-            edges = [(src, dst) for src, dst in writes.new_edges if dst in names or src in names]
+            inserted = {row["name"] for row in fresh}
+            edges = [(src, dst) for src, dst in writes.new_edges if dst in inserted or src in inserted]
+            # what was decided for a new node since (queued, with its key) goes in its INSERT,
+            # not in an UPDATE of the row just inserted: half a map's node writes. (`writes` is
+            # left as it is: a commit retried after an outage writes it again.)
+            fresh = [{**row, **writes.nodes.get(row["name"], {})} for row in fresh]
             repo.insert_nodes(conn, self.run_id, fresh, edges)
             names = [row["name"] for row in fresh]
             for chunk in repo.chunks(names):
@@ -153,7 +158,12 @@ class RunRows:
         with _pipelined(conn):
             repo.add_fingerprints(conn, rows["fingerprints"])
             repo.update_nodes(
-                conn, [{"row_id": ids[name], **columns} for name, columns in writes.nodes.items()]
+                conn,
+                [
+                    {"row_id": ids[name], **columns}
+                    for name, columns in writes.nodes.items()
+                    if name not in inserted
+                ],
             )
             repo.add_attempts(conn, rows["attempts"])
             repo.add_artifacts(conn, rows["artifacts"])
