@@ -126,3 +126,33 @@ def test_many_rows_read_back_alike_through_copy(url: str) -> None:
     assert all(row["made"] >= 1 for row in found.values()) and len(
         {r["made"] for r in found.values()}
     ) == len(rows)
+
+
+def test_many_rows_upsert_alike_through_a_staging_table(url: str) -> None:
+    """upsert_many: a new row goes in whole, an existing one changes only its `replace` columns,
+    whether the rows go one statement each (SQLite, few rows) or through PostgreSQL's COPY into
+    a temporary table; rows of two shapes, and a second call in the same transaction, too."""
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    n = bulk.COPY_MIN_ROWS * 2
+    with engine.begin() as conn:
+        bulk.executemany(conn, INSERT, [{"id": i, "name": "old", "data": {"v": "old"}} for i in range(1, n, 2)])
+    fresh = [{"id": i, "name": "new", "data": {"v": i, "text": "tab\there \\N"}} for i in range(1, n)]
+    fresh += [{"id": i, "name": "flagged", "data": None, "flag": True} for i in range(n, n + bulk.COPY_MIN_ROWS)]
+    with engine.begin() as conn:
+        bulk.upsert_many(conn, things, fresh, "id", ("data",))
+        bulk.upsert_many(conn, things, [{"id": 1, "name": "again", "data": {"v": "again"}}] * 1, "id", ())
+        bulk.upsert_many(conn, things, [{**row, "name": "ignored"} for row in fresh[:80]], "id", ())
+    with engine.connect() as conn:
+        found = {row.id: row for row in conn.execute(select(things))}
+    engine.dispose()
+
+    assert len(found) == n - 1 + bulk.COPY_MIN_ROWS
+    for i in range(1, n):
+        row = found[i]
+        if i % 2:  # existed: only `data` replaced
+            assert (row.name, row.data) == ("old", {"v": i, "text": "tab\there \\N"}), i
+        else:
+            assert (row.name, row.data, row.flag) == ("new", {"v": i, "text": "tab\there \\N"}, None), i
+    assert all(found[i].name == "flagged" and found[i].flag is True for i in range(n, n + bulk.COPY_MIN_ROWS))
+    assert all(row.made >= 1 for row in found.values())  # the column default, through the staging table too

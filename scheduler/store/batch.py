@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, select, update
 
 from scheduler.engine.writes import Writes
+from scheduler.store import bulk, walcheckpoint
 from scheduler.store import repository as repo
-from scheduler.store import walcheckpoint
 from scheduler.store.models import nodes, runs
 from scheduler.store.outage import Outage
 
@@ -155,6 +155,14 @@ class RunRows:
                 )
                 new_ids.update(found.all())  # type: ignore[arg-type]
         ids = {**self.ids, **new_ids} if new_ids else self.ids
+        writers = [
+            (repo.add_attempts, rows["attempts"]),
+            (repo.add_artifacts, rows["artifacts"]),
+            (repo.put_cache_entries, list({row["key"]: row for row in rows["cache"]}.values())),
+        ]
+        for write, batch in writers:  # many rows go by COPY on PostgreSQL: not in the pipeline
+            if bulk.by_copy(conn, batch):
+                write(conn, batch)
         with _pipelined(conn):
             repo.add_fingerprints(conn, rows["fingerprints"])
             repo.update_nodes(
@@ -165,9 +173,9 @@ class RunRows:
                     if name not in inserted
                 ],
             )
-            repo.add_attempts(conn, rows["attempts"])
-            repo.add_artifacts(conn, rows["artifacts"])
-            repo.put_cache_entries(conn, list({row["key"]: row for row in rows["cache"]}.values()))
+            for write, batch in writers:
+                if not bulk.by_copy(conn, batch):
+                    write(conn, batch)
             repo.add_metrics(conn, rows["metrics"])
             repo.add_checkpoints(conn, rows["checkpoints"])
             repo.add_rows(conn, repo.log_chunks, rows["log_chunks"])

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Connection, bindparam, select
+from sqlalchemy import Column, Connection, MetaData, Table, bindparam, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 
@@ -113,7 +114,7 @@ def insert_many(connection: Connection, statement: Any, rows: Sequence[dict[str,
     """Execute the INSERT `statement` for `rows`; on PostgreSQL many rows go by COPY, which parses
     no statement per row (a 10,000-item map's nodes and edges in a third of the time). COPY cannot
     run inside a pipeline: callers use this outside one."""
-    if connection.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+    if not by_copy(connection, rows):
         executemany(connection, statement, rows)
         return
     quote = connection.dialect.identifier_preparer.quote
@@ -126,6 +127,64 @@ def insert_many(connection: Connection, statement: Any, rows: Sequence[dict[str,
                     copy.write_row(prepared.ordered(row))
     finally:
         cursor.close()
+
+
+def by_copy(connection: Connection, rows: Sequence[Any]) -> bool:
+    """Whether `insert_many` and `upsert_many` send these rows by COPY (which no pipeline may hold)."""
+    return connection.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS
+
+
+def upsert_many(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str, replace: tuple[str, ...]
+) -> None:
+    """Insert `rows`; a row whose `key` exists already updates only its `replace` columns. On
+    PostgreSQL many rows are copied into a temporary twin of the table and go in from there by
+    one INSERT ... SELECT, not one statement each (a third of the time for a map's cache entries)."""
+    if not by_copy(connection, rows):
+        executemany(connection, _upsert(connection.dialect.name, table, key, replace), rows)
+        return
+    staging = _staging(table)
+    quote = connection.dialect.identifier_preparer.quote
+    connection.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(staging.name)} "
+        f"(LIKE {quote(table.name)}) ON COMMIT DELETE ROWS"
+    )
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for keys, group in groups.items():
+        insert_many(connection, insert(staging), group)
+        connection.execute(_upsert_from(table, staging, key, replace, keys))
+        connection.execute(delete(staging))  # for the next shape, if any
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table, key: str, replace: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT, built once per shape: building it per batch cost more than running it."""
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return _on_conflict(statement, key, replace)
+
+
+@functools.cache
+def _upsert_from(
+    table: Table, staging: Table, key: str, replace: tuple[str, ...], keys: tuple[str, ...]
+) -> Any:
+    statement = postgresql.insert(table).from_select(list(keys), select(*(staging.c[k] for k in keys)))
+    return _on_conflict(statement, key, replace)
+
+
+def _on_conflict(statement: Any, key: str, replace: tuple[str, ...]) -> Any:
+    if replace:
+        updates = {name: statement.excluded[name] for name in replace}
+        return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+    return statement.on_conflict_do_nothing(index_elements=[key])
+
+
+@functools.cache
+def _staging(table: Table) -> Table:
+    """A temporary table shaped like `table`, without its constraints (one per session)."""
+    columns = [Column(column.name, column.type) for column in table.columns]
+    return Table(f"flow_staging_{table.name}", MetaData(), *columns)
 
 
 IN_CHUNK = 500  # values per `IN (...)`: SQLite builds before 3.32 allow 999 parameters a statement

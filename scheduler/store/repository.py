@@ -36,21 +36,7 @@ def _insert_ignoring_duplicates(
 ) -> None:
     """Insert rows; a row whose key exists already updates only the `replace` columns."""
     if rows:
-        bulk.executemany(conn, _upsert(conn.dialect.name, table, key, replace), rows)
-
-
-@functools.cache
-def _upsert(dialect: str, table: Any, key: str, replace: tuple[str, ...]) -> Any:
-    """INSERT ... ON CONFLICT, built once per shape: building it per batch cost more than running it."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table)
-    if replace:
-        updates = {name: statement.excluded[name] for name in replace}
-        return statement.on_conflict_do_update(index_elements=[key], set_=updates)
-    return statement.on_conflict_do_nothing(index_elements=[key])
+        bulk.upsert_many(conn, table, rows, key, replace)
 
 
 @functools.cache
@@ -229,7 +215,7 @@ def add_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None
 
 
 def add_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    add_rows(conn, attempts, rows)
+    bulk.insert_many(conn, _insert(attempts), rows)  # many go by COPY on PostgreSQL
 
 
 def add_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
