@@ -136,9 +136,13 @@ def test_many_rows_upsert_alike_through_a_staging_table(url: str) -> None:
     metadata.create_all(engine)
     n = bulk.COPY_MIN_ROWS * 2
     with engine.begin() as conn:
-        bulk.executemany(conn, INSERT, [{"id": i, "name": "old", "data": {"v": "old"}} for i in range(1, n, 2)])
+        bulk.executemany(
+            conn, INSERT, [{"id": i, "name": "old", "data": {"v": "old"}} for i in range(1, n, 2)]
+        )
     fresh = [{"id": i, "name": "new", "data": {"v": i, "text": "tab\there \\N"}} for i in range(1, n)]
-    fresh += [{"id": i, "name": "flagged", "data": None, "flag": True} for i in range(n, n + bulk.COPY_MIN_ROWS)]
+    fresh += [
+        {"id": i, "name": "flagged", "data": None, "flag": True} for i in range(n, n + bulk.COPY_MIN_ROWS)
+    ]
     with engine.begin() as conn:
         bulk.upsert_many(conn, things, fresh, "id", ("data",))
         bulk.upsert_many(conn, things, [{"id": 1, "name": "again", "data": {"v": "again"}}] * 1, "id", ())
