@@ -43,6 +43,28 @@ def test_run_resume_and_status_on_postgresql(tmp_path, pg_url):
     assert not (project.root / ".flow" / "flow.db").exists()
 
 
+WIDE = (
+    "from flowlib import operator, workflow\n"
+    + "".join(f"\n@operator\ndef op{i}(x: int) -> int:\n    return x + {i}\n" for i in range(70))
+    + "\n@workflow\ndef wide() -> list[int]:\n    return ["
+    + ", ".join(f"op{i}(1)" for i in range(70))
+    + "]\n"
+)
+
+
+@pytest.mark.postgres
+def test_a_commit_of_many_operators_rows_on_postgresql(tmp_path, pg_url):
+    # 70 operators: their fingerprints, attempts, artifacts and cache entries go 64 or more to a
+    # commit, by COPY, which must not run inside the commit's pipeline
+    project = make_project(tmp_path / "proj")
+    project.write("pipeline.py", WIDE)
+    done = project.flow("run", "pipeline.py", "--db", pg_url, "--json")
+    assert done.code == 0, done
+    assert done.json()["outputs"] == [1 + i for i in range(70)]
+    again = project.flow("run", "pipeline.py", "--db", pg_url, "--json").json()
+    assert {node["status"] for node in again["nodes"]} == {"cached"}
+
+
 def test_configuration_precedence(tmp_path):
     (tmp_path / "flow.toml").write_text(
         '[flow]\nhome = "h"\ndb = "sqlite:///rel.db"\nexecutor = "inline"\nfsync = false\n'

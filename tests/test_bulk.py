@@ -160,3 +160,34 @@ def test_many_rows_upsert_alike_through_a_staging_table(url: str) -> None:
             assert (row.name, row.data, row.flag) == ("new", {"v": i, "text": "tab\there \\N"}, None), i
     assert all(found[i].name == "flagged" and found[i].flag is True for i in range(n, n + bulk.COPY_MIN_ROWS))
     assert all(row.made >= 1 for row in found.values())  # the column default, through the staging table too
+
+
+def test_cache_entries_given_twice_in_one_batch_keep_the_last(url: str) -> None:
+    # PostgreSQL refuses one INSERT ... ON CONFLICT DO UPDATE touching a row twice: the
+    # repository keeps the last row of each key before the rows go by COPY
+    from scheduler.store import models, repository
+
+    engine = create_engine(url)
+    models.cache_entries.create(engine)
+
+    def entry(i: int, outputs: str) -> dict[str, object]:
+        return {
+            "key": f"{i:064x}",
+            "operator": "op",
+            "fingerprint": "f" * 64,
+            "inputs": {},
+            "outputs": {"return": outputs},
+            "serializers": {},
+            "created_at": 1.0,
+            "run_id": "r",
+            "node": f"n{i}",
+        }
+
+    rows = [entry(i, "first") for i in range(bulk.COPY_MIN_ROWS + 6)] + [entry(i, "last") for i in range(6)]
+    with engine.begin() as conn:
+        repository.put_cache_entries(conn, rows)
+    with engine.connect() as conn:
+        found = dict(conn.execute(select(models.cache_entries.c.key, models.cache_entries.c.outputs)).all())
+    engine.dispose()
+    assert len(found) == bulk.COPY_MIN_ROWS + 6
+    assert [found[f"{i:064x}"]["return"] for i in range(8)] == ["last"] * 6 + ["first"] * 2

@@ -158,13 +158,13 @@ class RunRows:
         writers = [
             (repo.add_attempts, rows["attempts"]),
             (repo.add_artifacts, rows["artifacts"]),
-            (repo.put_cache_entries, list({row["key"]: row for row in rows["cache"]}.values())),
+            (repo.put_cache_entries, rows["cache"]),
+            (repo.add_fingerprints, rows["fingerprints"]),
         ]
         for write, batch in writers:  # many rows go by COPY on PostgreSQL: not in the pipeline
             if bulk.by_copy(conn, batch):
                 write(conn, batch)
         with _pipelined(conn):
-            repo.add_fingerprints(conn, rows["fingerprints"])
             repo.update_nodes(
                 conn,
                 [

@@ -138,21 +138,22 @@ def upsert_many(
 ) -> None:
     """Insert `rows`; a row whose `key` exists already updates only its `replace` columns. On
     PostgreSQL many rows are copied into a temporary twin of the table and go in from there by
-    one INSERT ... SELECT, not one statement each (a third of the time for a map's cache entries)."""
+    one INSERT ... SELECT, not one statement each (a third of the time for a map's cache entries).
+    Within a transaction only (the temporary table empties at each commit), and no key twice."""
     if not by_copy(connection, rows):
         executemany(connection, _upsert(connection.dialect.name, table, key, replace), rows)
         return
     staging = _staging(table)
     quote = connection.dialect.identifier_preparer.quote
-    connection.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(staging.name)} "
-        f"(LIKE {quote(table.name)}) ON COMMIT DELETE ROWS"
+    connection.exec_driver_sql(  # AS SELECT: the columns without their NOT NULLs and defaults
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(staging.name)} ON COMMIT DELETE ROWS "
+        f"AS SELECT * FROM {quote(table.name)} WITH NO DATA"
     )
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
     for keys, group in groups.items():
-        insert_many(connection, insert(staging), group)
+        insert_many(connection, _insert(staging), group)
         connection.execute(_upsert_from(table, staging, key, replace, keys))
         connection.execute(delete(staging))  # for the next shape, if any
 
@@ -182,6 +183,11 @@ def _on_conflict(statement: Any, key: str, replace: tuple[str, ...]) -> Any:
         updates = {name: statement.excluded[name] for name in replace}
         return statement.on_conflict_do_update(index_elements=[key], set_=updates)
     return statement.on_conflict_do_nothing(index_elements=[key])
+
+
+@functools.cache
+def _insert(table: Table) -> Any:
+    return insert(table)  # one statement object per table: `_prepare` keeps its compiled form by id
 
 
 @functools.cache

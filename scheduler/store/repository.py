@@ -277,7 +277,9 @@ def _last_per(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def put_cache_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     # A recomputed entry repairs the outputs; which run first made it stays (for `flow why`).
-    _insert_ignoring_duplicates(conn, cache_entries, rows, "key", replace=("outputs", "serializers"))
+    _insert_ignoring_duplicates(
+        conn, cache_entries, _last_per(rows, "key"), "key", replace=("outputs", "serializers")
+    )
 
 
 def find_cache_entries(
