@@ -181,8 +181,7 @@ def test_a_node_starts_only_once_its_upstreams_success_is_committed(project, exe
     assert done.json()["outputs"] == ["succeeded"] * 5
 
 
-UNFROZEN_STATES = """
-import gc
+SQUARES = """
 from flowlib import operator, workflow
 
 @operator
@@ -193,6 +192,16 @@ def numbers(n: int) -> list[int]:
 def square(x: int) -> int:
     return x * x
 
+@workflow
+def squares(n: int = 0) -> list[int]:
+    return square.map(numbers(n))
+"""
+
+UNFROZEN_STATES = (
+    SQUARES
+    + """
+import gc
+
 @operator
 def unfrozen_node_states(squares: list[int]) -> int:
     # what the collector's passes walk (gc.get_objects leaves frozen objects out)
@@ -202,6 +211,7 @@ def unfrozen_node_states(squares: list[int]) -> int:
 def counts(n: int = 3000) -> int:
     return unfrozen_node_states(square.map(numbers(n)))
 """
+)
 
 
 def test_a_map_expanded_while_the_run_goes_on_is_kept_out_of_the_collectors_passes(project):
@@ -209,7 +219,7 @@ def test_a_map_expanded_while_the_run_goes_on_is_kept_out_of_the_collectors_pass
     # its items' states only later, and they are frozen then too (the inline executor runs the
     # operators in the scheduler's process, so they see its garbage collector)
     project.write("p.py", UNFROZEN_STATES)
-    done = project.flow("run", "p.py", "--executor", "inline", "--json")
+    done = project.flow("run", "p.py", "counts", "--executor", "inline", "--json")
     assert done.code == 0, done
     assert done.json()["outputs"] < 100  # of 3,004 node states
 
@@ -579,24 +589,7 @@ def squares(n: int = 4) -> int:
 
 
 def test_empty_dynamic_map(project):
-    project.write(
-        "p.py",
-        """
-from flowlib import operator, workflow
-
-@operator
-def numbers(n: int) -> list[int]:
-    return list(range(n))
-
-@operator
-def square(x: int) -> int:
-    return x * x
-
-@workflow
-def squares(n: int = 0) -> list[int]:
-    return square.map(numbers(n))
-""",
-    )
+    project.write("p.py", SQUARES)
     done = project.flow("run", "p.py", "--json")
     assert done.code == 0 and done.json()["outputs"] == [], done
 

@@ -146,8 +146,7 @@ class RunRows:
             # left as it is: a commit retried after an outage writes it again.)
             fresh = [{**row, **writes.nodes.get(row["name"], {})} for row in fresh]
             repo.insert_nodes(conn, self.run_id, fresh, edges)
-            names = [row["name"] for row in fresh]
-            for chunk in repo.chunks(names):
+            for chunk in repo.chunks(list(inserted)):
                 found = conn.execute(
                     select(nodes.c.name, nodes.c.id).where(
                         nodes.c.run_id == self.run_id, nodes.c.name.in_(chunk)

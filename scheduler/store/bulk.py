@@ -87,11 +87,16 @@ def _by_shape(
     dialect: Dialect, statement: Any, rows: Sequence[dict[str, Any]]
 ) -> Iterator[tuple[_Prepared, list[dict[str, Any]]]]:
     """The rows grouped by their keys, each group with `statement` prepared for those keys."""
+    for keys, group in _shapes(rows).items():
+        yield _prepare(dialect, statement, keys), group
+
+
+def _shapes(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The rows by their keys, in order."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
-    for keys, group in groups.items():
-        yield _prepare(dialect, statement, keys), group
+    return groups
 
 
 def executemany(connection: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
@@ -149,13 +154,11 @@ def upsert_many(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(staging.name)} ON COMMIT DELETE ROWS "
         f"AS SELECT * FROM {quote(table.name)} WITH NO DATA"
     )
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    for keys, group in groups.items():
+    for keys, group in _shapes(rows).items():
+        # empty but for an earlier shape or call in this transaction (each commit empties it)
+        connection.execute(delete(staging))
         insert_many(connection, _insert(staging), group)
         connection.execute(_upsert_from(table, staging, key, replace, keys))
-        connection.execute(delete(staging))  # for the next shape, if any
 
 
 @functools.cache
