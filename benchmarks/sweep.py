@@ -10,6 +10,8 @@ FLOW_HOME for flowlib, an in-memory study for the plain loop), timed from start 
 - plain loop, data per trial: `study.optimize(objective)` whose objective prepares the data and
   trains, as Optuna's own examples are written.
 - plain loop, data once: the same with the data prepared once before the loop (by hand).
+- plain loop, SQLite study: data per trial, with the study in Optuna's SQLite storage (a file, as
+  `flow sweep` keeps it so that a killed sweep resumes) rather than in memory.
 - flow sweep --parallel 1 / 2: the data step runs once through the cache, trials are runs.
 Each row runs with --pruner median and with --pruner none (what pruning saves). A pruned trial's
 operator is stopped by an exception raised in it (its worker lives on, warm), or killed after 2 s.
@@ -43,7 +45,7 @@ import pipeline as p
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 torch.set_num_threads({threads})
-trials, epochs, seed, once = {trials}, {epochs}, {seed}, {once}
+trials, epochs, seed, once, storage = {trials}, {epochs}, {seed}, {once}, {storage!r}
 shared = p.prepare(seed, 0.2) if once else None  # an operator called outside a build is a plain call
 
 def objective(trial):
@@ -64,7 +66,9 @@ def objective(trial):
     return score
 
 pruner = optuna.pruners.MedianPruner() if {pruner!r} == "median" else optuna.pruners.NopPruner()
-study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+study = optuna.create_study(
+    direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, storage=storage
+)
 study.optimize(objective, n_trials=trials)
 states = [t.state.name.lower() for t in study.trials]
 print(json.dumps({{"best": study.best_value, "complete": states.count("complete"), "pruned": states.count("pruned")}}))
@@ -77,9 +81,26 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def plain(folder: Path, trials: int, epochs: int, seed: int, once: bool, threads: int, pruner: str) -> dict:
+def plain(
+    folder: Path,
+    trials: int,
+    epochs: int,
+    seed: int,
+    once: bool,
+    threads: int,
+    pruner: str,
+    sqlite: bool = False,
+) -> dict:
+    storage = f"sqlite:///{tempfile.mkdtemp(prefix='optuna-bench-')}/study.db" if sqlite else None
     code = PLAIN.format(
-        folder=str(folder), trials=trials, epochs=epochs, seed=seed, once=once, threads=threads, pruner=pruner
+        folder=str(folder),
+        trials=trials,
+        epochs=epochs,
+        seed=seed,
+        once=once,
+        threads=threads,
+        pruner=pruner,
+        storage=storage,
     )
     started, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=folder)
@@ -162,6 +183,9 @@ def main() -> None:
                 ),
                 f"plain Optuna loop, data once, {flag}": partial(
                     plain, folder, *common, True, threads, pruner
+                ),
+                f"plain Optuna loop, SQLite study, {flag}": partial(
+                    plain, folder, *common, False, threads, pruner, sqlite=True
                 ),
                 f"flow sweep --parallel 1 {flag}": partial(flow_sweep, folder, *common, 1, pruner),
                 f"flow sweep --parallel 2 {flag}": partial(flow_sweep, folder, *common, 2, pruner),

@@ -183,13 +183,13 @@ def start(
     settings = None if client is not None else config(db, executor)
     if not objective:
         raise SweepError("--objective KEY is required: the output field or logged metric to tune for")
-    from scheduler.sweeps.start import SweepRequest, start_sweep
-
     with _stdout_kept_for(as_json):
         if settings is not None:  # trials run here: the workers' imports overlap with this process's
             from executors.early import start_early
 
-            start_early(file, settings)
+            start_early(file, settings)  # before the sweep's own modules: the template starts sooner
+        from scheduler.sweeps.start import SweepRequest, start_sweep
+
         wf = select_workflow(file, workflow)
         fixed = parse_params(
             wf, split_assignments(params), read_params_file(params_file) if params_file else None
