@@ -25,7 +25,7 @@ def _stdout_kept_for(as_json: bool) -> contextlib.AbstractContextManager:
 
 def report(result: RunResult, as_json: bool) -> None:
     """Print the run's outcome and exit with its code."""
-    gc.freeze()  # what exists now lives until the exit: no full collection walks it (see below)
+    gc.freeze()  # the process exits next: no full collection need walk the run's result again
     if as_json:
         click.echo(json.dumps(result.to_json(), default=repr))
     else:
