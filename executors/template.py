@@ -27,6 +27,7 @@ pid), ("failed", request, why), ("exited", pid, code) with code as Popen's retur
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pickle
@@ -249,6 +250,9 @@ def main() -> None:
         return  # the pool is gone already
     if problem is not None:
         return
+    # What the imports made lives as long as every worker forked from here: frozen, the workers'
+    # full collections never walk it (nor touch its pages, which stay shared with the template).
+    gc.freeze()
     server = _Server(control)
     try:
         server.run()
