@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -446,6 +447,7 @@ def serve(conn: Any, sys_path: list[str], preload: Sequence[Sequence[str]] = ())
     """
     become_worker(sys_path)
     preload_pipelines(preload)
+    gc.freeze()  # as the template does: the collector's full passes skip what the imports made
     serve_tasks(conn)
 
 
