@@ -33,7 +33,7 @@ time.sleep(0.5)
 """
 
 PIPELINE = """
-import os, time
+import gc, os, time
 import heavylib
 import numpy as np
 from flowlib import operator, workflow
@@ -41,7 +41,12 @@ from flowlib import operator, workflow
 @operator(cache=False)
 def who(i: int) -> dict:
     time.sleep(0.3)  # both run at once: two workers
-    return {"pid": os.getpid(), "ppid": os.getppid(), "random": float(np.random.random())}
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "random": float(np.random.random()),
+        "frozen": gc.get_freeze_count(),  # what the imports made, out of the collector's passes
+    }
 
 @workflow
 def both() -> list[dict]:
@@ -86,6 +91,7 @@ def test_workers_are_forked_from_a_template_that_imported_the_pipelines_librarie
     assert len(imported) == 2 and parents <= set(imported), imported  # the scheduler and the template
     assert not pids & set(imported), "a worker imported the library again"
     assert workers[0]["random"] != workers[1]["random"], "forked workers share the template's random state"
+    assert all(w["frozen"] > 10_000 for w in workers), workers  # the template froze its imports
     assert "fresh interpreters" not in done.err
 
 
@@ -122,6 +128,7 @@ def test_start_spawn_gives_fresh_interpreters(project, heavy):
     assert done.code == 0, done
     pids = {w["pid"] for w in done.json()["outputs"]}
     assert pids <= set(importers(heavy)), "each fresh worker imports the library itself"
+    assert all(w["frozen"] > 10_000 for w in done.json()["outputs"]), done.json()["outputs"]
 
 
 def test_an_unknown_start_is_a_configuration_error(project, heavy):
