@@ -91,7 +91,9 @@ def plain(
     pruner: str,
     sqlite: bool = False,
 ) -> dict:
-    storage = f"sqlite:///{tempfile.mkdtemp(prefix='optuna-bench-')}/study.db" if sqlite else None
+    study = folder / "plain-study.db"  # a fresh study each time, in the benchmark's own folder
+    study.unlink(missing_ok=True)
+    storage = f"sqlite:///{study}" if sqlite else None
     code = PLAIN.format(
         folder=str(folder),
         trials=trials,
